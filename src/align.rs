@@ -1,0 +1,368 @@
+//! The pure core: given where each output row comes from, build the new matrix. No I/O, no flags.
+//! Rows are filled in parallel; each random row draws from its own seeded stream, so the bytes do
+//! not depend on thread count or order.
+
+use crate::checkpoint::DType;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
+
+/// A source matrix: `rows` x `cols` little-endian elements of `dtype`.
+#[derive(Clone, Copy)]
+pub struct Matrix<'a> {
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+impl Matrix<'_> {
+    pub fn row_bytes(&self, i: usize) -> &[u8] {
+        let w = self.cols * self.dtype.size();
+        &self.data[i * w..(i + 1) * w]
+    }
+
+    pub fn row_f32(&self, i: usize, out: &mut [f32]) {
+        self.dtype.decode(self.row_bytes(i), out);
+    }
+}
+
+/// Where one output row comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowSource {
+    /// The same token in the source vocabulary: copied.
+    Exact(u32),
+    /// A source token equal after normalisation (case, width, accents, `##`): copied.
+    Normalized(u32),
+    /// The mean of these source rows (the token's pieces under the source tokenizer).
+    Composed(Vec<u32>),
+    /// Left to the fill method.
+    Fill,
+}
+
+impl RowSource {
+    pub fn is_copy(&self) -> bool {
+        matches!(self, RowSource::Exact(_) | RowSource::Normalized(_))
+    }
+}
+
+/// How rows with nothing to copy or compose are initialised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fill {
+    /// N(0, sigma), seeded.
+    Random { sigma: f32 },
+    Zeros,
+    /// The mean of the source vocabulary's rows.
+    Mean,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BuildOptions {
+    pub out: DType,
+    pub fill: Fill,
+    pub seed: u64,
+    /// Scale initialised rows to the median L2 norm of the copied rows.
+    pub calibrate_norm: bool,
+    /// Source rows 0..vocab_rows are the vocabulary's (the rest is padding), for the mean.
+    pub vocab_rows: usize,
+}
+
+/// The new matrix and what was noticed while building it.
+pub struct Built {
+    pub data: Vec<u8>,
+    pub rows: usize,
+    pub cols: usize,
+    /// Output rows holding NaN or infinity.
+    pub nonfinite_rows: Vec<usize>,
+    /// The median norm that initialised rows were scaled to, when calibrating.
+    pub calibrated_to: Option<f32>,
+    /// Median L2 norms of copied and of initialised rows, as built (after calibration).
+    pub median_norm_copied: Option<f32>,
+    pub median_norm_initialised: Option<f32>,
+}
+
+/// Builds the output matrix, one row per entry of `rows`.
+pub fn build(rows: &[RowSource], src: Matrix<'_>, opts: &BuildOptions) -> Built {
+    let cols = src.cols;
+    let esize = opts.out.size();
+    let width = cols * esize;
+    let mean = match opts.fill {
+        Fill::Mean => Some(mean_row(src, opts.vocab_rows)),
+        _ => None,
+    };
+    let normal = match opts.fill {
+        Fill::Random { sigma } => Normal::new(0.0f32, sigma.max(0.0)).ok(),
+        _ => None,
+    };
+    let mut data = vec![0u8; rows.len() * width];
+    // Initialised rows are built in f32 first when calibrating, so that they can be scaled before
+    // encoding; otherwise they are encoded at once.
+    let mut norms: Vec<f32> = vec![0.0; rows.len()];
+    data.par_chunks_mut(width.max(1))
+        .zip(norms.par_iter_mut())
+        .enumerate()
+        .for_each_init(
+            || (vec![0f32; cols], vec![0f32; cols]),
+            |(acc, tmp), (i, (out, norm))| {
+                match &rows[i] {
+                    RowSource::Exact(id) | RowSource::Normalized(id) => {
+                        let id = *id as usize;
+                        if src.dtype == opts.out {
+                            out.copy_from_slice(src.row_bytes(id));
+                        } else {
+                            src.row_f32(id, acc);
+                            opts.out.encode(acc, out);
+                        }
+                        src.row_f32(id, acc);
+                    }
+                    RowSource::Composed(ids) => {
+                        acc.fill(0.0);
+                        for &id in ids {
+                            src.row_f32(id as usize, tmp);
+                            for (a, t) in acc.iter_mut().zip(tmp.iter()) {
+                                *a += *t;
+                            }
+                        }
+                        let n = ids.len().max(1) as f32;
+                        acc.iter_mut().for_each(|a| *a /= n);
+                        opts.out.encode(acc, out);
+                    }
+                    RowSource::Fill => {
+                        match opts.fill {
+                            Fill::Zeros => acc.fill(0.0),
+                            Fill::Mean => acc.copy_from_slice(mean.as_deref().unwrap_or(&[])),
+                            Fill::Random { .. } => {
+                                let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+                                rng.set_stream(i as u64);
+                                match &normal {
+                                    Some(n) => acc.iter_mut().for_each(|a| *a = n.sample(&mut rng)),
+                                    None => acc.fill(0.0),
+                                }
+                            }
+                        }
+                        opts.out.encode(acc, out);
+                    }
+                }
+                *norm = acc.iter().map(|v| v * v).sum::<f32>().sqrt();
+            },
+        );
+    let copied: Vec<f32> = rows
+        .iter()
+        .zip(&norms)
+        .filter(|(r, _)| r.is_copy())
+        .map(|(_, n)| *n)
+        .collect();
+    let median_copied = median(copied);
+    let mut calibrated_to = None;
+    if opts.calibrate_norm {
+        if let Some(target) = median_copied {
+            calibrated_to = Some(target);
+            data.par_chunks_mut(width.max(1))
+                .zip(norms.par_iter_mut())
+                .enumerate()
+                .filter(|(i, (_, n))| !rows[*i].is_copy() && **n > 0.0)
+                .for_each_init(
+                    || vec![0f32; cols],
+                    |acc, (_, (out, n))| {
+                        opts.out.decode(out, acc);
+                        let scale = target / *n;
+                        acc.iter_mut().for_each(|a| *a *= scale);
+                        opts.out.encode(acc, out);
+                        *n = target;
+                    },
+                );
+        }
+    }
+    let initialised: Vec<f32> = rows
+        .iter()
+        .zip(&norms)
+        .filter(|(r, _)| !r.is_copy())
+        .map(|(_, n)| *n)
+        .collect();
+    let nonfinite_rows = norms
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !n.is_finite())
+        .map(|(i, _)| i)
+        .collect();
+    Built {
+        data,
+        rows: rows.len(),
+        cols,
+        nonfinite_rows,
+        calibrated_to,
+        median_norm_copied: median_copied,
+        median_norm_initialised: median(initialised),
+    }
+}
+
+fn median(mut v: Vec<f32>) -> Option<f32> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+/// Mean of rows 0..n of the source, accumulated in f64.
+pub fn mean_row(src: Matrix<'_>, n: usize) -> Vec<f32> {
+    let n = n.min(src.rows).max(1);
+    let mut acc = vec![0f64; src.cols];
+    let mut tmp = vec![0f32; src.cols];
+    for i in 0..n {
+        src.row_f32(i, &mut tmp);
+        for (a, t) in acc.iter_mut().zip(&tmp) {
+            *a += *t as f64;
+        }
+    }
+    acc.into_iter().map(|a| (a / n as f64) as f32).collect()
+}
+
+/// Standard deviation of all elements of rows 0..n, skipping non-finite values.
+pub fn std_of(src: Matrix<'_>, n: usize) -> f32 {
+    let n = n.min(src.rows);
+    let (mut s, mut s2, mut k) = (0f64, 0f64, 0f64);
+    let mut tmp = vec![0f32; src.cols];
+    for i in 0..n {
+        src.row_f32(i, &mut tmp);
+        for &v in tmp.iter().filter(|v| v.is_finite()) {
+            s += v as f64;
+            s2 += (v as f64) * (v as f64);
+            k += 1.0;
+        }
+    }
+    if k < 2.0 {
+        return 0.0;
+    }
+    let mean = s / k;
+    ((s2 / k - mean * mean).max(0.0)).sqrt() as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 5x4 f32 source whose element (r, c) is r*10 + c.
+    fn src_bytes() -> Vec<u8> {
+        (0..5)
+            .flat_map(|r| (0..4).map(move |c| (r * 10 + c) as f32))
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    }
+
+    fn matrix(b: &[u8]) -> Matrix<'_> {
+        Matrix {
+            dtype: DType::F32,
+            rows: 5,
+            cols: 4,
+            data: b,
+        }
+    }
+
+    fn opts(fill: Fill) -> BuildOptions {
+        BuildOptions {
+            out: DType::F32,
+            fill,
+            seed: 7,
+            calibrate_norm: false,
+            vocab_rows: 5,
+        }
+    }
+
+    fn row(b: &Built, i: usize) -> Vec<f32> {
+        let mut out = vec![0f32; b.cols];
+        DType::F32.decode(&b.data[i * b.cols * 4..(i + 1) * b.cols * 4], &mut out);
+        out
+    }
+
+    #[test]
+    fn copies_composes_and_fills_in_target_order() {
+        let b = src_bytes();
+        let rows = vec![
+            RowSource::Exact(3),
+            RowSource::Fill,
+            RowSource::Composed(vec![1, 2]),
+            RowSource::Normalized(0),
+        ];
+        let built = build(&rows, matrix(&b), &opts(Fill::Zeros));
+        assert_eq!(built.rows, 4);
+        assert_eq!(&built.data[..16], matrix(&b).row_bytes(3));
+        assert_eq!(row(&built, 1), vec![0.0; 4]);
+        assert_eq!(row(&built, 2), vec![15.0, 16.0, 17.0, 18.0]);
+        assert_eq!(row(&built, 3), vec![0.0, 1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn mean_fill_is_the_mean_of_vocab_rows() {
+        let b = src_bytes();
+        let built = build(&[RowSource::Fill], matrix(&b), &opts(Fill::Mean));
+        assert_eq!(row(&built, 0), vec![20.0, 21.0, 22.0, 23.0]);
+    }
+
+    #[test]
+    fn random_rows_are_seeded_per_row() {
+        let b = src_bytes();
+        let rows = vec![RowSource::Fill, RowSource::Fill];
+        let a = build(&rows, matrix(&b), &opts(Fill::Random { sigma: 0.5 }));
+        let a2 = build(&rows, matrix(&b), &opts(Fill::Random { sigma: 0.5 }));
+        assert_eq!(a.data, a2.data);
+        assert_ne!(row(&a, 0), row(&a, 1));
+        // Row 1's values do not depend on what the rows before it are.
+        let c = build(
+            &[RowSource::Exact(0), RowSource::Fill],
+            matrix(&b),
+            &opts(Fill::Random { sigma: 0.5 }),
+        );
+        assert_eq!(row(&a, 1), row(&c, 1));
+        let mut o = opts(Fill::Random { sigma: 0.5 });
+        o.seed = 8;
+        assert_ne!(build(&rows, matrix(&b), &o).data, a.data);
+    }
+
+    #[test]
+    fn dtype_conversion_and_bit_exact_copy() {
+        let b = src_bytes();
+        let mut o = opts(Fill::Zeros);
+        o.out = DType::BF16;
+        let built = build(&[RowSource::Exact(2)], matrix(&b), &o);
+        let mut out = vec![0f32; 4];
+        DType::BF16.decode(&built.data, &mut out);
+        assert_eq!(out, vec![20.0, 21.0, 22.0, 23.0]);
+    }
+
+    #[test]
+    fn calibration_scales_initialised_rows_to_median_copied_norm() {
+        let b = src_bytes();
+        let mut o = opts(Fill::Random { sigma: 0.01 });
+        o.calibrate_norm = true;
+        let rows = vec![RowSource::Exact(1), RowSource::Fill, RowSource::Exact(1)];
+        let built = build(&rows, matrix(&b), &o);
+        let target = row(&built, 0).iter().map(|v| v * v).sum::<f32>().sqrt();
+        let got = row(&built, 1).iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((target - got).abs() < 1e-3 * target, "{target} {got}");
+        assert_eq!(built.calibrated_to, Some(target));
+    }
+
+    #[test]
+    fn nonfinite_rows_are_reported() {
+        let mut b = src_bytes();
+        b[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+        let built = build(&[RowSource::Exact(1), RowSource::Exact(0)], matrix(&b), &opts(Fill::Zeros));
+        assert_eq!(built.nonfinite_rows, vec![1]);
+    }
+
+    #[test]
+    fn std_and_mean_helpers() {
+        let b = src_bytes();
+        assert_eq!(mean_row(matrix(&b), 2), vec![5.0, 6.0, 7.0, 8.0]);
+        let s = std_of(matrix(&b), 5);
+        assert!(s > 10.0 && s < 20.0, "{s}");
+    }
+}

@@ -1,0 +1,152 @@
+//! The command line (clap derive): doc comments are the help text.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  embed-transplant --model bert-base-chinese --vocab vocab.txt -o embeddings.safetensors
+  embed-transplant --model ./my-model-dir --vocab - --json < words.txt > summary.json
+  HF_HUB_OFFLINE=1 embed-transplant -m hfl/chinese-roberta-wwm-ext -v vocab.txt --init mean
+
+Exit codes: 0 success, 1 bad input or failure, 2 usage error, 130 interrupted.";
+
+/// Move a pretrained checkpoint's word embeddings onto a new vocabulary.
+///
+/// Rows whose token the source model knows are copied exactly; the others are initialised
+/// (composed from the source tokenizer's pieces, random, zeros or mean). The result is a
+/// .safetensors file with one tensor `weight` that PyTorch loads directly.
+#[derive(Debug, Parser)]
+#[command(
+    name = "embed-transplant",
+    version,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub transplant: TransplantArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the new embedding matrix (the default when no subcommand is given).
+    Transplant(TransplantArgs),
+}
+
+/// Output element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DTypeArg {
+    /// The source tensor's own type (rows are copied bit for bit).
+    Source,
+    F32,
+    F16,
+    Bf16,
+}
+
+/// How rows that the source vocabulary lacks are initialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitArg {
+    /// N(0, sigma): sigma is config.json's initializer_range, else the source matrix's std.
+    Random,
+    /// All zeros.
+    Zeros,
+    /// The mean of the source vocabulary's rows.
+    Mean,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TransplantArgs {
+    /// Source model: a hub id (bert-base-chinese, org/name), a model directory, or a weights file.
+    #[arg(short, long, required = true, value_name = "MODEL")]
+    pub model: Option<String>,
+
+    /// Target vocabulary: one token per line, UTF-8; `-` reads standard input. Row i is line i.
+    #[arg(short, long, required = true, value_name = "PATH")]
+    pub vocab: Option<PathBuf>,
+
+    /// Output .safetensors file.
+    #[arg(short, long, value_name = "PATH", default_value = "embeddings.safetensors")]
+    pub output: PathBuf,
+
+    /// Hub revision: branch, tag or commit.
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+
+    /// Name of the embedding tensor, when the automatic choice is wrong or ambiguous.
+    #[arg(long, value_name = "NAME")]
+    pub tensor: Option<String>,
+
+    /// Source vocabulary (tokenizer.json or vocab.txt) instead of the model's own.
+    #[arg(long, value_name = "PATH")]
+    pub source_vocab: Option<PathBuf>,
+
+    /// Initialisation of rows the source vocabulary lacks.
+    #[arg(long, value_enum, default_value_t = InitArg::Random)]
+    pub init: InitArg,
+
+    /// Seed for random initialisation; recorded in the output.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Element type of the output.
+    #[arg(long, value_enum, default_value_t = DTypeArg::Source)]
+    pub dtype: DTypeArg,
+
+    /// Use only the local hub cache, never the network.
+    #[arg(long, env = "HF_HUB_OFFLINE", value_parser = clap::builder::FalseyValueParser::new(), num_args = 0, default_missing_value = "1")]
+    pub offline: bool,
+
+    /// Hub address.
+    #[arg(long, env = "HF_ENDPOINT", value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// Hub cache directory (default: $HF_HOME/hub, shared with Python's huggingface_hub).
+    #[arg(long, env = "HF_HUB_CACHE", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Hub access token (read from HF_TOKEN; never printed).
+    #[arg(long, env = "HF_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<Secret>,
+
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print the summary as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write the summary and the list of initialised tokens to this JSON file.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+
+    /// Print nothing on standard error but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Treat NaN or infinite values in the source embedding as an error.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// A string that never shows in Debug output or logs.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}

@@ -1,0 +1,3 @@
+//! One module per subcommand; each takes its validated config and returns what happened.
+
+pub mod transplant;

@@ -1,0 +1,239 @@
+//! `embed-transplant [transplant]`: resolve the model, read its embedding, build the new matrix
+//! for the target vocabulary, write it.
+
+use crate::align::{self, BuildOptions, Fill, Matrix};
+use crate::checkpoint::{self, DType};
+use crate::cli::{DTypeArg, InitArg};
+use crate::config::TransplantConfig;
+use crate::error::{Error, Result};
+use crate::hub;
+use crate::matching;
+use crate::model_config::ModelConfig;
+use crate::output::Output;
+use crate::report::{self, ReportFile, TransplantReport};
+use crate::vocab;
+use crate::writer;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
+    let start = Instant::now();
+    // Refuse an unusable output path before downloading anything.
+    writer::check_target(&cfg.output, cfg.force)?;
+    let target = vocab::read_target(&cfg.vocab)?;
+    if target.duplicates > 0 {
+        out.warn(&format!(
+            "{}: {} duplicate token line(s) (e.g. {:?}); each line still gets its own row",
+            target.origin, target.duplicates, target.duplicate_examples
+        ));
+    }
+
+    let files = hub::resolve(&cfg.model, &cfg.hub)?;
+    let source_vocab_path = cfg
+        .source_vocab
+        .clone()
+        .or_else(|| files.tokenizer_json.clone())
+        .or_else(|| files.vocab_txt.clone())
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: no source vocabulary (tokenizer.json or vocab.txt) beside the weights; pass --source-vocab",
+                cfg.model
+            ))
+        })?;
+    let source = vocab::load_source(&source_vocab_path)?;
+    let model_cfg = ModelConfig::load(files.config.as_deref(), files.tokenizer_config.as_deref())?;
+
+    let tensors = checkpoint::list_tensors(&files.weights, files.fetcher.as_ref())?;
+    let choice = checkpoint::choose_embedding(&files.weights, &tensors, cfg.tensor.as_deref())?;
+    let emb = checkpoint::load_embedding(&files.weights, &choice.name, files.fetcher.as_ref())?;
+    if emb.rows < source.size {
+        return Err(Error::tensor(
+            &emb.file,
+            &emb.name,
+            format!(
+                "has {} rows, fewer than the {} tokens of the source vocabulary {}",
+                emb.rows,
+                source.size,
+                source.path.display()
+            ),
+        ));
+    }
+    let src = Matrix {
+        dtype: emb.dtype,
+        rows: emb.rows,
+        cols: emb.cols,
+        data: emb.bytes(),
+    };
+    let bad_rows = nonfinite_rows(src);
+    if let Some(&first) = bad_rows.first() {
+        let msg = format!(
+            "{} row(s) hold NaN or infinity (first: row {first})",
+            bad_rows.len()
+        );
+        if cfg.strict {
+            return Err(Error::tensor(&emb.file, &emb.name, msg));
+        }
+        out.warn(&format!("tensor `{}`: {msg}", emb.name));
+    }
+
+    let out_dtype = match cfg.dtype {
+        DTypeArg::Source => emb.dtype,
+        DTypeArg::F32 => DType::F32,
+        DTypeArg::F16 => DType::F16,
+        DTypeArg::Bf16 => DType::BF16,
+    };
+    let (fill, sigma, sigma_from) = match cfg.init {
+        InitArg::Random => {
+            let (s, from) = match model_cfg.initializer_range {
+                Some(r) => (r as f32, "config.json initializer_range"),
+                None => (align::std_of(src, source.size), "std of the source matrix"),
+            };
+            (Fill::Random { sigma: s }, Some(s), Some(from.to_string()))
+        }
+        InitArg::Zeros => (Fill::Zeros, None, None),
+        InitArg::Mean => (Fill::Mean, None, None),
+    };
+    let fill_name = init_name(cfg.init);
+    let plan = matching::plan(&target.tokens, &source, fill_name);
+    let opts = BuildOptions {
+        out: out_dtype,
+        fill,
+        seed: cfg.seed,
+        calibrate_norm: false,
+        vocab_rows: source.size,
+    };
+    let built = align::build(&plan.rows, src, &opts);
+
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &plan.rows {
+        let k = match r {
+            align::RowSource::Exact(_) => matching::EXACT,
+            align::RowSource::Normalized(_) => "normalized",
+            align::RowSource::Composed(_) => "composed",
+            align::RowSource::Fill => fill_name,
+        };
+        *counts.entry(k.to_string()).or_default() += 1;
+    }
+    let copied = plan.rows.iter().filter(|r| r.is_copy()).count();
+    let rows = plan.rows.len();
+
+    let mut report = TransplantReport {
+        output: cfg.output.display().to_string(),
+        source: files.provenance.clone(),
+        weights: emb.file.display().to_string(),
+        weights_format: files.weights.format().to_string(),
+        tensor: emb.name.clone(),
+        tensor_rule: choice.rule.clone(),
+        source_shape: [emb.rows, emb.cols],
+        source_dtype: emb.dtype.name().to_string(),
+        source_vocab: source.path.display().to_string(),
+        source_vocab_size: source.size,
+        target_vocab: target.origin.clone(),
+        target_vocab_sha256: target.sha256.clone(),
+        rows,
+        dim: emb.cols,
+        dtype: out_dtype.name().to_string(),
+        copied,
+        initialised: rows - copied,
+        coverage_percent: if rows == 0 {
+            0.0
+        } else {
+            100.0 * copied as f64 / rows as f64
+        },
+        counts,
+        init: fill_name.to_string(),
+        seed: cfg.seed,
+        sigma,
+        sigma_from,
+        calibrate_norm: opts.calibrate_norm,
+        median_norm_copied: built.median_norm_copied,
+        median_norm_initialised: built.median_norm_initialised,
+        duplicate_lines: target.duplicates,
+        nonfinite_source_rows: bad_rows.len(),
+        seconds: 0.0,
+    };
+
+    let copied_rows = report::ranges(
+        plan.rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_copy())
+            .map(|(i, _)| i),
+    );
+    let meta = metadata(&report, &copied_rows);
+    writer::write_safetensors(
+        &cfg.output,
+        out_dtype,
+        [built.rows, built.cols],
+        &built.data,
+        &meta,
+        cfg.force,
+    )?;
+    report.seconds = start.elapsed().as_secs_f64();
+    if let Some(path) = &cfg.report {
+        let doc = ReportFile {
+            summary: &report,
+            rows: &plan.notes,
+        };
+        writer::write_with(path, true, |w| {
+            serde_json::to_writer_pretty(&mut *w, &doc)?;
+            w.write_all(b"\n")
+        })?;
+    }
+    Ok(report)
+}
+
+fn init_name(init: InitArg) -> &'static str {
+    match init {
+        InitArg::Random => "random",
+        InitArg::Zeros => "zeros",
+        InitArg::Mean => "mean",
+    }
+}
+
+/// Indices of rows with a NaN or infinite value.
+fn nonfinite_rows(src: Matrix<'_>) -> Vec<usize> {
+    let mut tmp = vec![0f32; src.cols];
+    (0..src.rows)
+        .filter(|&i| {
+            src.row_f32(i, &mut tmp);
+            tmp.iter().any(|v| !v.is_finite())
+        })
+        .collect()
+}
+
+/// The output's `__metadata__`: strings only, sorted when written.
+fn metadata(r: &TransplantReport, copied_rows: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let mut put = |k: &str, v: String| {
+        m.insert(k.to_string(), v);
+    };
+    put("format", "pt".into());
+    put("tool", format!("embed-transplant {}", env!("CARGO_PKG_VERSION")));
+    put("source_model", r.source.model.clone());
+    if let Some(rev) = &r.source.revision {
+        put("source_revision", rev.clone());
+    }
+    if let Some(c) = &r.source.commit {
+        put("source_commit", c.clone());
+    }
+    put("source_tensor", r.tensor.clone());
+    put("source_dtype", r.source_dtype.clone());
+    put("source_shape", format!("{}x{}", r.source_shape[0], r.source_shape[1]));
+    put("dtype", r.dtype.clone());
+    put("init", r.init.clone());
+    put("seed", r.seed.to_string());
+    if let Some(s) = r.sigma {
+        put("sigma", s.to_string());
+    }
+    put("rows", r.rows.to_string());
+    put("copied", r.copied.to_string());
+    put("initialised", r.initialised.to_string());
+    put(
+        "counts",
+        serde_json::to_string(&r.counts).unwrap_or_default(),
+    );
+    put("copied_rows", copied_rows.to_string());
+    put("target_vocab_sha256", r.target_vocab_sha256.clone());
+    m
+}

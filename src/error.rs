@@ -1,0 +1,66 @@
+//! The library's error type: every message says what was being done and to which file, line or tensor.
+
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong while transplanting. Each variant renders as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operating-system error on a named file.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
+    /// A problem on one line of a text file (vocabularies, data sets).
+    #[error("{path} line {line}: {msg}")]
+    Line {
+        path: String,
+        line: usize,
+        msg: String,
+    },
+    /// A problem with a whole file (checkpoint, config, vocabulary).
+    #[error("{}: {msg}", path.display())]
+    File { path: PathBuf, msg: String },
+    /// A problem with one tensor of a checkpoint.
+    #[error("tensor `{tensor}` in {}: {msg}", path.display())]
+    Tensor {
+        path: PathBuf,
+        tensor: String,
+        msg: String,
+    },
+    /// The hub could not give us a file.
+    #[error("{0}")]
+    Hub(String),
+    /// Input that cannot be used (a model that is neither a path nor a hub id, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// Flags that do not fit together, found after argument parsing (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The user pressed Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(path: impl AsRef<Path>, err: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            err,
+        }
+    }
+
+    pub fn file(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
+        Error::File {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn tensor(path: impl AsRef<Path>, tensor: &str, msg: impl Into<String>) -> Self {
+        Error::Tensor {
+            path: path.as_ref().to_path_buf(),
+            tensor: tensor.to_string(),
+            msg: msg.into(),
+        }
+    }
+}

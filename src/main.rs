@@ -1,0 +1,51 @@
+//! The binary: parse, run, print, exit code. Nothing else.
+
+use clap::Parser;
+use embed_transplant::cli::{Cli, Command};
+use embed_transplant::output::{self, Output};
+use embed_transplant::{commands, config, writer, Error};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+/// 0 ok, 1 bad input or failure, 2 usage (clap exits with 2 itself), 130 interrupted.
+#[derive(Clone, Copy)]
+enum Exit {
+    Failure = 1,
+    Usage = 2,
+    Interrupted = 130,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = ctrlc::set_handler(|| {
+        writer::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            let code = match err.downcast_ref::<Error>() {
+                Some(Error::Interrupted) => Exit::Interrupted,
+                Some(Error::Usage(_)) => Exit::Usage,
+                _ => Exit::Failure,
+            };
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let tty = std::io::stderr().is_terminal();
+    let args = match cli.command {
+        Some(Command::Transplant(a)) => a,
+        None => cli.transplant,
+    };
+    let cfg = config::transplant_config(args, tty)?;
+    let out = Output { quiet: cfg.quiet };
+    let report = commands::transplant::run(&cfg, &out)?;
+    out.summary(&report);
+    if cfg.json {
+        output::print_json(&report)?;
+    }
+    Ok(())
+}

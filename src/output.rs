@@ -1,0 +1,69 @@
+//! The only place that prints: human lines on stderr, JSON on stdout. A closed stdout (a pipe
+//! whose reader went away) is not an error.
+
+use crate::report::TransplantReport;
+use std::io::Write;
+
+/// Where human messages go, and whether to print them.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub quiet: bool,
+}
+
+impl Output {
+    pub fn warn(&self, msg: &str) {
+        // Warnings show even with --quiet: they are about the data.
+        let _ = writeln!(std::io::stderr(), "warning: {msg}");
+    }
+
+    pub fn info(&self, msg: &str) {
+        if !self.quiet {
+            let _ = writeln!(std::io::stderr(), "{msg}");
+        }
+    }
+
+    pub fn summary(&self, r: &TransplantReport) {
+        if self.quiet {
+            return;
+        }
+        let counts: Vec<String> = r
+            .counts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let from = match (&r.source.revision, &r.source.commit) {
+            (Some(rev), Some(c)) => format!("{}@{rev} ({})", r.source.model, &c[..c.len().min(12)]),
+            (Some(rev), None) => format!("{}@{rev}", r.source.model),
+            _ => r.source.model.clone(),
+        };
+        self.info(&format!(
+            "wrote {}: {} rows x {} {} | copied {} ({:.1}%), initialised {} [{}] | from {} tensor {} ({}) in {:.2}s",
+            r.output,
+            r.rows,
+            r.dim,
+            r.dtype,
+            r.copied,
+            r.coverage_percent,
+            r.initialised,
+            counts.join(", "),
+            from,
+            r.tensor,
+            r.weights_format,
+            r.seconds
+        ));
+    }
+}
+
+/// Prints a JSON document on stdout. Returns false if stdout was closed.
+pub fn print_json<T: serde::Serialize>(value: &T) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let res = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|_| writeln!(out))
+        .and_then(|_| out.flush());
+    match res {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}

@@ -1,0 +1,118 @@
+//! What a run did, as plain data: printed by `output`, written by `--report`, and folded into the
+//! output file's metadata.
+
+use crate::hub::Provenance;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The summary of one transplant.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransplantReport {
+    pub output: String,
+    pub source: Provenance,
+    pub weights: String,
+    pub weights_format: String,
+    pub tensor: String,
+    /// Why this tensor was taken.
+    pub tensor_rule: String,
+    pub source_shape: [usize; 2],
+    pub source_dtype: String,
+    pub source_vocab: String,
+    pub source_vocab_size: usize,
+    pub target_vocab: String,
+    pub target_vocab_sha256: String,
+    pub rows: usize,
+    pub dim: usize,
+    pub dtype: String,
+    /// Rows copied from the source (exact or normalised matches).
+    pub copied: usize,
+    /// Rows built otherwise (composed, random, zeros, mean).
+    pub initialised: usize,
+    /// copied / rows, in percent.
+    pub coverage_percent: f64,
+    /// Rows per method; they add up to `rows`.
+    pub counts: BTreeMap<String, usize>,
+    pub init: String,
+    pub seed: u64,
+    /// The standard deviation random rows were drawn with, and where it came from.
+    pub sigma: Option<f32>,
+    pub sigma_from: Option<String>,
+    pub calibrate_norm: bool,
+    pub median_norm_copied: Option<f32>,
+    pub median_norm_initialised: Option<f32>,
+    pub duplicate_lines: usize,
+    /// Source rows holding NaN or infinity.
+    pub nonfinite_source_rows: usize,
+    pub seconds: f64,
+}
+
+/// One row that was not an exact copy, for `--report`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RowNote {
+    /// 1-based line of the target vocabulary.
+    pub line: usize,
+    pub token: String,
+    pub method: String,
+    /// The source tokens the row was built from (the match, or the pieces).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<String>,
+}
+
+/// The `--report` file.
+#[derive(Debug, Serialize)]
+pub struct ReportFile<'a> {
+    pub summary: &'a TransplantReport,
+    pub rows: &'a [RowNote],
+}
+
+/// Compresses sorted row indices into `a-b,c,d-e`.
+pub fn ranges(indices: impl IntoIterator<Item = usize>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Option<(usize, usize)> = None;
+    for i in indices {
+        run = match run {
+            Some((a, b)) if i == b + 1 => Some((a, i)),
+            Some((a, b)) => {
+                out.push(if a == b { a.to_string() } else { format!("{a}-{b}") });
+                Some((i, i))
+            }
+            None => Some((i, i)),
+        };
+    }
+    if let Some((a, b)) = run {
+        out.push(if a == b { a.to_string() } else { format!("{a}-{b}") });
+    }
+    out.join(",")
+}
+
+/// Parses `ranges` output back into indices.
+pub fn parse_ranges(s: &str) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+                if b < a {
+                    return None;
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().ok()?),
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_round_trip() {
+        let v = vec![0, 1, 2, 5, 7, 8];
+        assert_eq!(ranges(v.clone()), "0-2,5,7-8");
+        assert_eq!(parse_ranges("0-2,5,7-8").unwrap(), v);
+        assert_eq!(ranges(Vec::new()), "");
+        assert!(parse_ranges("3-1").is_none());
+    }
+}

@@ -1,0 +1,188 @@
+//! Writing the output .safetensors: one tensor `weight`, a sorted `__metadata__` (so the same
+//! inputs give the same bytes), into a temp file beside the target that is renamed into place.
+
+use crate::checkpoint::DType;
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by the Ctrl-C handler; the writer checks it between chunks and abandons the temp file.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// The header bytes: u64 LE length, then JSON padded with spaces to a multiple of 8.
+pub fn header(
+    tensor: &str,
+    dtype: DType,
+    shape: [usize; 2],
+    metadata: &BTreeMap<String, String>,
+) -> Vec<u8> {
+    let nbytes = shape[0] * shape[1] * dtype.size();
+    let mut root = serde_json::Map::new();
+    if !metadata.is_empty() {
+        root.insert(
+            "__metadata__".into(),
+            serde_json::to_value(metadata).unwrap_or_default(),
+        );
+    }
+    root.insert(
+        tensor.into(),
+        serde_json::json!({
+            "dtype": dtype.safetensors_name(),
+            "shape": shape,
+            "data_offsets": [0, nbytes],
+        }),
+    );
+    // serde_json's Map is a BTreeMap here (no preserve_order feature): keys come out sorted.
+    let mut json = serde_json::to_vec(&root).unwrap_or_default();
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    out
+}
+
+/// Writes `data` as tensor `weight` to `path`. The file appears whole or not at all: a failure or
+/// Ctrl-C part-way removes the temp file. An existing `path` is replaced only with `force`.
+pub fn write_safetensors(
+    path: &Path,
+    dtype: DType,
+    shape: [usize; 2],
+    data: &[u8],
+    metadata: &BTreeMap<String, String>,
+    force: bool,
+) -> Result<()> {
+    write_with(path, force, |w| {
+        w.write_all(&header("weight", dtype, shape, metadata))?;
+        for chunk in data.chunks(8 << 20) {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"));
+            }
+            w.write_all(chunk)?;
+        }
+        Ok(())
+    })
+}
+
+/// Refuses early what the final rename would refuse, before any work is done.
+pub fn check_target(path: &Path, force: bool) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::file(path, "the output path is a directory"));
+    }
+    if path.exists() && !force {
+        return Err(Error::file(
+            path,
+            "the output file exists; pass --force to replace it",
+        ));
+    }
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Err(Error::file(dir, "the output directory does not exist"));
+    }
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Runs `body` against a temp file beside `path`, then renames it into place.
+pub fn write_with(
+    path: &Path,
+    force: bool,
+    body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    check_target(path, force)?;
+    let dir = parent_dir(path);
+    let tmp = tempfile::Builder::new()
+        .prefix(".embed-transplant-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    let result = (|| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+        body(&mut w)?;
+        w.flush()?;
+        drop(w);
+        tmp.as_file().sync_all()
+    })();
+    if let Err(e) = result {
+        // `tmp` is removed when dropped.
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Err(Error::Interrupted);
+        }
+        return Err(Error::io(path, e));
+    }
+    set_readable(tmp.path());
+    let persisted = if force {
+        tmp.persist(path).map_err(|e| e.error)
+    } else {
+        tmp.persist_noclobber(path).map_err(|e| e.error)
+    };
+    persisted.map_err(|e| Error::io(path, e))?;
+    Ok(())
+}
+
+// tempfile creates files 0600; an output file should be as readable as any other the user makes.
+#[cfg(unix)]
+fn set_readable(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644));
+}
+
+#[cfg(not(unix))]
+fn set_readable(_: &Path) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_sorted_padded_and_readable_by_safetensors() {
+        let mut meta = BTreeMap::new();
+        meta.insert("z".to_string(), "1".to_string());
+        meta.insert("a".to_string(), "2".to_string());
+        let data: Vec<u8> = [1f32, 2., 3., 4., 5., 6.]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let mut file = header("weight", DType::F32, [2, 3], &meta);
+        assert_eq!((file.len() - 8) % 8, 0);
+        file.extend_from_slice(&data);
+        let st = safetensors::SafeTensors::deserialize(&file).unwrap();
+        let t = st.tensor("weight").unwrap();
+        assert_eq!(t.shape(), &[2, 3]);
+        assert_eq!(t.data(), &data[..]);
+        let json = std::str::from_utf8(&file[8..]).unwrap();
+        assert!(json.find("\"a\"").unwrap() < json.find("\"z\"").unwrap());
+    }
+
+    #[test]
+    fn failing_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.safetensors");
+        let err = write_with(&out, false, |w| {
+            w.write_all(b"partial")?;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn existing_output_is_kept_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.safetensors");
+        std::fs::write(&out, b"old").unwrap();
+        let err = write_with(&out, false, |w| w.write_all(b"new")).unwrap_err();
+        assert!(err.to_string().contains("--force"), "{err}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"old");
+        write_with(&out, true, |w| w.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"new");
+    }
+}
