@@ -51,7 +51,9 @@ impl RowSource {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fill {
     /// N(0, sigma), seeded.
-    Random { sigma: f32 },
+    Random {
+        sigma: f32,
+    },
     Zeros,
     /// The mean of the source vocabulary's rows.
     Mean,
@@ -354,7 +356,11 @@ mod tests {
     fn nonfinite_rows_are_reported() {
         let mut b = src_bytes();
         b[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
-        let built = build(&[RowSource::Exact(1), RowSource::Exact(0)], matrix(&b), &opts(Fill::Zeros));
+        let built = build(
+            &[RowSource::Exact(1), RowSource::Exact(0)],
+            matrix(&b),
+            &opts(Fill::Zeros),
+        );
         assert_eq!(built.nonfinite_rows, vec![1]);
     }
 

@@ -70,7 +70,12 @@ pub struct TransplantArgs {
     pub vocab: Option<PathBuf>,
 
     /// Output .safetensors file.
-    #[arg(short, long, value_name = "PATH", default_value = "embeddings.safetensors")]
+    #[arg(
+        short,
+        long,
+        value_name = "PATH",
+        default_value = "embeddings.safetensors"
+    )]
     pub output: PathBuf,
 
     /// Hub revision: branch, tag or commit.

@@ -25,7 +25,10 @@ pub struct TransplantConfig {
 }
 
 /// Builds the config from parsed arguments and the environment.
-pub fn transplant_config(args: TransplantArgs, stderr_is_terminal: bool) -> Result<TransplantConfig> {
+pub fn transplant_config(
+    args: TransplantArgs,
+    stderr_is_terminal: bool,
+) -> Result<TransplantConfig> {
     let model = args
         .model
         .ok_or_else(|| Error::Usage("--model is required".into()))?;
@@ -36,7 +39,9 @@ pub fn transplant_config(args: TransplantArgs, stderr_is_terminal: bool) -> Resu
         return Err(Error::Usage("--model is empty".into()));
     }
     if args.report.as_deref() == Some(args.output.as_path()) {
-        return Err(Error::Usage("--report and --output name the same file".into()));
+        return Err(Error::Usage(
+            "--report and --output name the same file".into(),
+        ));
     }
     let hub = HubSettings {
         endpoint: args.endpoint.filter(|e| !e.is_empty()),

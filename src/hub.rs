@@ -192,7 +192,10 @@ struct HubRepo {
 impl HubRepo {
     fn cached(&self, name: &str) -> Option<PathBuf> {
         let repo = Repo::with_revision(self.id.clone(), RepoType::Model, self.revision.clone());
-        if let Some(p) = hf_hub::Cache::new(self.cache_dir.clone()).repo(repo.clone()).get(name) {
+        if let Some(p) = hf_hub::Cache::new(self.cache_dir.clone())
+            .repo(repo.clone())
+            .get(name)
+        {
             return Some(p);
         }
         // A commit revision: Python never writes refs/<sha>, so look at the snapshot itself.
@@ -380,10 +383,17 @@ mod tests {
 
     #[test]
     fn hub_ids() {
-        for ok in ["bert-base-chinese", "hfl/chinese-roberta-wwm-ext", "org/name.v2", "a_b/c-d"] {
+        for ok in [
+            "bert-base-chinese",
+            "hfl/chinese-roberta-wwm-ext",
+            "org/name.v2",
+            "a_b/c-d",
+        ] {
             assert!(is_hub_id(ok), "{ok}");
         }
-        for bad in ["", "a/b/c", "../x", "/abs", "a//b", "a b", "org/..", ".hidden"] {
+        for bad in [
+            "", "a/b/c", "../x", "/abs", "a//b", "a b", "org/..", ".hidden",
+        ] {
             assert!(!is_hub_id(bad), "{bad}");
         }
     }

@@ -20,7 +20,10 @@ impl ModelConfig {
         let mut c = ModelConfig::default();
         if let Some(p) = config {
             let v = read_json(p)?;
-            c.model_type = v.get("model_type").and_then(|x| x.as_str()).map(String::from);
+            c.model_type = v
+                .get("model_type")
+                .and_then(|x| x.as_str())
+                .map(String::from);
             c.hidden_size = v
                 .get("hidden_size")
                 .or_else(|| v.get("n_embd"))

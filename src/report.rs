@@ -73,14 +73,22 @@ pub fn ranges(indices: impl IntoIterator<Item = usize>) -> String {
         run = match run {
             Some((a, b)) if i == b + 1 => Some((a, i)),
             Some((a, b)) => {
-                out.push(if a == b { a.to_string() } else { format!("{a}-{b}") });
+                out.push(if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                });
                 Some((i, i))
             }
             None => Some((i, i)),
         };
     }
     if let Some((a, b)) = run {
-        out.push(if a == b { a.to_string() } else { format!("{a}-{b}") });
+        out.push(if a == b {
+            a.to_string()
+        } else {
+            format!("{a}-{b}")
+        });
     }
     out.join(",")
 }

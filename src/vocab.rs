@@ -62,7 +62,10 @@ pub fn parse_target(bytes: &[u8], origin: &str) -> Result<TargetVocab> {
         let line = i + 1;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         if raw.is_empty() {
-            return Err(line_err(line, "empty line (every line must hold a token)".into()));
+            return Err(line_err(
+                line,
+                "empty line (every line must hold a token)".into(),
+            ));
         }
         if raw.len() > MAX_TOKEN_BYTES {
             return Err(line_err(
@@ -171,7 +174,11 @@ fn load_vocab_txt(path: &Path) -> Result<SourceVocab> {
         let id = u32::try_from(id).map_err(|_| Error::file(path, "more than 2^32 lines"))?;
         // The first occurrence keeps its id, as in the tokenizers crate's WordPiece reader.
         ids.entry(token.to_string()).or_insert(id);
-        if token.len() > 2 && token.starts_with('[') && token.ends_with(']') && !token[1..].contains('[') {
+        if token.len() > 2
+            && token.starts_with('[')
+            && token.ends_with(']')
+            && !token[1..].contains('[')
+        {
             special.push(token.to_string());
         }
     }
@@ -223,7 +230,9 @@ mod tests {
     fn errors_name_the_line() {
         let e = parse_target(b"a\n\nb\n", "v.txt").unwrap_err().to_string();
         assert_eq!(e, "v.txt line 2: empty line (every line must hold a token)");
-        let e = parse_target(b"a\nb\xff\n", "v.txt").unwrap_err().to_string();
+        let e = parse_target(b"a\nb\xff\n", "v.txt")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("v.txt line 2: invalid UTF-8"), "{e}");
         let e = parse_target(b"a\nb\0\n", "v.txt").unwrap_err().to_string();
         assert!(e.starts_with("v.txt line 2: contains a NUL"), "{e}");

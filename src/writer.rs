@@ -58,7 +58,10 @@ pub fn write_safetensors(
         w.write_all(&header("weight", dtype, shape, metadata))?;
         for chunk in data.chunks(8 << 20) {
             if INTERRUPTED.load(Ordering::SeqCst) {
-                return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "interrupted",
+                ));
             }
             w.write_all(chunk)?;
         }
@@ -157,7 +160,8 @@ mod tests {
         let t = st.tensor("weight").unwrap();
         assert_eq!(t.shape(), &[2, 3]);
         assert_eq!(t.data(), &data[..]);
-        let json = std::str::from_utf8(&file[8..]).unwrap();
+        let n = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+        let json = std::str::from_utf8(&file[8..8 + n]).unwrap();
         assert!(json.find("\"a\"").unwrap() < json.find("\"z\"").unwrap());
     }
 

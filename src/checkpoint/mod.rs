@@ -309,7 +309,10 @@ fn read_index(index: &Path) -> Result<BTreeMap<String, String>> {
     for f in parsed.weight_map.values() {
         // Shards live beside the index; a path that climbs out is not a shard name.
         if f.contains("..") || f.starts_with('/') || f.contains('\\') {
-            return Err(Error::file(index, format!("shard name `{f}` is not a plain file name")));
+            return Err(Error::file(
+                index,
+                format!("shard name `{f}` is not a plain file name"),
+            ));
         }
     }
     Ok(parsed.weight_map)
@@ -373,7 +376,10 @@ fn load_safetensors(path: &Path, name: &str) -> Result<Embedding> {
         Error::tensor(
             path,
             name,
-            format!("dtype {:?} is not a float type this tool reads (f32, f16, bf16, f64)", info.dtype),
+            format!(
+                "dtype {:?} is not a float type this tool reads (f32, f16, bf16, f64)",
+                info.dtype
+            ),
         )
     })?;
     let (rows, cols) = match info.shape[..] {
@@ -406,7 +412,10 @@ fn list_pytorch(path: &Path) -> Result<Vec<TensorEntry>> {
         .iter()
         .map(|e| TensorEntry {
             name: e.name.clone(),
-            dtype: e.dtype.map(|d| d.name().to_string()).unwrap_or_else(|| e.dtype_name.clone()),
+            dtype: e
+                .dtype
+                .map(|d| d.name().to_string())
+                .unwrap_or_else(|| e.dtype_name.clone()),
             shape: Some(e.shape.clone()),
             file: file.clone(),
         })
@@ -433,7 +442,7 @@ fn load_pytorch(path: &Path, name: &str) -> Result<Embedding> {
         }
     };
     let data = pth.read(entry)?;
-    let dtype = entry.dtype.expect("read() refuses non-float storages");
+    let dtype = entry.dtype.ok_or_else(|| Error::tensor(path, name, "not a float tensor"))?;
     Ok(Embedding {
         name: name.to_string(),
         dtype,

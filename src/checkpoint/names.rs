@@ -128,7 +128,10 @@ pub fn fmt_shape(shape: &Option<Vec<usize>>) -> String {
     match shape {
         Some(s) => format!(
             "[{}]",
-            s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         None => "[?]".into(),
     }
@@ -176,16 +179,32 @@ mod tests {
                 &["electra.embeddings.word_embeddings.weight"],
                 "electra.embeddings.word_embeddings.weight",
             ),
-            (&["transformer.wte.weight", "transformer.wpe.weight"], "transformer.wte.weight"),
-            (&["wte.weight", "wpe.weight"], "wte.weight"),
-            (&["model.embed_tokens.weight", "lm_head.weight"], "model.embed_tokens.weight"),
             (
-                &["shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight"],
+                &["transformer.wte.weight", "transformer.wpe.weight"],
+                "transformer.wte.weight",
+            ),
+            (&["wte.weight", "wpe.weight"], "wte.weight"),
+            (
+                &["model.embed_tokens.weight", "lm_head.weight"],
+                "model.embed_tokens.weight",
+            ),
+            (
+                &[
+                    "shared.weight",
+                    "encoder.embed_tokens.weight",
+                    "decoder.embed_tokens.weight",
+                ],
                 "shared.weight",
             ),
-            (&["gpt_neox.embed_in.weight", "embed_out.weight"], "gpt_neox.embed_in.weight"),
             (
-                &["transformer.word_embeddings.weight", "transformer.h.0.mlp.weight"],
+                &["gpt_neox.embed_in.weight", "embed_out.weight"],
+                "gpt_neox.embed_in.weight",
+            ),
+            (
+                &[
+                    "transformer.word_embeddings.weight",
+                    "transformer.h.0.mlp.weight",
+                ],
                 "transformer.word_embeddings.weight",
             ),
         ];
@@ -206,15 +225,22 @@ mod tests {
         assert!(e.contains("--tensor"), "{e}");
         let cands = vec![c("foo.weight", &[10, 4]), c("bar.bias", &[4])];
         let e = choose(&cands, None).unwrap_err();
-        assert!(e.contains("foo.weight [10, 4]") && !e.contains("bar.bias"), "{e}");
+        assert!(
+            e.contains("foo.weight [10, 4]") && !e.contains("bar.bias"),
+            "{e}"
+        );
     }
 
     #[test]
     fn forced_name_must_exist_and_be_2d() {
         let cands = vec![c("a.weight", &[10, 4]), c("b", &[4])];
         assert_eq!(choose(&cands, Some("a.weight")).unwrap().rule, "--tensor");
-        assert!(choose(&cands, Some("b")).unwrap_err().contains("not [rows, dim]"));
-        assert!(choose(&cands, Some("zz")).unwrap_err().contains("no tensor named `zz`"));
+        assert!(choose(&cands, Some("b"))
+            .unwrap_err()
+            .contains("not [rows, dim]"));
+        assert!(choose(&cands, Some("zz"))
+            .unwrap_err()
+            .contains("no tensor named `zz`"));
     }
 
     #[test]

@@ -119,7 +119,8 @@ impl PthFile {
                     .find(|(k, _, _)| *k == entry.storage)
                     .ok_or_else(|| bad(format!("storage {} is not in the file", entry.storage)))?;
                 check_span(entry.start_bytes, want, *len).map_err(bad)?;
-                let mut file = std::fs::File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+                let mut file =
+                    std::fs::File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
                 file.seek(SeekFrom::Start(offset + entry.start_bytes as u64))
                     .map_err(|e| Error::io(&self.path, e))?;
                 out.try_reserve_exact(want)
@@ -215,7 +216,12 @@ fn open_legacy(path: &Path, file: std::fs::File) -> Result<PthFile> {
             .map(|k| k.unicode().map_err(|_| ()))
             .collect::<std::result::Result<_, _>>()
             .map_err(|_| Error::file(path, "legacy checkpoint: storage keys are not strings"))?,
-        _ => return Err(Error::file(path, "legacy checkpoint: no list of storage keys")),
+        _ => {
+            return Err(Error::file(
+                path,
+                "legacy checkpoint: no list of storage keys",
+            ))
+        }
     };
     // Each storage: an i64 element count, then the raw elements. The element size comes from the
     // storage type that the state dict names for that key.
@@ -227,12 +233,19 @@ fn open_legacy(path: &Path, file: std::fs::File) -> Result<PthFile> {
             .find(|e| e.storage == key)
             .map(|e| storage_elem_size(&e.dtype_name))
             .ok_or_else(|| {
-                Error::file(path, format!("legacy checkpoint: storage {key} has no tensor"))
+                Error::file(
+                    path,
+                    format!("legacy checkpoint: storage {key} has no tensor"),
+                )
             })?;
-        r.seek(SeekFrom::Start(pos)).map_err(|e| Error::io(path, e))?;
+        r.seek(SeekFrom::Start(pos))
+            .map_err(|e| Error::io(path, e))?;
         let mut n = [0u8; 8];
         r.read_exact(&mut n).map_err(|_| {
-            Error::file(path, format!("legacy checkpoint: truncated before storage {key}"))
+            Error::file(
+                path,
+                format!("legacy checkpoint: truncated before storage {key}"),
+            )
         })?;
         let numel = u64::from_le_bytes(n);
         let len = numel
@@ -324,10 +337,8 @@ fn check_globals(obj: &Object) -> std::result::Result<(), String> {
             Object::Class {
                 module_name,
                 class_name,
-            } => {
-                if !allowed_global(module_name, class_name) {
-                    return Err(format!("{module_name}.{class_name}"));
-                }
+            } if !allowed_global(module_name, class_name) => {
+                return Err(format!("{module_name}.{class_name}"));
             }
             Object::Tuple(v) | Object::List(v) => todo.extend(v.iter()),
             Object::Dict(kv) => {
@@ -373,7 +384,9 @@ fn state_dict_entries(path: &Path, obj: Object, dir: &str) -> Result<Vec<PthEntr
     };
     let mut entries = Vec::new();
     for (name, value) in kv {
-        let Object::Unicode(name_str) = &name else { continue };
+        let Object::Unicode(name_str) = &name else {
+            continue;
+        };
         let name_str = name_str.clone();
         // The storage class name, before candle's conversion drops it.
         let class = storage_class(&value);
@@ -433,7 +446,9 @@ fn storage_class(value: &Object) -> Option<String> {
         return None;
     };
     let args = match (&**callable, &**args) {
-        (Object::Class { class_name, .. }, Object::Tuple(a)) if class_name == "_rebuild_parameter" => {
+        (Object::Class { class_name, .. }, Object::Tuple(a))
+            if class_name == "_rebuild_parameter" =>
+        {
             match a.first() {
                 Some(Object::Reduce { args, .. }) => args,
                 _ => return None,
@@ -441,7 +456,9 @@ fn storage_class(value: &Object) -> Option<String> {
         }
         _ => args,
     };
-    let Object::Tuple(a) = &**args else { return None };
+    let Object::Tuple(a) = &**args else {
+        return None;
+    };
     let Some(Object::PersistentLoad(p)) = a.first() else {
         return None;
     };

@@ -209,7 +209,10 @@ fn metadata(r: &TransplantReport, copied_rows: &str) -> BTreeMap<String, String>
         m.insert(k.to_string(), v);
     };
     put("format", "pt".into());
-    put("tool", format!("embed-transplant {}", env!("CARGO_PKG_VERSION")));
+    put(
+        "tool",
+        format!("embed-transplant {}", env!("CARGO_PKG_VERSION")),
+    );
     put("source_model", r.source.model.clone());
     if let Some(rev) = &r.source.revision {
         put("source_revision", rev.clone());
@@ -219,7 +222,10 @@ fn metadata(r: &TransplantReport, copied_rows: &str) -> BTreeMap<String, String>
     }
     put("source_tensor", r.tensor.clone());
     put("source_dtype", r.source_dtype.clone());
-    put("source_shape", format!("{}x{}", r.source_shape[0], r.source_shape[1]));
+    put(
+        "source_shape",
+        format!("{}x{}", r.source_shape[0], r.source_shape[1]),
+    );
     put("dtype", r.dtype.clone());
     put("init", r.init.clone());
     put("seed", r.seed.to_string());

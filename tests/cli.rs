@@ -1,0 +1,1090 @@
+//! End-to-end tests of the `embed-transplant` binary: each test runs it in its own temp dir with a
+//! cleaned environment (own HF_HOME, no token, no proxy), against the fixtures and a fake hub on
+//! 127.0.0.1. Nothing here reaches the internet.
+
+#[path = "common/fake_hub.rs"]
+mod fake_hub;
+
+use assert_cmd::Command;
+use fake_hub::{FakeHub, Fault, RepoSpec, PROXY_ENV_VARS};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn bert_dir() -> PathBuf {
+    fixtures().join("tiny-bert-chinese")
+}
+
+fn target_vocab() -> PathBuf {
+    fixtures().join("target-vocab.txt")
+}
+
+/// A sandbox: temp working dir and HF_HOME, cleaned environment.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Sandbox {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn hf_home(&self) -> PathBuf {
+        self.path("hf-home")
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("embed-transplant").unwrap();
+        c.current_dir(self.dir.path());
+        for v in [
+            "HF_TOKEN",
+            "HF_ENDPOINT",
+            "HF_HUB_OFFLINE",
+            "HF_HUB_CACHE",
+            "HUGGINGFACE_HUB_CACHE",
+            "HF_TOKEN_PATH",
+            "XDG_CACHE_HOME",
+        ]
+        .into_iter()
+        .chain(PROXY_ENV_VARS)
+        {
+            c.env_remove(v);
+        }
+        c.env("HF_HOME", self.hf_home());
+        c
+    }
+
+    /// The files in the working dir (to check that failures leave nothing behind).
+    fn files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "hf-home")
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// A safetensors file read back: tensors as (dtype, shape, bytes) and the metadata.
+struct St {
+    tensors: HashMap<String, (String, Vec<usize>, Vec<u8>)>,
+    meta: HashMap<String, String>,
+}
+
+fn read_st(path: &Path) -> St {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            (
+                n,
+                (
+                    format!("{:?}", t.dtype()),
+                    t.shape().to_vec(),
+                    t.data().to_vec(),
+                ),
+            )
+        })
+        .collect();
+    St {
+        tensors,
+        meta: meta.metadata().clone().unwrap_or_default(),
+    }
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.strip_suffix('\n')
+        .unwrap_or(&text)
+        .split('\n')
+        .map(String::from)
+        .collect()
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Checks that every target token the source vocab has got the source row, bit for bit.
+fn assert_copied_rows(out: &Path, source_st: &Path, tensor: &str, vocab_txt: &Path) -> usize {
+    let out = read_st(out);
+    let src = read_st(source_st);
+    let (_, oshape, odata) = &out.tensors["weight"];
+    let (_, sshape, sdata) = &src.tensors[tensor];
+    assert_eq!(oshape[1], sshape[1]);
+    let dim = sshape[1] * 4;
+    let ids: HashMap<String, usize> = lines(vocab_txt)
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, i))
+        .collect();
+    let target = lines(&target_vocab());
+    assert_eq!(oshape[0], target.len());
+    let mut copied = 0;
+    for (i, t) in target.iter().enumerate() {
+        if let Some(&id) = ids.get(t) {
+            assert_eq!(
+                &odata[i * dim..(i + 1) * dim],
+                &sdata[id * dim..(id + 1) * dim],
+                "row {i} {t}"
+            );
+            copied += 1;
+        }
+    }
+    copied
+}
+
+fn stderr_of(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stderr).into_owned()
+}
+
+fn stdout_of(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stdout).into_owned()
+}
+
+// ---------------------------------------------------------------- local models
+
+#[test]
+fn main_job_on_local_dir_copies_rows_exactly() {
+    let sb = Sandbox::new();
+    let a = sb
+        .cmd()
+        .args(["--model"])
+        .arg(bert_dir())
+        .arg("--vocab")
+        .arg(target_vocab())
+        .args(["-o", "emb.safetensors", "--init", "random", "--json"])
+        .assert()
+        .success();
+    let out = sb.path("emb.safetensors");
+    let copied = assert_copied_rows(
+        &out,
+        &bert_dir().join("model.safetensors"),
+        "bert.embeddings.word_embeddings.weight",
+        &bert_dir().join("vocab.txt"),
+    );
+    assert!(copied > 500, "{copied}");
+    let st = read_st(&out);
+    assert_eq!(st.meta["format"], "pt");
+    assert_eq!(st.meta["copied"], copied.to_string());
+    assert_eq!(
+        st.meta["source_tensor"],
+        "bert.embeddings.word_embeddings.weight"
+    );
+    assert_eq!(st.meta["seed"], "42");
+    assert_eq!(st.meta["rows"], lines(&target_vocab()).len().to_string());
+    let json: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
+    assert_eq!(json["copied"], copied);
+    assert_eq!(json["sigma"].as_f64().unwrap() as f32, 0.02);
+    assert!(stderr_of(&a).contains("wrote emb.safetensors"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o644, 0o644, "{mode:o}");
+    }
+}
+
+#[test]
+fn default_output_name_and_transplant_subcommand() {
+    let sb = Sandbox::new();
+    sb.cmd()
+        .arg("transplant")
+        .arg("-m")
+        .arg(bert_dir())
+        .arg("-v")
+        .arg(target_vocab())
+        .arg("-q")
+        .assert()
+        .success()
+        .stderr("");
+    assert!(sb.path("embeddings.safetensors").is_file());
+}
+
+/// Runs a transplant and returns the output tensor's bytes.
+fn weight_of(
+    sb: &Sandbox,
+    model: &Path,
+    extra: &[&str],
+    out: &str,
+) -> (String, Vec<usize>, Vec<u8>) {
+    sb.cmd()
+        .arg("-m")
+        .arg(model)
+        .arg("-v")
+        .arg(target_vocab())
+        .args(["-o", out, "-q"])
+        .args(if extra.contains(&"--init") {
+            &[][..]
+        } else {
+            &["--init", "random"][..]
+        })
+        .args(extra)
+        .assert()
+        .success();
+    read_st(&sb.path(out)).tensors.remove("weight").unwrap()
+}
+
+#[test]
+fn safetensors_zip_bin_and_legacy_bin_give_the_same_matrix() {
+    let sb = Sandbox::new();
+    let a = weight_of(&sb, &bert_dir(), &[], "a.safetensors");
+    let b = weight_of(
+        &sb,
+        &bert_dir().join("pytorch_model.bin"),
+        &[],
+        "b.safetensors",
+    );
+    let c = weight_of(
+        &sb,
+        &fixtures().join("tiny-bert-chinese-legacy"),
+        &[],
+        "c.safetensors",
+    );
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+}
+
+#[test]
+fn same_seed_same_bytes_other_seed_other_bytes() {
+    let sb = Sandbox::new();
+    let run = |out: &str, seed: &str| {
+        sb.cmd()
+            .arg("-m")
+            .arg(bert_dir())
+            .arg("-v")
+            .arg(target_vocab())
+            .args(["-o", out, "-q", "--init", "random", "--seed", seed])
+            .assert()
+            .success();
+        std::fs::read(sb.path(out)).unwrap()
+    };
+    assert_eq!(run("a.safetensors", "1"), run("b.safetensors", "1"));
+    assert_ne!(run("c.safetensors", "1"), run("d.safetensors", "2"));
+}
+
+#[test]
+fn sharded_bf16_checkpoint_and_dtype_conversion() {
+    let sb = Sandbox::new();
+    let dir = fixtures().join("tiny-llama-sharded");
+    let (dtype, shape, _) = weight_of(&sb, &dir, &[], "a.safetensors");
+    assert_eq!(dtype, "BF16");
+    assert_eq!(shape[1], 16);
+    let (dtype, _, data) = weight_of(&sb, &dir, &["--dtype", "f32"], "b.safetensors");
+    assert_eq!(dtype, "F32");
+    assert!(f32s(&data).iter().all(|v| v.is_finite()));
+    let (dtype, _, _) = weight_of(&sb, &bert_dir(), &["--dtype", "f16"], "c.safetensors");
+    assert_eq!(dtype, "F16");
+    let (dtype, _, _) = weight_of(&sb, &bert_dir(), &["--dtype", "bf16"], "d.safetensors");
+    assert_eq!(dtype, "BF16");
+}
+
+#[test]
+fn init_methods_zeros_and_mean() {
+    let sb = Sandbox::new();
+    let target = lines(&target_vocab());
+    let oov = target.iter().position(|t| t == "人工智能").unwrap();
+    let (_, shape, z) = weight_of(&sb, &bert_dir(), &["--init", "zeros"], "z.safetensors");
+    let dim = shape[1] * 4;
+    assert!(z[oov * dim..(oov + 1) * dim].iter().all(|&b| b == 0));
+    let (_, _, m) = weight_of(&sb, &bert_dir(), &["--init", "mean"], "m.safetensors");
+    let row = f32s(&m[oov * dim..(oov + 1) * dim]);
+    // The mean of the source's rows, computed here independently.
+    let src = read_st(&bert_dir().join("model.safetensors"));
+    let (_, sshape, sdata) = &src.tensors["bert.embeddings.word_embeddings.weight"];
+    let vals = f32s(sdata);
+    for (c, got) in row.iter().enumerate() {
+        let want: f64 = (0..sshape[0])
+            .map(|r| vals[r * sshape[1] + c] as f64)
+            .sum::<f64>()
+            / sshape[0] as f64;
+        assert!(
+            (*got as f64 - want).abs() < 1e-6,
+            "col {c}: {got} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn vocab_from_stdin_and_report_file() {
+    let sb = Sandbox::new();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(bert_dir())
+        .args([
+            "-v",
+            "-",
+            "-o",
+            "out.safetensors",
+            "--report",
+            "report.json",
+            "--init",
+            "zeros",
+        ])
+        .write_stdin("中\n国\n人工智能\n😀\r\n")
+        .assert()
+        .success();
+    assert!(stderr_of(&a).contains("4 rows"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.path("report.json")).unwrap()).unwrap();
+    assert_eq!(report["summary"]["rows"], 4);
+    let rows = report["rows"].as_array().unwrap();
+    let tokens: Vec<&str> = rows.iter().map(|r| r["token"].as_str().unwrap()).collect();
+    assert!(tokens.contains(&"😀"), "{tokens:?}");
+    assert!(!tokens.contains(&"中"));
+    let counts = report["summary"]["counts"].as_object().unwrap();
+    assert_eq!(counts.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), 4);
+}
+
+#[test]
+fn duplicate_lines_warn_with_count() {
+    let sb = Sandbox::new();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(bert_dir())
+        .args(["-v", "-", "-o", "out.safetensors"])
+        .write_stdin("中\n国\n中\n中\n")
+        .assert()
+        .success();
+    assert!(
+        stderr_of(&a).contains("2 duplicate token line(s)"),
+        "{}",
+        stderr_of(&a)
+    );
+    assert_eq!(
+        read_st(&sb.path("out.safetensors")).tensors["weight"].1[0],
+        4
+    );
+}
+
+// ---------------------------------------------------------------- the hub
+
+fn hub_with_bert(hidden: &[&str]) -> FakeHub {
+    let mut spec = RepoSpec::new("some-org/tiny-bert-chinese", bert_dir());
+    for h in hidden {
+        spec = spec.hide(h);
+    }
+    FakeHub::start(vec![spec])
+}
+
+#[test]
+fn hub_download_then_offline_from_cache() {
+    let sb = Sandbox::new();
+    let hub = hub_with_bert(&[]);
+    let a = sb
+        .cmd()
+        .env("HF_ENDPOINT", hub.endpoint())
+        .args([
+            "-m",
+            "some-org/tiny-bert-chinese",
+            "-o",
+            "a.safetensors",
+            "--json",
+            "--init",
+            "random",
+        ])
+        .arg("-v")
+        .arg(target_vocab())
+        .assert()
+        .success();
+    let reqs = hub.requests();
+    let fetched: Vec<&str> = reqs.iter().filter_map(|r| r.rsplit('/').next()).collect();
+    assert!(fetched.contains(&"model.safetensors"), "{reqs:?}");
+    assert!(fetched.contains(&"config.json"), "{reqs:?}");
+    assert!(
+        !fetched.iter().any(|f| f.contains("pytorch_model")),
+        "fetched more than needed: {reqs:?}"
+    );
+    let commit = hub.commit_of("some-org/tiny-bert-chinese");
+    let json: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
+    assert_eq!(json["source"]["commit"], commit.as_str());
+    let st = read_st(&sb.path("a.safetensors"));
+    assert_eq!(st.meta["source_model"], "some-org/tiny-bert-chinese");
+    assert_eq!(st.meta["source_revision"], "main");
+    assert_eq!(st.meta["source_commit"], commit);
+    // The cache has Python's layout.
+    let repo = sb
+        .hf_home()
+        .join("hub")
+        .join("models--some-org--tiny-bert-chinese");
+    assert!(repo.join("refs/main").is_file());
+    assert!(repo
+        .join("snapshots")
+        .join(&commit)
+        .join("model.safetensors")
+        .exists());
+    drop(hub);
+
+    // Offline: the hub is gone, the cache serves.
+    sb.cmd()
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .args([
+            "-m",
+            "some-org/tiny-bert-chinese",
+            "-o",
+            "b.safetensors",
+            "-q",
+            "--init",
+            "random",
+        ])
+        .arg("-v")
+        .arg(target_vocab())
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(sb.path("a.safetensors")).unwrap(),
+        std::fs::read(sb.path("b.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn offline_flag_with_empty_cache_says_so() {
+    let sb = Sandbox::new();
+    let a = sb
+        .cmd()
+        .args([
+            "-m",
+            "some-org/tiny-bert-chinese",
+            "--offline",
+            "-o",
+            "x.safetensors",
+        ])
+        .arg("-v")
+        .arg(target_vocab())
+        .assert()
+        .code(1);
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("offline") && err.contains("not in the cache"),
+        "{err}"
+    );
+    assert!(
+        err.contains("HF_HUB_CACHE") && err.contains("HF_HOME"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(sb.files().is_empty(), "{:?}", sb.files());
+}
+
+#[test]
+fn hub_404_for_safetensors_falls_back_to_pytorch_bin() {
+    let sb = Sandbox::new();
+    let hub = hub_with_bert(&["model.safetensors"]);
+    let a = sb
+        .cmd()
+        .env("HF_ENDPOINT", hub.endpoint())
+        .args([
+            "-m",
+            "some-org/tiny-bert-chinese",
+            "-o",
+            "a.safetensors",
+            "--json",
+        ])
+        .arg("-v")
+        .arg(target_vocab())
+        .assert()
+        .success();
+    let json: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
+    assert_eq!(json["weights_format"], "pytorch");
+    assert!(hub
+        .requests()
+        .iter()
+        .any(|r| r.ends_with("pytorch_model.bin")));
+}
+
+#[test]
+fn hub_sharded_fetches_only_the_embedding_shard() {
+    let sb = Sandbox::new();
+    let hub = FakeHub::start(vec![RepoSpec::new(
+        "org/tiny-llama",
+        fixtures().join("tiny-llama-sharded"),
+    )]);
+    sb.cmd()
+        .env("HF_ENDPOINT", hub.endpoint())
+        .args(["-m", "org/tiny-llama", "-o", "a.safetensors", "-q"])
+        .arg("-v")
+        .arg(target_vocab())
+        .assert()
+        .success();
+    let reqs = hub.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.ends_with("model-00001-of-00002.safetensors")),
+        "{reqs:?}"
+    );
+    assert!(
+        !reqs
+            .iter()
+            .any(|r| r.ends_with("model-00002-of-00002.safetensors")),
+        "{reqs:?}"
+    );
+}
+
+#[test]
+fn legacy_hub_id_redirect_and_commit_revision() {
+    let sb = Sandbox::new();
+    let hub = FakeHub::start(vec![RepoSpec::new(
+        "google-bert/bert-base-chinese",
+        bert_dir(),
+    )])
+    .with_redirect("bert-base-chinese", "google-bert/bert-base-chinese");
+    sb.cmd()
+        .env("HF_ENDPOINT", hub.endpoint())
+        .args(["-m", "bert-base-chinese", "-o", "a.safetensors", "-q"])
+        .arg("-v")
+        .arg(target_vocab())
+        .assert()
+        .success();
+    let commit = hub.commit_of("google-bert/bert-base-chinese");
+    let sb2 = Sandbox::new();
+    sb2.cmd()
+        .env("HF_ENDPOINT", hub.endpoint())
+        .args([
+            "-m",
+            "google-bert/bert-base-chinese",
+            "--revision",
+            &commit,
+            "-o",
+            "b.safetensors",
+            "-q",
+        ])
+        .arg("-v")
+        .arg(target_vocab())
+        .assert()
+        .success();
+    assert_eq!(
+        read_st(&sb2.path("b.safetensors")).meta["source_commit"],
+        commit
+    );
+    assert!(hub
+        .requests()
+        .iter()
+        .any(|r| r.contains(&format!("/resolve/{commit}/"))));
+}
+
+#[test]
+fn connection_refused_is_one_clear_line() {
+    let sb = Sandbox::new();
+    // Bind then drop: the port is free and nothing listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let a = sb
+        .cmd()
+        .env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .args(["-m", "org/model", "-o", "x.safetensors"])
+        .arg("-v")
+        .arg(target_vocab())
+        .assert()
+        .code(1);
+    let err = stderr_of(&a);
+    assert!(err.starts_with("error: cannot reach the hub"), "{err}");
+    assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(sb.files().is_empty());
+}
+
+#[test]
+fn hub_500_and_dropped_download_are_errors() {
+    let sb = Sandbox::new();
+    let hub = hub_with_bert(&[]);
+    hub.set_fault(Fault::Status500);
+    let a = sb
+        .cmd()
+        .env("HF_ENDPOINT", hub.endpoint())
+        .args(["-m", "some-org/tiny-bert-chinese", "-o", "x.safetensors"])
+        .arg("-v")
+        .arg(target_vocab())
+        .assert()
+        .code(1);
+    assert!(
+        stderr_of(&a).contains("hub answered 500"),
+        "{}",
+        stderr_of(&a)
+    );
+    hub.set_fault(Fault::DropMidBody);
+    let a = sb
+        .cmd()
+        .env("HF_ENDPOINT", hub.endpoint())
+        .args(["-m", "some-org/tiny-bert-chinese", "-o", "x.safetensors"])
+        .arg("-v")
+        .arg(target_vocab())
+        .assert()
+        .code(1);
+    let err = stderr_of(&a);
+    assert!(err.contains("some-org/tiny-bert-chinese@main"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(sb.files().is_empty());
+}
+
+#[test]
+fn unknown_hub_model_is_an_error() {
+    let sb = Sandbox::new();
+    let hub = hub_with_bert(&[]);
+    let a = sb
+        .cmd()
+        .env("HF_ENDPOINT", hub.endpoint())
+        .args(["-m", "nobody/nothing", "-o", "x.safetensors"])
+        .arg("-v")
+        .arg(target_vocab())
+        .assert()
+        .code(1);
+    assert!(
+        stderr_of(&a).contains("nobody/nothing@main: the hub at"),
+        "{}",
+        stderr_of(&a)
+    );
+}
+
+#[test]
+fn token_is_sent_but_never_printed() {
+    let sb = Sandbox::new();
+    let hub = hub_with_bert(&[]);
+    let secret = "hf_SECRETsecretSECRET123";
+    let a = sb
+        .cmd()
+        .env("HF_ENDPOINT", hub.endpoint())
+        .env("HF_TOKEN", secret)
+        .args([
+            "-m",
+            "some-org/tiny-bert-chinese",
+            "-o",
+            "a.safetensors",
+            "--json",
+            "--report",
+            "r.json",
+        ])
+        .arg("-v")
+        .arg(target_vocab())
+        .assert()
+        .success();
+    let sent = hub.recorded();
+    assert!(sent
+        .iter()
+        .all(|r| r.header("authorization") == Some(&format!("Bearer {secret}")[..])));
+    assert!(!stdout_of(&a).contains(secret) && !stderr_of(&a).contains(secret));
+    assert!(!std::fs::read_to_string(sb.path("r.json"))
+        .unwrap()
+        .contains(secret));
+    let help = sb
+        .cmd()
+        .env("HF_TOKEN", secret)
+        .arg("--help")
+        .assert()
+        .success();
+    assert!(!stdout_of(&help).contains(secret));
+}
+
+// ---------------------------------------------------------------- bad input
+
+/// Runs with the given vocab bytes and returns stderr; asserts exit 1 and no output file.
+fn vocab_error(bytes: &[u8]) -> String {
+    let sb = Sandbox::new();
+    std::fs::write(sb.path("v.txt"), bytes).unwrap();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(bert_dir())
+        .args(["-v", "v.txt", "-o", "out.safetensors"])
+        .assert()
+        .code(1);
+    assert_eq!(sb.files(), vec!["v.txt"]);
+    let err = stderr_of(&a);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn vocab_errors_name_the_line() {
+    assert_eq!(
+        vocab_error(b"a\n\nb\n"),
+        "error: v.txt line 2: empty line (every line must hold a token)\n"
+    );
+    assert!(vocab_error(b"a\nb\nc\xff\n").starts_with("error: v.txt line 3: invalid UTF-8"));
+    assert!(vocab_error(b"a\nb\0\n").starts_with("error: v.txt line 2: contains a NUL byte"));
+    assert_eq!(vocab_error(b""), "error: v.txt: the vocabulary is empty\n");
+    assert!(vocab_error(b"\n\n\n").starts_with("error: v.txt line 1: empty line"));
+    let mut long = b"a\n".to_vec();
+    long.extend(std::iter::repeat_n(b'x', 1 << 20));
+    assert!(vocab_error(&long).starts_with("error: v.txt line 2: line is 1048576 bytes long"));
+}
+
+#[test]
+fn missing_files_and_bad_model_paths() {
+    let sb = Sandbox::new();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(bert_dir())
+        .args(["-v", "nope.txt"])
+        .assert()
+        .code(1);
+    assert!(
+        stderr_of(&a).starts_with("error: nope.txt: No such file"),
+        "{}",
+        stderr_of(&a)
+    );
+    let a = sb
+        .cmd()
+        .args(["-m", "./no/such/dir", "-v"])
+        .arg(target_vocab())
+        .assert()
+        .code(1);
+    assert!(stderr_of(&a).contains("./no/such/dir: no such file or directory, and not a hub id"));
+    let empty = sb.path("empty-model");
+    std::fs::create_dir(&empty).unwrap();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(&empty)
+        .arg("-v")
+        .arg(target_vocab())
+        .assert()
+        .code(1);
+    assert!(
+        stderr_of(&a).contains("no weights found"),
+        "{}",
+        stderr_of(&a)
+    );
+    assert_eq!(sb.files(), vec!["empty-model"]);
+}
+
+#[test]
+fn output_path_problems() {
+    let sb = Sandbox::new();
+    let run = |out: &Path| {
+        sb.cmd()
+            .arg("-m")
+            .arg(bert_dir())
+            .arg("-v")
+            .arg(target_vocab())
+            .arg("-o")
+            .arg(out)
+            .assert()
+    };
+    std::fs::write(sb.path("exists.safetensors"), b"keep me").unwrap();
+    let a = run(&sb.path("exists.safetensors")).code(1);
+    assert!(stderr_of(&a).contains("the output file exists; pass --force"));
+    assert_eq!(
+        std::fs::read(sb.path("exists.safetensors")).unwrap(),
+        b"keep me"
+    );
+    let a = run(&sb.path("missing-dir/out.safetensors")).code(1);
+    assert!(
+        stderr_of(&a).contains("the output directory does not exist"),
+        "{}",
+        stderr_of(&a)
+    );
+    std::fs::create_dir(sb.path("adir")).unwrap();
+    let a = run(&sb.path("adir")).code(1);
+    assert!(stderr_of(&a).contains("the output path is a directory"));
+    sb.cmd()
+        .arg("-m")
+        .arg(bert_dir())
+        .arg("-v")
+        .arg(target_vocab())
+        .args(["-o", "exists.safetensors", "--force", "-q"])
+        .assert()
+        .success();
+    assert_ne!(
+        std::fs::read(sb.path("exists.safetensors")).unwrap(),
+        b"keep me"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn read_only_output_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let ro = sb.path("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // Root ignores directory permissions; the check is only meaningful for other users.
+    if std::fs::write(ro.join("probe"), b"").is_ok() {
+        std::fs::remove_file(ro.join("probe")).unwrap();
+        return;
+    }
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(bert_dir())
+        .arg("-v")
+        .arg(target_vocab())
+        .arg("-o")
+        .arg(ro.join("out.safetensors"))
+        .assert()
+        .code(1);
+    assert!(stderr_of(&a).contains("ro"), "{}", stderr_of(&a));
+}
+
+#[test]
+fn tensor_override_and_candidate_lists() {
+    let sb = Sandbox::new();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(bert_dir())
+        .arg("-v")
+        .arg(target_vocab())
+        .args(["--tensor", "nope", "-o", "x.safetensors"])
+        .assert()
+        .code(1);
+    let err = stderr_of(&a);
+    assert!(err.contains("no tensor named `nope`"), "{err}");
+    assert!(
+        err.contains("bert.embeddings.word_embeddings.weight [21128, 32]"),
+        "{err}"
+    );
+    // A 2-D tensor that is not the embedding but has enough rows is accepted when forced.
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(bert_dir().join("pytorch_model.bin"))
+        .arg("-v")
+        .arg(target_vocab())
+        .args([
+            "--tensor",
+            "cls.predictions.decoder.weight",
+            "-o",
+            "y.safetensors",
+            "--json",
+            "-q",
+        ])
+        .assert()
+        .success();
+    let json: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
+    assert_eq!(json["tensor_rule"], "--tensor");
+}
+
+/// Writes a one-tensor safetensors file with the given shape (f32 zeros).
+fn write_tiny_st(path: &Path, name: &str, shape: [usize; 2]) {
+    let data = vec![0u8; shape[0] * shape[1] * 4];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), &data)
+        .unwrap();
+    safetensors::serialize_to_file([(name, view)], None, path).unwrap();
+}
+
+#[test]
+fn embedding_with_fewer_rows_than_the_vocab() {
+    let sb = Sandbox::new();
+    let dir = sb.path("small");
+    std::fs::create_dir(&dir).unwrap();
+    write_tiny_st(
+        &dir.join("model.safetensors"),
+        "embeddings.word_embeddings.weight",
+        [3, 4],
+    );
+    std::fs::write(dir.join("vocab.txt"), "a\nb\nc\nd\n").unwrap();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(&dir)
+        .args(["-v", "-", "-o", "x.safetensors"])
+        .write_stdin("a\n")
+        .assert()
+        .code(1);
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("tensor `embeddings.word_embeddings.weight`")
+            && err.contains("has 3 rows, fewer than the 4 tokens"),
+        "{err}"
+    );
+    // More rows than the vocabulary (padding) is fine.
+    write_tiny_st(
+        &dir.join("model.safetensors"),
+        "embeddings.word_embeddings.weight",
+        [8, 4],
+    );
+    sb.cmd()
+        .arg("-m")
+        .arg(&dir)
+        .args(["-v", "-", "-o", "x.safetensors", "-q"])
+        .write_stdin("a\nzz\n")
+        .assert()
+        .success();
+}
+
+#[test]
+fn nan_rows_warn_or_fail_with_strict() {
+    let sb = Sandbox::new();
+    let dir = sb.path("nan");
+    std::fs::create_dir(&dir).unwrap();
+    let mut vals = [0.5f32; 3 * 2];
+    vals[3] = f32::NAN;
+    let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![3, 2], &data).unwrap();
+    safetensors::serialize_to_file([("wte.weight", view)], None, &dir.join("model.safetensors"))
+        .unwrap();
+    std::fs::write(dir.join("vocab.txt"), "a\nb\nc\n").unwrap();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(&dir)
+        .args(["-v", "-", "-o", "x.safetensors", "--json"])
+        .write_stdin("a\nb\n")
+        .assert()
+        .success();
+    assert!(stderr_of(&a)
+        .contains("warning: tensor `wte.weight`: 1 row(s) hold NaN or infinity (first: row 1)"));
+    let json: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
+    assert_eq!(json["nonfinite_source_rows"], 1);
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(&dir)
+        .args(["-v", "-", "-o", "y.safetensors", "--strict"])
+        .write_stdin("a\n")
+        .assert()
+        .code(1);
+    assert!(stderr_of(&a).contains("NaN"));
+    assert!(!sb.path("y.safetensors").exists());
+}
+
+#[test]
+fn broken_checkpoints_are_one_line_errors() {
+    let sb = Sandbox::new();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty.safetensors", vec![], "the file is empty"),
+        (
+            "trunc.safetensors",
+            {
+                let mut b = std::fs::read(bert_dir().join("model.safetensors")).unwrap();
+                b.truncate(b.len() / 2);
+                b
+            },
+            "truncated",
+        ),
+        (
+            "huge.safetensors",
+            {
+                let mut b = (1u64 << 63).to_le_bytes().to_vec();
+                b.extend_from_slice(b"{}");
+                b
+            },
+            "header length exceeds the file",
+        ),
+        (
+            "notjson.safetensors",
+            {
+                let mut b = 8u64.to_le_bytes().to_vec();
+                b.extend_from_slice(b"not json");
+                b
+            },
+            "header is not valid",
+        ),
+        (
+            "notzip.bin",
+            b"hello world, not a checkpoint".to_vec(),
+            "not a PyTorch checkpoint",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        std::fs::write(sb.path(name), &bytes).unwrap();
+        let a = sb
+            .cmd()
+            .args(["-m", name, "--source-vocab"])
+            .arg(bert_dir().join("vocab.txt"))
+            .arg("-v")
+            .arg(target_vocab())
+            .args(["-o", "out.safetensors"])
+            .assert()
+            .code(1);
+        let err = stderr_of(&a);
+        assert!(err.contains(name) && err.contains(want), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!sb.path("out.safetensors").exists());
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let sb = Sandbox::new();
+    sb.cmd().args(["-m", "x"]).assert().code(2);
+    sb.cmd().args(["-v", "x"]).assert().code(2);
+    sb.cmd()
+        .args(["-m", "x", "-v", "y", "--init", "bogus"])
+        .assert()
+        .code(2);
+    let a = sb
+        .cmd()
+        .args(["-m", "x", "-v", "y", "-o", "r.json", "--report", "r.json"])
+        .assert()
+        .code(2);
+    assert!(stderr_of(&a).contains("same file"));
+    let help = sb.cmd().arg("--help").assert().success();
+    assert!(stdout_of(&help).contains("Exit codes"));
+}
+
+// ---------------------------------------------------------------- PyTorch interop
+
+/// Loads the output in PyTorch with both documented idioms. Skips only where torch is absent on a
+/// developer's machine; CI (CI=true or EMBED_TRANSPLANT_REQUIRE_TORCH=1) makes it mandatory.
+#[test]
+fn pytorch_loads_the_output() {
+    let python = std::env::var("EMBED_TRANSPLANT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let required = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var("EMBED_TRANSPLANT_REQUIRE_TORCH").is_ok_and(|v| v == "1");
+    let has_torch = std::process::Command::new(&python)
+        .args(["-c", "import torch, safetensors.torch"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_torch {
+        assert!(
+            !required,
+            "torch and safetensors are required here but `{python}` cannot import them"
+        );
+        eprintln!("skipping: {python} has no torch/safetensors");
+        return;
+    }
+    let sb = Sandbox::new();
+    for (name, extra) in [
+        ("f32.safetensors", "f32"),
+        ("bf16.safetensors", "bf16"),
+        ("f16.safetensors", "f16"),
+    ] {
+        sb.cmd()
+            .arg("-m")
+            .arg(bert_dir())
+            .arg("-v")
+            .arg(target_vocab())
+            .args(["-o", name, "-q", "--dtype", extra])
+            .assert()
+            .success();
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_torch.py");
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .arg(sb.dir.path())
+        .arg(bert_dir())
+        .arg(target_vocab())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
