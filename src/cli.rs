@@ -51,6 +51,9 @@ pub enum DTypeArg {
 /// How rows that the source vocabulary lacks are initialised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum InitArg {
+    /// The mean of the token's pieces under the source tokenizer (e.g. a Chinese word from its
+    /// characters); tokens with no known piece fall back to random.
+    Compose,
     /// N(0, sigma): sigma is config.json's initializer_range, else the source matrix's std.
     Random,
     /// All zeros.
@@ -90,9 +93,14 @@ pub struct TransplantArgs {
     #[arg(long, value_name = "PATH")]
     pub source_vocab: Option<PathBuf>,
 
-    /// Initialisation of rows the source vocabulary lacks.
-    #[arg(long, value_enum, default_value_t = InitArg::Random)]
-    pub init: InitArg,
+    /// Initialisation of rows the source vocabulary lacks (after exact and normalised matching).
+    /// Default: compose when the source has a tokenizer (tokenizer.json or vocab.txt), else random.
+    #[arg(long, value_enum)]
+    pub init: Option<InitArg>,
+
+    /// Scale every initialised row to the median L2 norm of the copied rows.
+    #[arg(long)]
+    pub calibrate_norm: bool,
 
     /// Seed for random initialisation; recorded in the output.
     #[arg(long, default_value_t = 42)]

@@ -32,7 +32,12 @@ pub struct TransplantReport {
     pub coverage_percent: f64,
     /// Rows per method; they add up to `rows`.
     pub counts: BTreeMap<String, usize>,
+    /// compose, random, zeros or mean.
     pub init: String,
+    /// What rows with nothing to copy or compose got.
+    pub fill: String,
+    /// How the source tokenizer spells tokens (word_piece, byte_level, sentence_piece, other).
+    pub source_tokenizer: crate::matching::Style,
     pub seed: u64,
     /// The standard deviation random rows were drawn with, and where it came from.
     pub sigma: Option<f32>,

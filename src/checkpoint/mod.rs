@@ -442,7 +442,9 @@ fn load_pytorch(path: &Path, name: &str) -> Result<Embedding> {
         }
     };
     let data = pth.read(entry)?;
-    let dtype = entry.dtype.ok_or_else(|| Error::tensor(path, name, "not a float tensor"))?;
+    let dtype = entry
+        .dtype
+        .ok_or_else(|| Error::tensor(path, name, "not a float tensor"))?;
     Ok(Embedding {
         name: name.to_string(),
         dtype,

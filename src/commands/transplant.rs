@@ -8,10 +8,11 @@ use crate::config::TransplantConfig;
 use crate::error::{Error, Result};
 use crate::hub;
 use crate::matching;
+use crate::matching::SourceTokenizer;
 use crate::model_config::ModelConfig;
 use crate::output::Output;
 use crate::report::{self, ReportFile, TransplantReport};
-use crate::vocab;
+use crate::vocab::{self, SourceKind};
 use crate::writer;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -82,8 +83,16 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         DTypeArg::F16 => DType::F16,
         DTypeArg::Bf16 => DType::BF16,
     };
-    let (fill, sigma, sigma_from) = match cfg.init {
-        InitArg::Random => {
+    let tokenizer = match source.kind {
+        SourceKind::TokenizerJson => SourceTokenizer::from_file(&source.path, &source)?,
+        SourceKind::VocabTxt => {
+            SourceTokenizer::from_wordpiece_vocab(&source, model_cfg.do_lower_case.unwrap_or(true))?
+        }
+    };
+    // A source tokenizer is always at hand here, so compose is the default.
+    let init = cfg.init.unwrap_or(InitArg::Compose);
+    let (fill, sigma, sigma_from) = match init {
+        InitArg::Random | InitArg::Compose => {
             let (s, from) = match model_cfg.initializer_range {
                 Some(r) => (r as f32, "config.json initializer_range"),
                 None => (align::std_of(src, source.size), "std of the source matrix"),
@@ -93,26 +102,30 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         InitArg::Zeros => (Fill::Zeros, None, None),
         InitArg::Mean => (Fill::Mean, None, None),
     };
-    let fill_name = init_name(cfg.init);
-    let plan = matching::plan(&target.tokens, &source, fill_name);
+    let fill_name = match fill {
+        Fill::Random { .. } => "random",
+        Fill::Zeros => "zeros",
+        Fill::Mean => "mean",
+    };
+    let plan = matching::plan(
+        &target.tokens,
+        &source,
+        Some(&tokenizer),
+        init == InitArg::Compose,
+        fill_name,
+    )?;
     let opts = BuildOptions {
         out: out_dtype,
         fill,
         seed: cfg.seed,
-        calibrate_norm: false,
+        calibrate_norm: cfg.calibrate_norm,
         vocab_rows: source.size,
     };
     let built = align::build(&plan.rows, src, &opts);
 
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for r in &plan.rows {
-        let k = match r {
-            align::RowSource::Exact(_) => matching::EXACT,
-            align::RowSource::Normalized(_) => "normalized",
-            align::RowSource::Composed(_) => "composed",
-            align::RowSource::Fill => fill_name,
-        };
-        *counts.entry(k.to_string()).or_default() += 1;
+    for m in &plan.methods {
+        *counts.entry(m.name(fill_name)).or_default() += 1;
     }
     let copied = plan.rows.iter().filter(|r| r.is_copy()).count();
     let rows = plan.rows.len();
@@ -141,7 +154,9 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
             100.0 * copied as f64 / rows as f64
         },
         counts,
-        init: fill_name.to_string(),
+        init: init_name(init).to_string(),
+        fill: fill_name.to_string(),
+        source_tokenizer: tokenizer.style,
         seed: cfg.seed,
         sigma,
         sigma_from,
@@ -185,6 +200,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
 
 fn init_name(init: InitArg) -> &'static str {
     match init {
+        InitArg::Compose => "compose",
         InitArg::Random => "random",
         InitArg::Zeros => "zeros",
         InitArg::Mean => "mean",
@@ -228,6 +244,8 @@ fn metadata(r: &TransplantReport, copied_rows: &str) -> BTreeMap<String, String>
     );
     put("dtype", r.dtype.clone());
     put("init", r.init.clone());
+    put("fill", r.fill.clone());
+    put("calibrate_norm", r.calibrate_norm.to_string());
     put("seed", r.seed.to_string());
     if let Some(s) = r.sigma {
         put("sigma", s.to_string());
