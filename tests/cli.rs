@@ -1088,3 +1088,243 @@ fn pytorch_loads_the_output() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ---------------------------------------------------------------- composition and matching (issue 3)
+
+/// Runs with the given target tokens on stdin and returns (summary JSON, report JSON, output).
+fn run_tokens(
+    model: &Path,
+    tokens: &str,
+    extra: &[&str],
+) -> (serde_json::Value, serde_json::Value, St) {
+    let sb = Sandbox::new();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(model)
+        .args([
+            "-v",
+            "-",
+            "-o",
+            "out.safetensors",
+            "--json",
+            "--report",
+            "report.json",
+            "-q",
+        ])
+        .args(extra)
+        .write_stdin(tokens)
+        .assert()
+        .success();
+    let summary = serde_json::from_str(&stdout_of(&a)).unwrap();
+    let report =
+        serde_json::from_str(&std::fs::read_to_string(sb.path("report.json")).unwrap()).unwrap();
+    (summary, report, read_st(&sb.path("out.safetensors")))
+}
+
+/// Source rows by token, as f32.
+fn source_rows(dir: &Path, tensor: &str) -> (HashMap<String, usize>, Vec<f32>, usize) {
+    let st = read_st(&dir.join("model.safetensors"));
+    let (_, shape, data) = &st.tensors[tensor];
+    let ids = lines(&dir.join("vocab.txt"))
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, i))
+        .collect();
+    (ids, f32s(data), shape[1])
+}
+
+fn out_row(st: &St, i: usize) -> Vec<f32> {
+    let (_, shape, data) = &st.tensors["weight"];
+    let dim = shape[1];
+    f32s(&data[i * dim * 4..(i + 1) * dim * 4])
+}
+
+fn assert_mean_of(
+    st: &St,
+    row: usize,
+    pieces: &[&str],
+    ids: &HashMap<String, usize>,
+    src: &[f32],
+    dim: usize,
+) {
+    let got = out_row(st, row);
+    for (c, g) in got.iter().enumerate() {
+        let want = pieces
+            .iter()
+            .map(|p| src[ids[*p] * dim + c] as f64)
+            .sum::<f64>()
+            / pieces.len() as f64;
+        assert!(
+            (*g as f64 - want).abs() < 1e-6,
+            "row {row} col {c}: {g} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn compose_is_the_default_and_builds_words_from_characters() {
+    let (summary, report, st) = run_tokens(&bert_dir(), "中国\n人工智能\n中\n😀\n", &[]);
+    assert_eq!(summary["init"], "compose");
+    let (ids, src, dim) = source_rows(&bert_dir(), "bert.embeddings.word_embeddings.weight");
+    assert_mean_of(&st, 0, &["中", "国"], &ids, &src, dim);
+    assert_mean_of(&st, 1, &["人", "工", "智", "能"], &ids, &src, dim);
+    assert_eq!(
+        out_row(&st, 2),
+        src[ids["中"] * dim..(ids["中"] + 1) * dim].to_vec()
+    );
+    let rows = report["rows"].as_array().unwrap();
+    let zhongguo = rows.iter().find(|r| r["token"] == "中国").unwrap();
+    assert_eq!(zhongguo["method"], "composed");
+    assert_eq!(zhongguo["pieces"], serde_json::json!(["中", "国"]));
+    // The emoji is [UNK] in bert-base-chinese: no usable piece, so it falls back and is counted.
+    let emoji = rows.iter().find(|r| r["token"] == "😀").unwrap();
+    assert_eq!(emoji["method"], "random");
+    assert_eq!(
+        summary["counts"],
+        serde_json::json!({"composed": 2, "exact": 1, "random": 1})
+    );
+    assert_eq!(st.meta["counts"], r#"{"composed":2,"exact":1,"random":1}"#);
+}
+
+#[test]
+fn compose_english_word_from_wordpieces() {
+    let dir = fixtures().join("tiny-bert-uncased");
+    let (summary, report, st) = run_tokens(&dir, "unaffable\n", &[]);
+    assert_eq!(summary["counts"]["composed"], 1);
+    assert_eq!(
+        report["rows"][0]["pieces"],
+        serde_json::json!(["una", "##ffa", "##ble"])
+    );
+    let (ids, src, dim) = source_rows(&dir, "embeddings.word_embeddings.weight");
+    assert_mean_of(&st, 0, &["una", "##ffa", "##ble"], &ids, &src, dim);
+}
+
+#[test]
+fn normalised_and_continuation_matches() {
+    let dir = fixtures().join("tiny-bert-uncased");
+    let (summary, report, st) = run_tokens(
+        &dir,
+        "ＡＢＣ\nHello\nCafé\nffa\n##hello\n",
+        &["--init", "zeros"],
+    );
+    let methods: Vec<&str> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        methods,
+        vec![
+            "normalized",
+            "normalized",
+            "normalized",
+            "continuation",
+            "continuation"
+        ]
+    );
+    let pieces: Vec<&str> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pieces"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(pieces, vec!["abc", "hello", "cafe", "##ffa", "hello"]);
+    assert_eq!(summary["copied"], 5);
+    let (ids, src, dim) = source_rows(&dir, "embeddings.word_embeddings.weight");
+    assert_eq!(
+        out_row(&st, 0),
+        src[ids["abc"] * dim..(ids["abc"] + 1) * dim].to_vec()
+    );
+    // A cased source does not lower-case: `ABC` is not `abc` in bert-base-chinese.
+    let (summary, _, _) = run_tokens(&bert_dir(), "ABC\n", &["--init", "zeros"]);
+    assert_eq!(summary["counts"], serde_json::json!({"zeros": 1}));
+}
+
+#[test]
+fn byte_level_source_matches_human_tokens() {
+    let dir = fixtures().join("tiny-llama-sharded");
+    let (summary, report, st) =
+        run_tokens(&dir, &std::fs::read_to_string(target_vocab()).unwrap(), &[]);
+    assert_eq!(summary["source_tokenizer"], "byte_level");
+    let decoded: Vec<&serde_json::Value> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["method"] == "decoded")
+        .collect();
+    assert!(decoded.len() > 10, "{}", decoded.len());
+    // The matched source token is stored byte-mapped, not as the human string, and its row is copied.
+    let tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap())
+            .unwrap();
+    let shard = read_st(&dir.join("model-00001-of-00002.safetensors"));
+    let (_, shape, data) = &shard.tensors["model.embed_tokens.weight"];
+    let w = shape[1] * 2;
+    let (_, _, out) = &st.tensors["weight"];
+    for r in decoded {
+        let human = r["token"].as_str().unwrap();
+        let stored = r["pieces"][0].as_str().unwrap();
+        assert_ne!(human, stored);
+        let id = tok["model"]["vocab"][stored].as_u64().unwrap() as usize;
+        let line = r["line"].as_u64().unwrap() as usize - 1;
+        assert_eq!(
+            &out[line * w..(line + 1) * w],
+            &data[id * w..(id + 1) * w],
+            "{human}"
+        );
+    }
+}
+
+#[test]
+fn counts_add_up_and_compose_is_deterministic() {
+    let sb = Sandbox::new();
+    let run = |out: &str| {
+        let a = sb
+            .cmd()
+            .arg("-m")
+            .arg(bert_dir())
+            .arg("-v")
+            .arg(target_vocab())
+            .args(["-o", out, "--json", "-q"])
+            .assert()
+            .success();
+        let json: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
+        (json, std::fs::read(sb.path(out)).unwrap())
+    };
+    let (json, a) = run("a.safetensors");
+    let (_, b) = run("b.safetensors");
+    assert_eq!(a, b);
+    let total: u64 = json["counts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, json["rows"].as_u64().unwrap());
+    assert_eq!(
+        json["copied"].as_u64().unwrap() + json["initialised"].as_u64().unwrap(),
+        total
+    );
+}
+
+#[test]
+fn calibrate_norm_scales_initialised_rows() {
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let tokens = "中\n国\n人\n😀\n中国\n";
+    let (summary, _, st) = run_tokens(&bert_dir(), tokens, &["--calibrate-norm"]);
+    let target = summary["median_norm_copied"].as_f64().unwrap() as f32;
+    for i in [3, 4] {
+        let n = norm(&out_row(&st, i));
+        assert!(
+            (n - target).abs() < 1e-4 * target,
+            "row {i}: {n} vs {target}"
+        );
+    }
+    let (plain, _, st2) = run_tokens(&bert_dir(), tokens, &[]);
+    assert_eq!(plain["calibrate_norm"], false);
+    assert!((norm(&out_row(&st2, 4)) - target).abs() > 1e-3 * target);
+    assert_eq!(out_row(&st, 0), out_row(&st2, 0));
+    assert_eq!(st.meta["calibrate_norm"], "true");
+}
