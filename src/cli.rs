@@ -36,6 +36,42 @@ pub struct Cli {
 pub enum Command {
     /// Build the new embedding matrix (the default when no subcommand is given).
     Transplant(TransplantArgs),
+    /// List a checkpoint's tensors, the embedding it would use, its vocabulary and config; with
+    /// --vocab, a dry run of the alignment. Reads headers only and writes nothing.
+    Inspect(InspectArgs),
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// Source model: a hub id, a model directory, or a weights file.
+    #[arg(short, long)]
+    pub model: String,
+
+    /// Target vocabulary for a dry run of the alignment (`-` for stdin).
+    #[arg(short, long, value_name = "PATH")]
+    pub vocab: Option<PathBuf>,
+
+    /// Name of the embedding tensor, when the automatic choice is wrong or ambiguous.
+    #[arg(long, value_name = "NAME")]
+    pub tensor: Option<String>,
+
+    /// Source vocabulary (tokenizer.json or vocab.txt) instead of the model's own.
+    #[arg(long, value_name = "PATH")]
+    pub source_vocab: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub hub: HubArgs,
+
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Output element type.
@@ -81,10 +117,6 @@ pub struct TransplantArgs {
     )]
     pub output: PathBuf,
 
-    /// Hub revision: branch, tag or commit.
-    #[arg(long, default_value = "main")]
-    pub revision: String,
-
     /// Name of the embedding tensor, when the automatic choice is wrong or ambiguous.
     #[arg(long, value_name = "NAME")]
     pub tensor: Option<String>,
@@ -110,21 +142,8 @@ pub struct TransplantArgs {
     #[arg(long, value_enum, default_value_t = DTypeArg::Source)]
     pub dtype: DTypeArg,
 
-    /// Use only the local hub cache, never the network.
-    #[arg(long, env = "HF_HUB_OFFLINE", value_parser = clap::builder::FalseyValueParser::new(), num_args = 0, default_missing_value = "1")]
-    pub offline: bool,
-
-    /// Hub address.
-    #[arg(long, env = "HF_ENDPOINT", value_name = "URL")]
-    pub endpoint: Option<String>,
-
-    /// Hub cache directory (default: $HF_HOME/hub, shared with Python's huggingface_hub).
-    #[arg(long, env = "HF_HUB_CACHE", value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
-
-    /// Hub access token (read from HF_TOKEN; never printed).
-    #[arg(long, env = "HF_TOKEN", hide_env_values = true, value_name = "TOKEN")]
-    pub token: Option<Secret>,
+    #[command(flatten)]
+    pub hub: HubArgs,
 
     /// Replace the output file if it exists.
     #[arg(long)]
@@ -145,6 +164,30 @@ pub struct TransplantArgs {
     /// Treat NaN or infinite values in the source embedding as an error.
     #[arg(long)]
     pub strict: bool,
+}
+
+/// How to reach the hub and its cache; shared by every command that takes `--model`.
+#[derive(Debug, Clone, Args)]
+pub struct HubArgs {
+    /// Hub revision: branch, tag or commit.
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+
+    /// Use only the local hub cache, never the network.
+    #[arg(long, env = "HF_HUB_OFFLINE", value_parser = clap::builder::FalseyValueParser::new(), num_args = 0, default_missing_value = "1")]
+    pub offline: bool,
+
+    /// Hub address.
+    #[arg(long, env = "HF_ENDPOINT", value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// Hub cache directory (default: $HF_HOME/hub, shared with Python's huggingface_hub).
+    #[arg(long, env = "HF_HUB_CACHE", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Hub access token (read from HF_TOKEN; never printed).
+    #[arg(long, env = "HF_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<Secret>,
 }
 
 /// A string that never shows in Debug output or logs.

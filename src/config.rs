@@ -1,6 +1,6 @@
 //! Parsed flags -> validated settings. Every cross-flag check and environment lookup lives here.
 
-use crate::cli::{DTypeArg, InitArg, TransplantArgs};
+use crate::cli::{DTypeArg, HubArgs, InitArg, TransplantArgs};
 use crate::error::{Error, Result};
 use crate::hub::HubSettings;
 use std::path::{Path, PathBuf};
@@ -44,21 +44,7 @@ pub fn transplant_config(
             "--report and --output name the same file".into(),
         ));
     }
-    let hub = HubSettings {
-        endpoint: args.endpoint.filter(|e| !e.is_empty()),
-        cache_dir: args
-            .cache_dir
-            .or_else(|| env_path("HUGGINGFACE_HUB_CACHE"))
-            .unwrap_or_else(|| hf_home().join("hub")),
-        token: args
-            .token
-            .map(|s| s.0)
-            .filter(|t| !t.trim().is_empty())
-            .or_else(token_from_file),
-        offline: args.offline,
-        revision: args.revision,
-        progress: stderr_is_terminal && !args.quiet && !args.json,
-    };
+    let hub = hub_settings(args.hub, stderr_is_terminal && !args.quiet && !args.json);
     Ok(TransplantConfig {
         model,
         vocab,
@@ -76,6 +62,26 @@ pub fn transplant_config(
         quiet: args.quiet,
         strict: args.strict,
     })
+}
+
+/// Hub settings from flags (which read HF_ENDPOINT, HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE) and the
+/// rest of the environment (HUGGINGFACE_HUB_CACHE, HF_HOME, HF_TOKEN_PATH).
+pub fn hub_settings(args: HubArgs, progress: bool) -> HubSettings {
+    HubSettings {
+        endpoint: args.endpoint.filter(|e| !e.is_empty()),
+        cache_dir: args
+            .cache_dir
+            .or_else(|| env_path("HUGGINGFACE_HUB_CACHE"))
+            .unwrap_or_else(|| hf_home().join("hub")),
+        token: args
+            .token
+            .map(|s| s.0)
+            .filter(|t| !t.trim().is_empty())
+            .or_else(token_from_file),
+        offline: args.offline,
+        revision: args.revision,
+        progress,
+    }
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {

@@ -1,6 +1,6 @@
 //! The binary: parse, run, print, exit code. Nothing else.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use embed_transplant::cli::{Cli, Command};
 use embed_transplant::output::{self, Output};
 use embed_transplant::{commands, config, writer, Error};
@@ -39,6 +39,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let args = match cli.command {
         Some(Command::Transplant(a)) => a,
         None => cli.transplant,
+        Some(Command::Inspect(a)) => {
+            let hub = config::hub_settings(a.hub.clone(), tty && !a.json);
+            let inspection = commands::inspect::run(&a, &hub)?;
+            if a.json {
+                output::print_json(&inspection)?;
+            } else {
+                output::print_text(&commands::inspect::render(&inspection))?;
+            }
+            return Ok(());
+        }
+        Some(Command::Completions { shell }) => {
+            let mut cmd = Cli::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "embed-transplant", &mut buf);
+            output::print_text(&String::from_utf8_lossy(&buf))?;
+            return Ok(());
+        }
+        Some(Command::Man) => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut buf)?;
+            output::print_text(&String::from_utf8_lossy(&buf))?;
+            return Ok(());
+        }
     };
     let cfg = config::transplant_config(args, tty)?;
     let out = Output { quiet: cfg.quiet };

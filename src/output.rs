@@ -55,6 +55,15 @@ impl Output {
     }
 }
 
+/// Prints text on stdout; a closed pipe is not an error.
+pub fn print_text(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
 /// Prints a JSON document on stdout. Returns false if stdout was closed.
 pub fn print_json<T: serde::Serialize>(value: &T) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();

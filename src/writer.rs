@@ -11,6 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Set by the Ctrl-C handler; the writer checks it between chunks and abandons the temp file.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// Err(Interrupted) once Ctrl-C was pressed: long steps call this between stages.
+pub fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        Err(Error::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
 /// The header bytes: u64 LE length, then JSON padded with spaces to a multiple of 8.
 pub fn header(
     tensor: &str,
@@ -165,8 +174,24 @@ mod tests {
         assert!(json.find("\"a\"").unwrap() < json.find("\"z\"").unwrap());
     }
 
+    /// INTERRUPTED is process-wide: tests that depend on it run one at a time.
+    static FLAG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn ctrl_c_during_write_leaves_no_file() {
+        let _g = FLAG.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.safetensors");
+        INTERRUPTED.store(true, Ordering::SeqCst);
+        let err = write_safetensors(&out, DType::F32, [1, 1], &[0; 4], &BTreeMap::new(), false);
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        assert!(matches!(err, Err(Error::Interrupted)), "{err:?}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
     #[test]
     fn failing_writer_leaves_nothing() {
+        let _g = FLAG.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.safetensors");
         let err = write_with(&out, false, |w| {

@@ -1328,3 +1328,167 @@ fn calibrate_norm_scales_initialised_rows() {
     assert_eq!(out_row(&st, 0), out_row(&st2, 0));
     assert_eq!(st.meta["calibrate_norm"], "true");
 }
+
+// ---------------------------------------------------------------- inspect, shell, hostile input (issue 5)
+
+#[test]
+fn inspect_lists_tensors_vocab_config_and_dry_run() {
+    let sb = Sandbox::new();
+    let a = sb
+        .cmd()
+        .args(["inspect", "--json", "-m"])
+        .arg(bert_dir())
+        .arg("-v")
+        .arg(target_vocab())
+        .assert()
+        .success();
+    let j: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
+    assert_eq!(j["embedding"], "bert.embeddings.word_embeddings.weight");
+    let t = j["tensors"].as_array().unwrap();
+    assert!(t.iter().any(
+        |t| t["name"] == "bert.embeddings.position_embeddings.weight"
+            && t["shape"] == serde_json::json!([64, 32])
+    ));
+    assert_eq!(j["source_vocab"]["size"], 21128);
+    assert_eq!(j["source_vocab"]["tokenizer"], "word_piece");
+    assert_eq!(j["config"]["initializer_range"], 0.02);
+    assert_eq!(j["dry_run"]["rows"], 2000);
+    // The dry run agrees with a real transplant.
+    let b = sb
+        .cmd()
+        .arg("-m")
+        .arg(bert_dir())
+        .arg("-v")
+        .arg(target_vocab())
+        .args(["--json", "-q"])
+        .assert()
+        .success();
+    let real: serde_json::Value = serde_json::from_str(&stdout_of(&b)).unwrap();
+    assert_eq!(j["dry_run"]["counts"], real["counts"]);
+    assert_eq!(sb.files(), vec!["embeddings.safetensors"]);
+    let text = sb
+        .cmd()
+        .args(["inspect", "-m"])
+        .arg(fixtures().join("tiny-llama-sharded"))
+        .assert()
+        .success();
+    let out = stdout_of(&text);
+    assert!(
+        out.contains("* model.embed_tokens.weight")
+            && out.contains("model-00001-of-00002.safetensors"),
+        "{out}"
+    );
+}
+
+#[test]
+fn completions_and_man_page() {
+    let sb = Sandbox::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let a = sb.cmd().args(["completions", shell]).assert().success();
+        assert!(stdout_of(&a).contains("calibrate-norm"), "{shell}");
+    }
+    let a = sb.cmd().arg("man").assert().success();
+    assert!(stdout_of(&a).contains(".TH embed-transplant"));
+    sb.cmd()
+        .args(["completions", "nosuchshell"])
+        .assert()
+        .code(2);
+}
+
+/// Writes a zip `.bin` with the given data.pkl bytes (stored, as torch writes it).
+fn write_zip_bin(path: &Path, entries: &[(&str, &[u8])]) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut z = zip::ZipWriter::new(f);
+    for (name, data) in entries {
+        z.start_file(
+            *name,
+            zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored),
+        )
+        .unwrap();
+        std::io::Write::write_all(&mut z, data).unwrap();
+    }
+    z.finish().unwrap();
+}
+
+#[test]
+fn hostile_pickles_are_refused_never_run() {
+    let sb = Sandbox::new();
+    let marker = sb.path("pwned");
+    // pickle protocol 2: os.system("touch <marker>") as a REDUCE, then STOP.
+    let cmd = format!("touch {}", marker.display());
+    let mut pkl = b"\x80\x02cos\nsystem\nq\x00X".to_vec();
+    pkl.extend_from_slice(&(cmd.len() as u32).to_le_bytes());
+    pkl.extend_from_slice(cmd.as_bytes());
+    pkl.extend_from_slice(b"\x85R.");
+    let cases: Vec<(&str, Vec<(&str, &[u8])>, &str)> = vec![
+        (
+            "system.bin",
+            vec![("archive/data.pkl", &pkl[..])],
+            "refers to `os.system`",
+        ),
+        (
+            "nopkl.bin",
+            vec![("archive/other", b"x")],
+            "without data.pkl",
+        ),
+        (
+            "badop.bin",
+            vec![("archive/data.pkl", b"\x80\x02\xff.")],
+            "unreadable pickle",
+        ),
+        (
+            "notdict.bin",
+            vec![("archive/data.pkl", b"\x80\x02K\x01.")],
+            "does not hold a state dict",
+        ),
+    ];
+    for (name, entries, want) in cases {
+        write_zip_bin(&sb.path(name), &entries);
+        let a = sb
+            .cmd()
+            .args(["-m", name, "--source-vocab"])
+            .arg(bert_dir().join("vocab.txt"))
+            .arg("-v")
+            .arg(target_vocab())
+            .args(["-o", "out.safetensors"])
+            .assert()
+            .code(1);
+        let err = stderr_of(&a);
+        assert!(err.contains(name) && err.contains(want), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    assert!(!marker.exists());
+    assert!(!sb.path("out.safetensors").exists());
+}
+
+#[test]
+fn sharded_index_naming_a_missing_shard() {
+    let sb = Sandbox::new();
+    let dir = sb.path("sharded");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("model.safetensors.index.json"),
+        r#"{"weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors"}}"#,
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures().join("tiny-llama-sharded/tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(&dir)
+        .arg("-v")
+        .arg(target_vocab())
+        .args(["-o", "x.safetensors"])
+        .assert()
+        .code(1);
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("model-00001-of-00002.safetensors, which does not exist"),
+        "{err}"
+    );
+}

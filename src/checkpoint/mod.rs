@@ -357,7 +357,7 @@ fn list_safetensors(path: &Path) -> Result<Vec<TensorEntry>> {
         .into_iter()
         .map(|(name, info)| TensorEntry {
             name,
-            dtype: format!("{:?}", info.dtype),
+            dtype: format!("{:?}", info.dtype).to_lowercase(),
             shape: Some(info.shape.clone()),
             file: file.clone(),
         })

@@ -295,7 +295,14 @@ fn read_pickle<R: BufRead>(path: &Path, r: &mut R) -> Result<Object> {
             })?;
             Ok(obj)
         }
-        Some(Err(e)) => Err(Error::file(path, format!("unreadable pickle: {e}"))),
+        // candle appends a backtrace to its messages when RUST_BACKTRACE is set: keep the first line.
+        Some(Err(e)) => Err(Error::file(
+            path,
+            format!(
+                "unreadable pickle: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            ),
+        )),
         None => Err(Error::file(path, "unreadable pickle: malformed structure")),
     }
 }

@@ -8,11 +8,9 @@ use crate::config::TransplantConfig;
 use crate::error::{Error, Result};
 use crate::hub;
 use crate::matching;
-use crate::matching::SourceTokenizer;
-use crate::model_config::ModelConfig;
 use crate::output::Output;
 use crate::report::{self, ReportFile, TransplantReport};
-use crate::vocab::{self, SourceKind};
+use crate::vocab;
 use crate::writer;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -30,23 +28,13 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
     }
 
     let files = hub::resolve(&cfg.model, &cfg.hub)?;
-    let source_vocab_path = cfg
-        .source_vocab
-        .clone()
-        .or_else(|| files.tokenizer_json.clone())
-        .or_else(|| files.vocab_txt.clone())
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: no source vocabulary (tokenizer.json or vocab.txt) beside the weights; pass --source-vocab",
-                cfg.model
-            ))
-        })?;
-    let source = vocab::load_source(&source_vocab_path)?;
-    let model_cfg = ModelConfig::load(files.config.as_deref(), files.tokenizer_config.as_deref())?;
+    let side = super::source_side(&files, cfg.source_vocab.as_deref(), &cfg.model)?;
+    let (source, model_cfg, tokenizer) = (side.vocab, side.config, side.tokenizer);
 
     let tensors = checkpoint::list_tensors(&files.weights, files.fetcher.as_ref())?;
     let choice = checkpoint::choose_embedding(&files.weights, &tensors, cfg.tensor.as_deref())?;
     let emb = checkpoint::load_embedding(&files.weights, &choice.name, files.fetcher.as_ref())?;
+    writer::check_interrupted()?;
     if emb.rows < source.size {
         return Err(Error::tensor(
             &emb.file,
@@ -83,12 +71,6 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         DTypeArg::F16 => DType::F16,
         DTypeArg::Bf16 => DType::BF16,
     };
-    let tokenizer = match source.kind {
-        SourceKind::TokenizerJson => SourceTokenizer::from_file(&source.path, &source)?,
-        SourceKind::VocabTxt => {
-            SourceTokenizer::from_wordpiece_vocab(&source, model_cfg.do_lower_case.unwrap_or(true))?
-        }
-    };
     // A source tokenizer is always at hand here, so compose is the default.
     let init = cfg.init.unwrap_or(InitArg::Compose);
     let (fill, sigma, sigma_from) = match init {
@@ -121,7 +103,9 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         calibrate_norm: cfg.calibrate_norm,
         vocab_rows: source.size,
     };
+    writer::check_interrupted()?;
     let built = align::build(&plan.rows, src, &opts);
+    writer::check_interrupted()?;
 
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for m in &plan.methods {

@@ -1,0 +1,169 @@
+//! `embed-transplant inspect`: what a transplant would read and do, from headers only.
+
+use crate::checkpoint::{self, TensorEntry};
+use crate::cli::InspectArgs;
+use crate::error::Result;
+use crate::hub::{self, HubSettings, Provenance};
+use crate::matching::{self, Style};
+use crate::model_config::ModelConfig;
+use crate::vocab::{self, SourceKind};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Serialize)]
+pub struct Inspection {
+    pub source: Provenance,
+    pub weights: String,
+    pub weights_format: String,
+    pub tensors: Vec<TensorEntry>,
+    /// The tensor a transplant would use, or why none.
+    pub embedding: Option<String>,
+    pub embedding_rule: Option<String>,
+    pub embedding_error: Option<String>,
+    pub source_vocab: VocabFacts,
+    pub config: ModelConfig,
+    /// With --vocab: rows per method a transplant with the default init would produce.
+    pub dry_run: Option<DryRun>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VocabFacts {
+    pub path: String,
+    pub kind: SourceKind,
+    pub size: usize,
+    pub tokenizer: Style,
+    pub lowercase: bool,
+    pub special_tokens: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DryRun {
+    pub target_vocab: String,
+    pub rows: usize,
+    pub copied: usize,
+    pub counts: BTreeMap<String, usize>,
+}
+
+pub fn run(args: &InspectArgs, hub: &HubSettings) -> Result<Inspection> {
+    let files = hub::resolve(&args.model, hub)?;
+    let side = super::source_side(&files, args.source_vocab.as_deref(), &args.model)?;
+    let tensors = checkpoint::list_tensors(&files.weights, files.fetcher.as_ref())?;
+    let (embedding, embedding_rule, embedding_error) =
+        match checkpoint::choose_embedding(&files.weights, &tensors, args.tensor.as_deref()) {
+            Ok(c) => (Some(c.name), Some(c.rule), None),
+            Err(e) => (None, None, Some(e.to_string())),
+        };
+    let dry_run = match &args.vocab {
+        Some(path) => {
+            let target = vocab::read_target(path)?;
+            let plan = matching::plan(
+                &target.tokens,
+                &side.vocab,
+                Some(&side.tokenizer),
+                true,
+                "random",
+            )?;
+            let mut counts = BTreeMap::new();
+            for m in &plan.methods {
+                *counts.entry(m.name("random")).or_default() += 1;
+            }
+            Some(DryRun {
+                target_vocab: target.origin,
+                rows: plan.rows.len(),
+                copied: plan.methods.iter().filter(|m| m.is_copy()).count(),
+                counts,
+            })
+        }
+        None => None,
+    };
+    Ok(Inspection {
+        source: files.provenance.clone(),
+        weights: files.weights.path().display().to_string(),
+        weights_format: files.weights.format().to_string(),
+        tensors,
+        embedding,
+        embedding_rule,
+        embedding_error,
+        source_vocab: VocabFacts {
+            path: side.vocab.path.display().to_string(),
+            kind: side.vocab.kind,
+            size: side.vocab.size,
+            tokenizer: side.tokenizer.style,
+            lowercase: side.tokenizer.lowercase,
+            special_tokens: side.vocab.special.clone(),
+        },
+        config: side.config,
+        dry_run,
+    })
+}
+
+/// The human listing.
+pub fn render(i: &Inspection) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "model:    {} ({})", i.source.model, i.source.kind);
+    if let (Some(rev), commit) = (&i.source.revision, &i.source.commit) {
+        let _ = writeln!(s, "revision: {rev} {}", commit.as_deref().unwrap_or(""));
+    }
+    let _ = writeln!(s, "weights:  {} ({})", i.weights, i.weights_format);
+    let _ = writeln!(s, "tensors:  {}", i.tensors.len());
+    for t in &i.tensors {
+        let mark = if Some(&t.name) == i.embedding.as_ref() {
+            "*"
+        } else {
+            " "
+        };
+        let _ = writeln!(
+            s,
+            "  {mark} {:<60} {:<5} {:<16} {}",
+            t.name,
+            t.dtype,
+            checkpoint::names::fmt_shape(&t.shape),
+            t.file
+        );
+    }
+    match (&i.embedding, &i.embedding_rule, &i.embedding_error) {
+        (Some(e), Some(r), _) => {
+            let _ = writeln!(s, "embedding: {e} ({r})");
+        }
+        (_, _, Some(err)) => {
+            let _ = writeln!(s, "embedding: none: {err}");
+        }
+        _ => {}
+    }
+    let v = &i.source_vocab;
+    let _ = writeln!(
+        s,
+        "vocab:    {} ({:?}, {} tokens, {:?} tokenizer, lowercase {}), special: {}",
+        v.path,
+        v.kind,
+        v.size,
+        v.tokenizer,
+        v.lowercase,
+        v.special_tokens.join(" ")
+    );
+    let c = &i.config;
+    let _ = writeln!(
+        s,
+        "config:   model_type {} hidden_size {} vocab_size {} initializer_range {}",
+        c.model_type.as_deref().unwrap_or("?"),
+        c.hidden_size.map(|x| x.to_string()).unwrap_or("?".into()),
+        c.vocab_size.map(|x| x.to_string()).unwrap_or("?".into()),
+        c.initializer_range
+            .map(|x| x.to_string())
+            .unwrap_or("?".into()),
+    );
+    if let Some(d) = &i.dry_run {
+        let counts: Vec<String> = d.counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(
+            s,
+            "dry run:  {} rows from {}: copied {} ({:.1}%) [{}]",
+            d.rows,
+            d.target_vocab,
+            d.copied,
+            100.0 * d.copied as f64 / d.rows.max(1) as f64,
+            counts.join(", ")
+        );
+    }
+    s
+}
