@@ -1421,7 +1421,8 @@ fn hostile_pickles_are_refused_never_run() {
     pkl.extend_from_slice(&(cmd.len() as u32).to_le_bytes());
     pkl.extend_from_slice(cmd.as_bytes());
     pkl.extend_from_slice(b"\x85R.");
-    let cases: Vec<(&str, Vec<(&str, &[u8])>, &str)> = vec![
+    type Entries<'a> = Vec<(&'a str, &'a [u8])>;
+    let cases: Vec<(&str, Entries, &str)> = vec![
         (
             "system.bin",
             vec![("archive/data.pkl", &pkl[..])],
