@@ -39,6 +39,11 @@ pub enum Command {
     /// List a checkpoint's tensors, the embedding it would use, its vocabulary and config; with
     /// --vocab, a dry run of the alignment. Reads headers only and writes nothing.
     Inspect(InspectArgs),
+    /// Fine-tune a transplanted embedding on a labelled text-classification set (mean-pooled
+    /// embeddings, a linear layer, softmax cross-entropy, Adam or SGD).
+    Finetune(FinetuneArgs),
+    /// Accuracy and per-class precision/recall of a fine-tuned embedding and head on a data set.
+    Evaluate(EvaluateArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -164,6 +169,129 @@ pub struct TransplantArgs {
     /// Treat NaN or infinite values in the source embedding as an error.
     #[arg(long)]
     pub strict: bool,
+}
+
+/// Optimiser for fine-tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerArg {
+    /// Adam (beta 0.9/0.999, eps 1e-8, no weight decay).
+    Adam,
+    /// Plain stochastic gradient descent.
+    Sgd,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FinetuneArgs {
+    /// The transplanted embedding (.safetensors with tensor `weight`).
+    #[arg(long, value_name = "PATH")]
+    pub embeddings: PathBuf,
+
+    /// The target vocabulary the embedding was built for (row i = line i).
+    #[arg(short, long, value_name = "PATH")]
+    pub vocab: PathBuf,
+
+    /// Training data: `label<TAB>text` per line; a header line `label<TAB>text` is allowed.
+    #[arg(long, value_name = "TSV")]
+    pub train: PathBuf,
+
+    /// Validation data; the best epoch by validation accuracy is kept.
+    #[arg(long, value_name = "TSV")]
+    pub valid: Option<PathBuf>,
+
+    /// Test data, evaluated once with the final model.
+    #[arg(long, value_name = "TSV")]
+    pub test: Option<PathBuf>,
+
+    /// Output: the fine-tuned embedding.
+    #[arg(
+        short,
+        long,
+        value_name = "PATH",
+        default_value = "finetuned.safetensors"
+    )]
+    pub output: PathBuf,
+
+    /// Also write the classifier (`weight` [classes, dim], `bias`, label names in the metadata).
+    #[arg(long, value_name = "PATH")]
+    pub head: Option<PathBuf>,
+
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f64,
+
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Adam)]
+    pub optimizer: OptimizerArg,
+
+    /// Seed for the classifier's initialisation and the shuffling.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Train only the classifier; the embedding stays as it is.
+    #[arg(long, conflicts_with = "freeze_copied")]
+    pub freeze_embeddings: bool,
+
+    /// Keep the rows copied from the source model fixed; train only the initialised ones
+    /// (taken from the embedding file's `copied_rows` metadata).
+    #[arg(long)]
+    pub freeze_copied: bool,
+
+    /// Tokens per text; longer texts are truncated.
+    #[arg(long, default_value_t = 128)]
+    pub max_len: usize,
+
+    /// The vocabulary's unknown token; characters with no match become it (or are dropped when
+    /// the vocabulary lacks it).
+    #[arg(long, default_value = "[UNK]")]
+    pub unk_token: String,
+
+    /// Replace existing output files.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print per-epoch and test metrics as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print nothing on stderr but warnings and errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvaluateArgs {
+    /// The fine-tuned embedding.
+    #[arg(long, value_name = "PATH")]
+    pub embeddings: PathBuf,
+
+    /// The classifier written by `finetune --head`.
+    #[arg(long, value_name = "PATH")]
+    pub head: PathBuf,
+
+    /// The target vocabulary.
+    #[arg(short, long, value_name = "PATH")]
+    pub vocab: PathBuf,
+
+    /// Labelled data: `label<TAB>text` per line.
+    #[arg(long, value_name = "TSV")]
+    pub data: PathBuf,
+
+    #[arg(long, default_value_t = 128)]
+    pub max_len: usize,
+
+    #[arg(long, default_value = "[UNK]")]
+    pub unk_token: String,
+
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How to reach the hub and its cache; shared by every command that takes `--model`.

@@ -16,6 +16,7 @@ pub mod matching;
 pub mod model_config;
 pub mod output;
 pub mod report;
+pub mod train;
 pub mod vocab;
 pub mod writer;
 

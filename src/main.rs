@@ -49,6 +49,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Some(Command::Finetune(a)) => {
+            let out = Output { quiet: a.quiet };
+            let report = commands::finetune::run(&a, &out, tty)?;
+            if let (Some(acc), false) = (report.test_accuracy, a.quiet) {
+                out.info(&format!(
+                    "test accuracy {:.2}% (best epoch {}); wrote {}",
+                    100.0 * acc,
+                    report.best_epoch,
+                    report.output
+                ));
+            } else {
+                out.info(&format!(
+                    "best epoch {}; wrote {}",
+                    report.best_epoch, report.output
+                ));
+            }
+            if a.json {
+                output::print_json(&report)?;
+            }
+            return Ok(());
+        }
+        Some(Command::Evaluate(a)) => {
+            let e = commands::evaluate::run(&a)?;
+            if a.json {
+                output::print_json(&e)?;
+            } else {
+                output::print_text(&commands::evaluate::render(&e))?;
+            }
+            return Ok(());
+        }
         Some(Command::Completions { shell }) => {
             let mut cmd = Cli::command();
             let mut buf = Vec::new();

@@ -20,14 +20,18 @@ pub fn check_interrupted() -> Result<()> {
     }
 }
 
-/// The header bytes: u64 LE length, then JSON padded with spaces to a multiple of 8.
-pub fn header(
-    tensor: &str,
-    dtype: DType,
-    shape: [usize; 2],
-    metadata: &BTreeMap<String, String>,
-) -> Vec<u8> {
-    let nbytes = shape[0] * shape[1] * dtype.size();
+/// One tensor to write: name, element type, shape, little-endian bytes.
+pub struct TensorOut<'a> {
+    pub name: &'a str,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub data: &'a [u8],
+}
+
+/// The header bytes: u64 LE length, then JSON padded with spaces to a multiple of 8. Keys are
+/// sorted (serde_json's map is a BTreeMap without the preserve_order feature); data follows in the
+/// order given.
+pub fn header_for(tensors: &[TensorOut<'_>], metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let mut root = serde_json::Map::new();
     if !metadata.is_empty() {
         root.insert(
@@ -35,15 +39,18 @@ pub fn header(
             serde_json::to_value(metadata).unwrap_or_default(),
         );
     }
-    root.insert(
-        tensor.into(),
-        serde_json::json!({
-            "dtype": dtype.safetensors_name(),
-            "shape": shape,
-            "data_offsets": [0, nbytes],
-        }),
-    );
-    // serde_json's Map is a BTreeMap here (no preserve_order feature): keys come out sorted.
+    let mut offset = 0;
+    for t in tensors {
+        root.insert(
+            t.name.into(),
+            serde_json::json!({
+                "dtype": t.dtype.safetensors_name(),
+                "shape": t.shape,
+                "data_offsets": [offset, offset + t.data.len()],
+            }),
+        );
+        offset += t.data.len();
+    }
     let mut json = serde_json::to_vec(&root).unwrap_or_default();
     while json.len() % 8 != 0 {
         json.push(b' ');
@@ -51,6 +58,30 @@ pub fn header(
     let mut out = (json.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(&json);
     out
+}
+
+/// Writes several tensors to one safetensors file, whole or not at all.
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[TensorOut<'_>],
+    metadata: &BTreeMap<String, String>,
+    force: bool,
+) -> Result<()> {
+    write_with(path, force, |w| {
+        w.write_all(&header_for(tensors, metadata))?;
+        for t in tensors {
+            for chunk in t.data.chunks(8 << 20) {
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "interrupted",
+                    ));
+                }
+                w.write_all(chunk)?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Writes `data` as tensor `weight` to `path`. The file appears whole or not at all: a failure or
@@ -63,19 +94,13 @@ pub fn write_safetensors(
     metadata: &BTreeMap<String, String>,
     force: bool,
 ) -> Result<()> {
-    write_with(path, force, |w| {
-        w.write_all(&header("weight", dtype, shape, metadata))?;
-        for chunk in data.chunks(8 << 20) {
-            if INTERRUPTED.load(Ordering::SeqCst) {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::Interrupted,
-                    "interrupted",
-                ));
-            }
-            w.write_all(chunk)?;
-        }
-        Ok(())
-    })
+    let t = TensorOut {
+        name: "weight",
+        dtype,
+        shape: shape.to_vec(),
+        data,
+    };
+    write_tensors(path, &[t], metadata, force)
 }
 
 /// Refuses early what the final rename would refuse, before any work is done.
@@ -162,7 +187,13 @@ mod tests {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        let mut file = header("weight", DType::F32, [2, 3], &meta);
+        let t = TensorOut {
+            name: "weight",
+            dtype: DType::F32,
+            shape: vec![2, 3],
+            data: &data,
+        };
+        let mut file = header_for(&[t], &meta);
         assert_eq!((file.len() - 8) % 8, 0);
         file.extend_from_slice(&data);
         let st = safetensors::SafeTensors::deserialize(&file).unwrap();

@@ -1493,3 +1493,262 @@ fn sharded_index_naming_a_missing_shard() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------- finetune and evaluate (issue 4)
+
+/// A small synthetic sentiment set whose label is decided by which tokens occur: each sentence has
+/// neutral characters plus two from its class's set. Deterministic (a tiny LCG).
+fn synthetic(dir: &Path) {
+    let pos = ["好", "棒", "赞", "喜", "爱", "美", "乐", "优"];
+    let neg = ["差", "坏", "烂", "恨", "丑", "苦", "劣", "糟"];
+    let neutral = ["的", "了", "是", "我", "你", "他", "这", "那", "有", "在"];
+    let mut vocab: Vec<&str> = vec!["[PAD]", "[UNK]"];
+    vocab.extend(pos);
+    vocab.extend(neg);
+    vocab.extend(neutral);
+    vocab.push("好的"); // a word the source lacks: composed from 好 and 的
+    std::fs::write(dir.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
+    let mut state: u64 = 12345;
+    let mut next = |n: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % n
+    };
+    for (name, n) in [("train.tsv", 240), ("dev.tsv", 60), ("test.tsv", 60)] {
+        let mut out = String::from("label\ttext\n");
+        for i in 0..n {
+            let (label, set) = if i % 2 == 0 {
+                ("pos", &pos)
+            } else {
+                ("neg", &neg)
+            };
+            let mut s = String::new();
+            for _ in 0..4 {
+                s.push_str(neutral[next(neutral.len())]);
+            }
+            s.push_str(set[next(set.len())]);
+            s.push_str(set[next(set.len())]);
+            if i % 4 == 0 {
+                s.push_str("好的"); // the composed word, so that a non-copied row is trained
+            }
+            s.push('?'); // not in the vocabulary: [UNK]
+            out.push_str(&format!("{label}\t{s}\n"));
+        }
+        std::fs::write(dir.join(name), out).unwrap();
+    }
+}
+
+/// Transplants the synthetic vocabulary from the tiny BERT and returns the sandbox.
+fn finetune_sandbox() -> Sandbox {
+    let sb = Sandbox::new();
+    synthetic(sb.dir.path());
+    sb.cmd()
+        .arg("-m")
+        .arg(bert_dir())
+        .args(["-v", "vocab.txt", "-o", "emb.safetensors", "-q"])
+        .assert()
+        .success();
+    sb
+}
+
+fn finetune(sb: &Sandbox, out: &str, extra: &[&str]) -> serde_json::Value {
+    let a = sb
+        .cmd()
+        .args([
+            "finetune",
+            "--embeddings",
+            "emb.safetensors",
+            "-v",
+            "vocab.txt",
+            "--train",
+            "train.tsv",
+        ])
+        .args([
+            "--valid", "dev.tsv", "--test", "test.tsv", "-o", out, "--json", "--lr", "0.05",
+        ])
+        .args(extra)
+        .assert()
+        .success();
+    serde_json::from_str(&stdout_of(&a)).unwrap()
+}
+
+#[test]
+fn finetune_learns_keeps_best_epoch_and_is_deterministic() {
+    let sb = finetune_sandbox();
+    let r = finetune(
+        &sb,
+        "ft.safetensors",
+        &["--head", "head.safetensors", "--epochs", "8"],
+    );
+    let epochs = r["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 8);
+    let first = epochs[0]["train_loss"].as_f64().unwrap();
+    let last = epochs[7]["train_loss"].as_f64().unwrap();
+    assert!(last < first * 0.5, "loss {first} -> {last}");
+    let test_acc = r["test_accuracy"].as_f64().unwrap();
+    assert!(test_acc > 0.9, "test accuracy {test_acc}");
+    let best = r["best_epoch"].as_u64().unwrap() as usize;
+    let best_valid = epochs[best - 1]["valid_accuracy"].as_f64().unwrap();
+    assert!(epochs
+        .iter()
+        .all(|e| e["valid_accuracy"].as_f64().unwrap() <= best_valid));
+    let st = read_st(&sb.path("ft.safetensors"));
+    assert_eq!(st.meta["finetuned"], "true");
+    assert_eq!(st.meta["finetune_best_epoch"], best.to_string());
+    assert_eq!(
+        st.meta["source_tensor"], "bert.embeddings.word_embeddings.weight",
+        "transplant metadata is kept"
+    );
+    assert_eq!(st.tensors["weight"].1, vec![29, 32]);
+    let head = read_st(&sb.path("head.safetensors"));
+    assert_eq!(head.tensors["weight"].1, vec![2, 32]);
+    assert_eq!(head.tensors["bias"].1, vec![2]);
+    assert_eq!(head.meta["labels"], r#"["neg","pos"]"#);
+    // Same seed, same bytes.
+    finetune(&sb, "ft2.safetensors", &["--epochs", "8"]);
+    assert_eq!(
+        std::fs::read(sb.path("ft.safetensors")).unwrap(),
+        std::fs::read(sb.path("ft2.safetensors")).unwrap()
+    );
+    // evaluate agrees with finetune's test accuracy.
+    let a = sb
+        .cmd()
+        .args([
+            "evaluate",
+            "--embeddings",
+            "ft.safetensors",
+            "--head",
+            "head.safetensors",
+            "-v",
+            "vocab.txt",
+        ])
+        .args(["--data", "test.tsv", "--json"])
+        .assert()
+        .success();
+    let ev: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
+    assert!((ev["accuracy"].as_f64().unwrap() - test_acc).abs() < 1e-9);
+    assert_eq!(ev["classes"].as_array().unwrap().len(), 2);
+    assert_eq!(ev["classes"][0]["support"], 30);
+    let text = sb
+        .cmd()
+        .args([
+            "evaluate",
+            "--embeddings",
+            "ft.safetensors",
+            "--head",
+            "head.safetensors",
+            "-v",
+            "vocab.txt",
+            "--data",
+            "test.tsv",
+        ])
+        .assert()
+        .success();
+    assert!(stdout_of(&text).contains("precision"));
+}
+
+#[test]
+fn finetune_freezing() {
+    let sb = finetune_sandbox();
+    let src = read_st(&sb.path("emb.safetensors"));
+    let (_, _, before) = &src.tensors["weight"];
+    let copied = embed_transplant::report::parse_ranges(&src.meta["copied_rows"]).unwrap();
+    assert!(!copied.is_empty());
+    finetune(
+        &sb,
+        "frozen.safetensors",
+        &["--epochs", "2", "--freeze-embeddings"],
+    );
+    assert_eq!(
+        &read_st(&sb.path("frozen.safetensors")).tensors["weight"].2,
+        before
+    );
+    finetune(
+        &sb,
+        "fc.safetensors",
+        &["--epochs", "2", "--freeze-copied", "--optimizer", "sgd"],
+    );
+    let after = &read_st(&sb.path("fc.safetensors")).tensors["weight"].2;
+    let w = 32 * 4;
+    for r in 0..29 {
+        let same = before[r * w..(r + 1) * w] == after[r * w..(r + 1) * w];
+        if copied.contains(&r) {
+            assert!(same, "copied row {r} changed");
+        }
+    }
+    // The composed row 好的 (the last) is trained.
+    assert_ne!(before[28 * w..29 * w], after[28 * w..29 * w]);
+}
+
+#[test]
+fn finetune_bad_input() {
+    let sb = finetune_sandbox();
+    let fail = |extra: &[&str]| {
+        let a = sb
+            .cmd()
+            .args([
+                "finetune",
+                "--embeddings",
+                "emb.safetensors",
+                "-v",
+                "vocab.txt",
+                "-o",
+                "x.safetensors",
+            ])
+            .args(extra)
+            .assert()
+            .code(1);
+        assert!(!sb.path("x.safetensors").exists());
+        stderr_of(&a)
+    };
+    std::fs::write(sb.path("bad.tsv"), "pos\t好\nneg 坏\n").unwrap();
+    assert!(fail(&["--train", "bad.tsv"]).contains("bad.tsv line 2: expected `label<TAB>text`"));
+    std::fs::write(sb.path("one.tsv"), "pos\t好\npos\t棒\n").unwrap();
+    assert!(fail(&["--train", "one.tsv"]).contains("needs at least 2 classes"));
+    std::fs::write(sb.path("other.tsv"), "pos\t好\nmeh\t的\n").unwrap();
+    assert!(fail(&["--train", "train.tsv", "--valid", "other.tsv"])
+        .contains("other.tsv line 2: label `meh` does not occur"));
+    std::fs::write(sb.path("short.txt"), "[PAD]\n[UNK]\n").unwrap();
+    let a = sb
+        .cmd()
+        .args([
+            "finetune",
+            "--embeddings",
+            "emb.safetensors",
+            "-v",
+            "short.txt",
+            "--train",
+            "train.tsv",
+        ])
+        .assert()
+        .code(1);
+    assert!(stderr_of(&a).contains("has 29 rows but short.txt has 2 lines"));
+    sb.cmd()
+        .args([
+            "finetune",
+            "--embeddings",
+            "emb.safetensors",
+            "-v",
+            "vocab.txt",
+            "--train",
+            "train.tsv",
+        ])
+        .args(["--freeze-embeddings", "--freeze-copied"])
+        .assert()
+        .code(2);
+    sb.cmd()
+        .args([
+            "finetune",
+            "--embeddings",
+            "emb.safetensors",
+            "-v",
+            "vocab.txt",
+            "--train",
+            "train.tsv",
+            "--epochs",
+            "0",
+        ])
+        .assert()
+        .code(2);
+}

@@ -236,8 +236,13 @@ fn build(c: &Case, rows: &[RowSource], src: &SourceVocab) -> align::Built {
 }
 
 fn config() -> ProptestConfig {
+    // PROPTEST_CASES=N overrides the default for a deeper run.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
     ProptestConfig {
-        cases: 128,
+        cases,
         // Failures are reported with their minimal case; no persistence files in the tree.
         failure_persistence: None,
         ..ProptestConfig::default()
@@ -313,6 +318,19 @@ proptest! {
                     };
                     prop_assert!(!ids.is_empty());
                     prop_assert!(ids.iter().all(|&id| (id as usize) < src.size));
+                    if !c.calibrate {
+                        // The mean of the pieces, summed in f32 in piece order.
+                        let mut acc = vec![0f32; c.cols];
+                        let mut tmp = vec![0f32; c.cols];
+                        for &id in ids {
+                            c.dtype.decode(src_row(id as usize), &mut tmp);
+                            acc.iter_mut().zip(&tmp).for_each(|(a, t)| *a += *t);
+                        }
+                        acc.iter_mut().for_each(|a| *a /= ids.len() as f32);
+                        let mut want = vec![0u8; w];
+                        c.dtype.encode(&acc, &mut want);
+                        prop_assert_eq!(out_row(i), &want[..], "row {} {:?}", i, t);
+                    }
                 }
                 Method::Fill => prop_assert_eq!(r, &RowSource::Fill),
                 Method::Decoded => {
@@ -320,7 +338,6 @@ proptest! {
                 }
             }
         }
-        eprintln!("STATS {:?} lc={} compose={} dtype={:?} fill={:?}", counts, c.lowercase, c.compose, c.dtype, c.fill);
         prop_assert_eq!(counts.iter().sum::<usize>(), c.target.len());
         prop_assert_eq!(counts[0] + plan.notes.len(), c.target.len());
         // A note for every row that is not an exact copy, in order, naming its line and token.

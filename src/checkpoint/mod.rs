@@ -207,6 +207,13 @@ impl Embedding {
         }
     }
 
+    /// All values as f32.
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        self.dtype.decode(self.bytes(), &mut out);
+        out
+    }
+
     pub fn bytes(&self) -> &[u8] {
         match &self.data {
             Data::Mapped { map, start, len } => &map[*start..*start + *len],
@@ -330,6 +337,18 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
 }
 
+/// The `__metadata__` of a safetensors file (empty when it has none).
+pub fn safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    let map = map_file(path)?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| st_error(path, e))?;
+    Ok(meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect())
+}
+
 fn st_error(path: &Path, e: safetensors::SafeTensorError) -> Error {
     use safetensors::SafeTensorError as E;
     let msg = match e {
@@ -366,7 +385,8 @@ fn list_safetensors(path: &Path) -> Result<Vec<TensorEntry>> {
     Ok(out)
 }
 
-fn load_safetensors(path: &Path, name: &str) -> Result<Embedding> {
+/// Reads one 2-D float tensor of a safetensors file (memory-mapped).
+pub fn load_safetensors(path: &Path, name: &str) -> Result<Embedding> {
     let map = map_file(path)?;
     let (n, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| st_error(path, e))?;
     let info = meta

@@ -1,5 +1,7 @@
 //! One module per subcommand; each takes its validated config and returns what happened.
 
+pub mod evaluate;
+pub mod finetune;
 pub mod inspect;
 pub mod transplant;
 

@@ -1,0 +1,182 @@
+//! Labelled text for fine-tuning: TSV reading and text -> ids by longest match against the
+//! target vocabulary.
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One labelled example, tokenized.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub label: usize,
+    pub ids: Vec<u32>,
+}
+
+/// Raw rows of a TSV file: (1-based line, label, text).
+pub fn read_tsv(path: &Path) -> Result<Vec<(usize, String, String)>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let origin = path.display().to_string();
+    let err = |line: usize, msg: &str| Error::Line {
+        path: origin.clone(),
+        line,
+        msg: msg.to_string(),
+    };
+    let mut rows = Vec::new();
+    let body = body.strip_suffix(b"\n").unwrap_or(body);
+    if body.is_empty() {
+        return Err(Error::file(path, "no examples"));
+    }
+    for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
+        let line = i + 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let text = std::str::from_utf8(raw).map_err(|_| err(line, "invalid UTF-8"))?;
+        if text.trim().is_empty() {
+            return Err(err(line, "empty line"));
+        }
+        let Some((label, sentence)) = text.split_once('\t') else {
+            return Err(err(line, "expected `label<TAB>text`, found no tab"));
+        };
+        if line == 1 && label == "label" && sentence == "text" {
+            continue;
+        }
+        let label = label.trim();
+        if label.is_empty() {
+            return Err(err(line, "empty label"));
+        }
+        rows.push((line, label.to_string(), sentence.to_string()));
+    }
+    if rows.is_empty() {
+        return Err(Error::file(path, "no examples"));
+    }
+    Ok(rows)
+}
+
+/// Longest-match-first segmentation against a vocabulary: works for word-level and
+/// character-level Chinese vocabularies alike; ASCII letter/digit runs are taken whole when the
+/// vocabulary has them; unknown characters become the unknown token (when the vocabulary has one)
+/// or are dropped; whitespace separates.
+pub struct Segmenter {
+    ids: HashMap<String, u32>,
+    max_chars: usize,
+    unk: Option<u32>,
+}
+
+impl Segmenter {
+    pub fn new(tokens: &[String], unk_token: &str) -> Self {
+        let mut ids = HashMap::with_capacity(tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            ids.entry(t.clone()).or_insert(i as u32);
+        }
+        let max_chars = tokens
+            .iter()
+            .map(|t| t.chars().count())
+            .max()
+            .unwrap_or(1)
+            .min(32);
+        let unk = ids.get(unk_token).copied();
+        Segmenter {
+            ids,
+            max_chars,
+            unk,
+        }
+    }
+
+    pub fn unk(&self) -> Option<u32> {
+        self.unk
+    }
+
+    pub fn segment(&self, text: &str, max_len: usize) -> Vec<u32> {
+        let chars: Vec<(usize, char)> = text.char_indices().collect();
+        let byte_at = |k: usize| chars.get(k).map(|c| c.0).unwrap_or(text.len());
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < chars.len() && out.len() < max_len {
+            let c = chars[i].1;
+            if c.is_whitespace() {
+                i += 1;
+                continue;
+            }
+            // An ASCII word or number as a whole, when the vocabulary has it.
+            if c.is_ascii_alphanumeric() {
+                let mut j = i;
+                while j < chars.len() && chars[j].1.is_ascii_alphanumeric() {
+                    j += 1;
+                }
+                if let Some(&id) = self.ids.get(&text[byte_at(i)..byte_at(j)]) {
+                    out.push(id);
+                    i = j;
+                    continue;
+                }
+            }
+            let longest = (1..=self.max_chars.min(chars.len() - i))
+                .rev()
+                .find_map(|n| {
+                    self.ids
+                        .get(&text[byte_at(i)..byte_at(i + n)])
+                        .map(|&id| (n, id))
+                });
+            match longest {
+                Some((n, id)) => {
+                    out.push(id);
+                    i += n;
+                }
+                None => {
+                    if let Some(u) = self.unk {
+                        out.push(u);
+                    }
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(vocab: &[&str]) -> Segmenter {
+        let v: Vec<String> = vocab.iter().map(|s| s.to_string()).collect();
+        Segmenter::new(&v, "[UNK]")
+    }
+
+    #[test]
+    fn longest_match_words_chars_ascii_and_unknowns() {
+        let s = seg(&["[UNK]", "中", "国", "中国", "人", "hello", "2024", "h"]);
+        assert_eq!(s.segment("中国人", 10), vec![3, 4]);
+        assert_eq!(s.segment("hello 中", 10), vec![5, 1]);
+        assert_eq!(s.segment("2024年", 10), vec![6, 0]);
+        assert_eq!(s.segment("hx", 10), vec![7, 0]);
+        assert_eq!(s.segment("中中中中", 2), vec![1, 1]);
+        let s = Segmenter::new(&["a".to_string()], "[UNK]");
+        assert_eq!(s.segment("ab", 10), vec![0]);
+    }
+
+    #[test]
+    fn tsv_errors_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.tsv");
+        std::fs::write(&p, "label\ttext\npos\tgood\nneg bad\n").unwrap();
+        let e = read_tsv(&p).unwrap_err().to_string();
+        assert!(
+            e.ends_with("t.tsv line 3: expected `label<TAB>text`, found no tab"),
+            "{e}"
+        );
+        std::fs::write(&p, "label\ttext\npos\tgood\n\tbad\n").unwrap();
+        assert!(read_tsv(&p)
+            .unwrap_err()
+            .to_string()
+            .ends_with("line 3: empty label"));
+        std::fs::write(&p, "label\ttext\npos\tgood\r\nneg\tbad\n").unwrap();
+        let rows = read_tsv(&p).unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (2, "pos".into(), "good".into()),
+                (3, "neg".into(), "bad".into())
+            ]
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! Fine-tuning (candle-nn): the tokens of a sentence are looked up in the embedding E, mean-pooled
+//! to h (padding masked out), and p = softmax(W h + b); cross-entropy loss; E, W and b updated by
+//! Adam (or SGD). Copied rows can be kept fixed by zeroing their gradient rows.
+
+pub mod data;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, SGD};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub use data::{Example, Segmenter};
+
+type CResult<T> = candle_core::Result<T>;
+
+/// The trainable model.
+pub struct Model {
+    pub emb: Var,
+    /// [classes, dim]
+    pub w: Var,
+    /// [classes]
+    pub b: Var,
+}
+
+impl Model {
+    /// E from the given rows; W and b drawn U(-1/sqrt(dim), 1/sqrt(dim)) from the seed, as PyTorch's
+    /// nn.Linear does.
+    pub fn new(emb: Tensor, classes: usize, seed: u64) -> CResult<Self> {
+        let (_, dim) = emb.dims2()?;
+        let dtype = emb.dtype();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let bound = 1.0 / (dim as f64).sqrt();
+        let mut draw =
+            |n: usize| -> Vec<f64> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+        let w =
+            Tensor::from_vec(draw(classes * dim), (classes, dim), &Device::Cpu)?.to_dtype(dtype)?;
+        let b = Tensor::from_vec(draw(classes), classes, &Device::Cpu)?.to_dtype(dtype)?;
+        Ok(Model {
+            emb: Var::from_tensor(&emb)?,
+            w: Var::from_tensor(&w)?,
+            b: Var::from_tensor(&b)?,
+        })
+    }
+
+    /// Logits [batch, classes].
+    pub fn forward(&self, batch: &Batch) -> CResult<Tensor> {
+        let (n, len) = batch.ids.dims2()?;
+        let dim = self.emb.dim(1)?;
+        let e = self
+            .emb
+            .as_tensor()
+            .index_select(&batch.ids.flatten_all()?, 0)?
+            .reshape((n, len, dim))?;
+        let h = e
+            .broadcast_mul(&batch.mask.unsqueeze(2)?)?
+            .sum(1)?
+            .broadcast_div(&batch.counts)?;
+        h.matmul(&self.w.as_tensor().t()?)?
+            .broadcast_add(self.b.as_tensor())
+    }
+
+    fn snapshot(&self) -> CResult<[Tensor; 3]> {
+        Ok([
+            self.emb.as_tensor().copy()?,
+            self.w.as_tensor().copy()?,
+            self.b.as_tensor().copy()?,
+        ])
+    }
+
+    fn restore(&self, s: &[Tensor; 3]) -> CResult<()> {
+        self.emb.set(&s[0])?;
+        self.w.set(&s[1])?;
+        self.b.set(&s[2])
+    }
+}
+
+/// A padded batch.
+pub struct Batch {
+    pub ids: Tensor,
+    pub mask: Tensor,
+    pub counts: Tensor,
+    pub labels: Tensor,
+}
+
+impl Batch {
+    pub fn new(examples: &[&Example], dtype: DType) -> CResult<Self> {
+        let len = examples
+            .iter()
+            .map(|e| e.ids.len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let n = examples.len();
+        let mut ids = vec![0u32; n * len];
+        let mut mask = vec![0f32; n * len];
+        let mut counts = vec![1f32; n];
+        for (i, e) in examples.iter().enumerate() {
+            ids[i * len..i * len + e.ids.len()].copy_from_slice(&e.ids);
+            mask[i * len..i * len + e.ids.len()].fill(1.0);
+            // An empty text pools to the zero vector rather than dividing by zero.
+            counts[i] = e.ids.len().max(1) as f32;
+        }
+        let labels: Vec<u32> = examples.iter().map(|e| e.label as u32).collect();
+        let dev = Device::Cpu;
+        Ok(Batch {
+            ids: Tensor::from_vec(ids, (n, len), &dev)?,
+            mask: Tensor::from_vec(mask, (n, len), &dev)?.to_dtype(dtype)?,
+            counts: Tensor::from_vec(counts, (n, 1), &dev)?.to_dtype(dtype)?,
+            labels: Tensor::from_vec(labels, n, &dev)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adam,
+    Sgd,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub optimizer: OptimizerKind,
+    pub seed: u64,
+    pub freeze_embeddings: bool,
+    /// Rows of E kept fixed (the copied ones), when --freeze-copied.
+    pub frozen_rows: Option<Vec<usize>>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub valid_loss: Option<f64>,
+    pub valid_accuracy: Option<f64>,
+    pub seconds: f64,
+}
+
+enum Opt {
+    Adam(AdamW),
+    Sgd(SGD),
+}
+
+impl Opt {
+    fn step(&mut self, g: &candle_core::backprop::GradStore) -> CResult<()> {
+        match self {
+            Opt::Adam(o) => o.step(g),
+            Opt::Sgd(o) => o.step(g),
+        }
+    }
+}
+
+/// Loss and accuracy of the model on examples; also the predicted classes.
+pub fn evaluate(
+    model: &Model,
+    examples: &[Example],
+    batch_size: usize,
+) -> CResult<(f64, f64, Vec<usize>)> {
+    let dtype = model.emb.dtype();
+    let mut loss_sum = 0.0;
+    let mut preds = Vec::with_capacity(examples.len());
+    let refs: Vec<&Example> = examples.iter().collect();
+    for chunk in refs.chunks(batch_size.max(1)) {
+        let batch = Batch::new(chunk, dtype)?;
+        let logits = model.forward(&batch)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+        loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
+        preds.extend(
+            logits
+                .argmax(1)?
+                .to_vec1::<u32>()?
+                .into_iter()
+                .map(|p| p as usize),
+        );
+    }
+    let n = examples.len().max(1) as f64;
+    let correct = preds
+        .iter()
+        .zip(examples)
+        .filter(|(p, e)| **p == e.label)
+        .count();
+    Ok((loss_sum / n, correct as f64 / n, preds))
+}
+
+/// Trains; with `valid`, the returned model is the one of the best epoch by validation accuracy.
+/// `on_batch(epoch, done, total)` and `on_epoch(metrics)` report progress.
+pub fn train(
+    model: &Model,
+    train: &[Example],
+    valid: Option<&[Example]>,
+    opts: &TrainOptions,
+    on_batch: &mut dyn FnMut(usize, usize, usize),
+    on_epoch: &mut dyn FnMut(&EpochMetrics),
+) -> CResult<(Vec<EpochMetrics>, usize)> {
+    let dtype = model.emb.dtype();
+    let mut vars = vec![model.w.clone(), model.b.clone()];
+    if !opts.freeze_embeddings {
+        vars.push(model.emb.clone());
+    }
+    let mut opt = match opts.optimizer {
+        // Plain Adam: candle's AdamW with no weight decay.
+        OptimizerKind::Adam => Opt::Adam(AdamW::new(
+            vars,
+            ParamsAdamW {
+                lr: opts.lr,
+                weight_decay: 0.0,
+                ..ParamsAdamW::default()
+            },
+        )?),
+        OptimizerKind::Sgd => Opt::Sgd(SGD::new(vars, opts.lr)?),
+    };
+    let row_mask = match &opts.frozen_rows {
+        Some(rows) if !opts.freeze_embeddings => {
+            let mut m = vec![1f32; model.emb.dim(0)?];
+            for &r in rows {
+                if let Some(x) = m.get_mut(r) {
+                    *x = 0.0;
+                }
+            }
+            Some(Tensor::from_vec(m, (model.emb.dim(0)?, 1), &Device::Cpu)?.to_dtype(dtype)?)
+        }
+        _ => None,
+    };
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let batches = train.len().div_ceil(opts.batch_size.max(1));
+    let mut history = Vec::new();
+    let mut best: Option<(f64, usize, [Tensor; 3])> = None;
+    for epoch in 1..=opts.epochs {
+        let start = std::time::Instant::now();
+        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+        rng.set_stream(epoch as u64);
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut correct) = (0.0, 0usize);
+        for (k, chunk) in order.chunks(opts.batch_size.max(1)).enumerate() {
+            let exs: Vec<&Example> = chunk.iter().map(|&i| &train[i]).collect();
+            let batch = Batch::new(&exs, dtype)?;
+            let logits = model.forward(&batch)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+            let mut grads = loss.backward()?;
+            if let Some(mask) = &row_mask {
+                if let Some(g) = grads.remove(model.emb.as_tensor()) {
+                    grads.insert(model.emb.as_tensor(), g.broadcast_mul(mask)?);
+                }
+            }
+            opt.step(&grads)?;
+            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * exs.len() as f64;
+            let preds = logits.argmax(1)?.to_vec1::<u32>()?;
+            correct += preds
+                .iter()
+                .zip(&exs)
+                .filter(|(p, e)| **p as usize == e.label)
+                .count();
+            on_batch(epoch, k + 1, batches);
+        }
+        let n = train.len().max(1) as f64;
+        let (valid_loss, valid_accuracy) = match valid {
+            Some(v) => {
+                let (l, a, _) = evaluate(model, v, opts.batch_size)?;
+                (Some(l), Some(a))
+            }
+            None => (None, None),
+        };
+        let m = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / n,
+            train_accuracy: correct as f64 / n,
+            valid_loss,
+            valid_accuracy,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        if let Some(acc) = valid_accuracy {
+            if best.as_ref().is_none_or(|(b, _, _)| acc > *b) {
+                best = Some((acc, epoch, model.snapshot()?));
+            }
+        }
+        on_epoch(&m);
+        history.push(m);
+    }
+    let best_epoch = match best {
+        Some((_, epoch, snap)) => {
+            model.restore(&snap)?;
+            epoch
+        }
+        None => opts.epochs,
+    };
+    Ok((history, best_epoch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn examples() -> Vec<Example> {
+        vec![
+            Example {
+                label: 0,
+                ids: vec![0, 1, 1],
+            },
+            Example {
+                label: 1,
+                ids: vec![2, 3],
+            },
+            Example {
+                label: 1,
+                ids: vec![4],
+            },
+        ]
+    }
+
+    /// The analytic gradient of the loss (candle's backprop through index_select, masked mean,
+    /// linear, cross-entropy) matches central finite differences, in f64.
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let e: Vec<f64> = (0..5 * 3).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let emb = Tensor::from_vec(e, (5, 3), &Device::Cpu).unwrap();
+        let model = Model::new(emb, 2, 9).unwrap();
+        let exs = examples();
+        let refs: Vec<&Example> = exs.iter().collect();
+        let batch = Batch::new(&refs, DType::F64).unwrap();
+        let loss_of = |m: &Model| {
+            let l =
+                candle_nn::loss::cross_entropy(&m.forward(&batch).unwrap(), &batch.labels).unwrap();
+            l.to_scalar::<f64>().unwrap()
+        };
+        let loss =
+            candle_nn::loss::cross_entropy(&model.forward(&batch).unwrap(), &batch.labels).unwrap();
+        let grads = loss.backward().unwrap();
+        let h = 1e-6;
+        for var in [&model.emb, &model.w, &model.b] {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let base = var
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let shape = var.shape().clone();
+            for i in 0..base.len() {
+                let mut plus = base.clone();
+                plus[i] += h;
+                var.set(&Tensor::from_vec(plus, shape.clone(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let lp = loss_of(&model);
+                let mut minus = base.clone();
+                minus[i] -= h;
+                var.set(&Tensor::from_vec(minus, shape.clone(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let lm = loss_of(&model);
+                var.set(&Tensor::from_vec(base.clone(), shape.clone(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let fd = (lp - lm) / (2.0 * h);
+                assert!(
+                    (fd - g[i]).abs() < 1e-6,
+                    "{i}: finite difference {fd} vs backprop {}",
+                    g[i]
+                );
+            }
+        }
+    }
+}
