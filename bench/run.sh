@@ -170,6 +170,7 @@ OUT_ROWS=$(grep -c '' "$VOCAB")
 OUT_BYTES=$((OUT_ROWS * 768 * 4))
 
 baseline_cmd() { # SRC OFF LEN DST
+    printf 'rm -f %q && ' "$4"
     printf 'dd if=%q of=%q bs=4M iflag=skip_bytes,count_bytes skip=%d count=%d status=none && ' "$1" "$4" "$2" "$3"
     printf 'dd if=/dev/zero of=%q bs=4M iflag=count_bytes count=%d oflag=append conv=notrunc status=none' "$4" $((OUT_BYTES - $3))
 }

@@ -161,8 +161,13 @@ impl SourceTokenizer {
         }
     }
 
-    /// The token as the source would normalise it (case, accents), if that changes it.
-    fn normalize(&self, s: &str) -> String {
+    /// The token as the source would normalise it (case, accents); None when that changes nothing.
+    fn normalize(&self, s: &str) -> Option<String> {
+        let lower = self.lowercase && s.chars().any(char::is_uppercase);
+        let strip = self.strip_accents && s.nfd().any(is_combining_mark);
+        if !lower && !strip {
+            return None;
+        }
         let mut out = s.to_string();
         if self.strip_accents {
             out = out.nfd().filter(|c| !is_combining_mark(*c)).nfc().collect();
@@ -170,7 +175,7 @@ impl SourceTokenizer {
         if self.lowercase {
             out = out.to_lowercase();
         }
-        out
+        Some(out)
     }
 
     /// Pieces (ids) of each text, special tokens and unknowns left out. A text the tokenizer
@@ -184,7 +189,8 @@ impl SourceTokenizer {
                 .filter(|id| !self.special_ids.contains(id))
                 .collect()
         };
-        match self.tok.encode_batch(texts.to_vec(), false) {
+        // The _fast variants skip computing character offsets, which we do not use.
+        match self.tok.encode_batch_fast(texts.to_vec(), false) {
             Ok(enc) => enc.iter().map(keep).collect(),
             Err(_) => texts
                 .par_iter()
@@ -290,11 +296,20 @@ fn find_copy(
     if let Some(id) = source.ids.get(t) {
         return Some((*id, Method::Exact, t.to_string()));
     }
-    let nfkc: String = t.nfkc().collect();
-    let mut forms = vec![nfkc.clone()];
+    // Most tokens are already in NFKC and unchanged by the source's normaliser: no allocation then.
+    let nfkc: Option<String> = match unicode_normalization::is_nfkc_quick(t.chars()) {
+        unicode_normalization::IsNormalized::Yes => None,
+        _ => Some(t.nfkc().collect::<String>()).filter(|n| n != t),
+    };
+    let mut forms: Vec<String> = Vec::new();
+    if let Some(n) = &nfkc {
+        forms.push(n.clone());
+    }
     if let Some(tok) = tok {
-        forms.push(tok.normalize(t));
-        forms.push(tok.normalize(&nfkc));
+        forms.extend(tok.normalize(t));
+        if let Some(n) = &nfkc {
+            forms.extend(tok.normalize(n));
+        }
     }
     forms.retain(|f| f != t && !f.is_empty());
     forms.dedup();

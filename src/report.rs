@@ -49,6 +49,8 @@ pub struct TransplantReport {
     /// Source rows holding NaN or infinity.
     pub nonfinite_source_rows: usize,
     pub seconds: f64,
+    /// Seconds per stage.
+    pub timings: BTreeMap<String, f64>,
 }
 
 /// One row that was not an exact copy, for `--report`.

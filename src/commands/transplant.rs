@@ -17,6 +17,12 @@ use std::time::Instant;
 
 pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
     let start = Instant::now();
+    let mut timings: BTreeMap<String, f64> = BTreeMap::new();
+    let mut lap = Instant::now();
+    let mut mark = |name: &str| {
+        timings.insert(name.to_string(), lap.elapsed().as_secs_f64());
+        lap = Instant::now();
+    };
     // Refuse an unusable output path before downloading anything.
     writer::check_target(&cfg.output, cfg.force)?;
     let target = vocab::read_target(&cfg.vocab)?;
@@ -27,12 +33,15 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         ));
     }
 
+    mark("read_target_vocab");
     let files = hub::resolve(&cfg.model, &cfg.hub)?;
+    mark("resolve_model");
     let side = super::source_side(&files, cfg.source_vocab.as_deref(), &cfg.model)?;
     let (source, model_cfg, tokenizer) = (side.vocab, side.config, side.tokenizer);
 
     let tensors = checkpoint::list_tensors(&files.weights, files.fetcher.as_ref())?;
     let choice = checkpoint::choose_embedding(&files.weights, &tensors, cfg.tensor.as_deref())?;
+    mark("load_source_vocab");
     let emb = checkpoint::load_embedding(&files.weights, &choice.name, files.fetcher.as_ref())?;
     writer::check_interrupted()?;
     if emb.rows < source.size {
@@ -89,6 +98,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         Fill::Zeros => "zeros",
         Fill::Mean => "mean",
     };
+    mark("load_embedding");
     let plan = matching::plan(
         &target.tokens,
         &source,
@@ -104,7 +114,9 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         vocab_rows: source.size,
     };
     writer::check_interrupted()?;
+    mark("match_and_compose");
     let built = align::build(&plan.rows, src, &opts);
+    mark("build_matrix");
     writer::check_interrupted()?;
 
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -150,6 +162,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         duplicate_lines: target.duplicates,
         nonfinite_source_rows: bad_rows.len(),
         seconds: 0.0,
+        timings: BTreeMap::new(),
     };
 
     let copied_rows = report::ranges(
@@ -168,6 +181,8 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         &meta,
         cfg.force,
     )?;
+    mark("write_output");
+    report.timings = timings;
     report.seconds = start.elapsed().as_secs_f64();
     if let Some(path) = &cfg.report {
         let doc = ReportFile {
@@ -191,14 +206,20 @@ fn init_name(init: InitArg) -> &'static str {
     }
 }
 
-/// Indices of rows with a NaN or infinite value.
+/// Indices of rows with a NaN or infinite value (rows scanned in parallel).
 fn nonfinite_rows(src: Matrix<'_>) -> Vec<usize> {
-    let mut tmp = vec![0f32; src.cols];
+    use rayon::prelude::*;
     (0..src.rows)
-        .filter(|&i| {
-            src.row_f32(i, &mut tmp);
-            tmp.iter().any(|v| !v.is_finite())
-        })
+        .into_par_iter()
+        .with_min_len(1024)
+        .map_init(
+            || vec![0f32; src.cols],
+            |tmp, i| {
+                src.row_f32(i, tmp);
+                tmp.iter().any(|v| !v.is_finite()).then_some(i)
+            },
+        )
+        .flatten()
         .collect()
 }
 
