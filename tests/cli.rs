@@ -1752,3 +1752,164 @@ fn finetune_bad_input() {
         .assert()
         .code(2);
 }
+
+/// A safetensors file from a raw JSON header and data bytes.
+fn raw_st(path: &Path, header: &str, data: &[u8]) {
+    let mut h = header.as_bytes().to_vec();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut b = (h.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(&h);
+    b.extend_from_slice(data);
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn malformed_safetensors_headers() {
+    let sb = Sandbox::new();
+    let cases = [
+        (
+            "overlap.safetensors",
+            r#"{"a.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"wte.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[8,24]}}"#,
+            24,
+            "overlap or leave gaps",
+        ),
+        (
+            "outofrange.safetensors",
+            r#"{"wte.weight":{"dtype":"F32","shape":[32,32],"data_offsets":[0,4096]}}"#,
+            16,
+            "truncated",
+        ),
+        (
+            "dtype.safetensors",
+            r#"{"wte.weight":{"dtype":"Q4","shape":[2,2],"data_offsets":[0,16]}}"#,
+            16,
+            "header is not valid",
+        ),
+        (
+            "shape.safetensors",
+            r#"{"wte.weight":{"dtype":"F32","shape":[3,2],"data_offsets":[0,16]}}"#,
+            16,
+            "shape disagrees with its byte length",
+        ),
+        (
+            "int.safetensors",
+            r#"{"wte.weight":{"dtype":"I64","shape":[2,2],"data_offsets":[0,32]}}"#,
+            32,
+            "is not a float type",
+        ),
+    ];
+    std::fs::write(sb.path("vocab.txt"), "a\nb\n").unwrap();
+    for (name, header, len, want) in cases {
+        raw_st(&sb.path(name), header, &vec![0u8; len]);
+        let a = sb
+            .cmd()
+            .args([
+                "-m",
+                name,
+                "--source-vocab",
+                "vocab.txt",
+                "-v",
+                "vocab.txt",
+                "-o",
+                "out.safetensors",
+            ])
+            .assert()
+            .code(1);
+        let err = stderr_of(&a);
+        assert!(err.contains(name) && err.contains(want), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!sb.path("out.safetensors").exists());
+    }
+}
+
+#[test]
+fn unwritable_output_directory_even_for_root() {
+    // /proc is not writable for anyone, root included: the temp file cannot be created there.
+    let sb = Sandbox::new();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(bert_dir())
+        .arg("-v")
+        .arg(target_vocab())
+        .args(["-o", "/proc/embeddings.safetensors"])
+        .assert()
+        .code(1);
+    let err = stderr_of(&a);
+    assert!(err.starts_with("error: /proc"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn closed_stdout_is_not_an_error() {
+    let sb = Sandbox::new();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("embed-transplant"))
+        .current_dir(sb.dir.path())
+        .env("HF_HOME", sb.hf_home())
+        .args(["inspect", "--json", "-m"])
+        .arg(bert_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close our end of the pipe before the child writes its JSON.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn ten_million_line_vocabulary() {
+    let sb = Sandbox::new();
+    let dir = sb.path("m");
+    std::fs::create_dir(&dir).unwrap();
+    // A 2-row, 1-dim model keeps the output small (10M x 1 f32 = 40 MB).
+    raw_st(
+        &dir.join("model.safetensors"),
+        r#"{"wte.weight":{"dtype":"F32","shape":[2,1],"data_offsets":[0,8]}}"#,
+        &[0, 0, 128, 63, 0, 0, 0, 64],
+    );
+    std::fs::write(dir.join("vocab.txt"), "w0\nw1\n").unwrap();
+    let mut v = String::with_capacity(100 << 20);
+    for i in 0..10_000_000u32 {
+        v.push('w');
+        v.push_str(&i.to_string());
+        v.push('\n');
+    }
+    std::fs::write(sb.path("big.txt"), v).unwrap();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(&dir)
+        .args([
+            "-v",
+            "big.txt",
+            "-o",
+            "out.safetensors",
+            "--init",
+            "zeros",
+            "--json",
+            "-q",
+        ])
+        .assert()
+        .success();
+    let j: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
+    assert_eq!(j["rows"], 10_000_000);
+    assert_eq!(j["copied"], 2);
+    let out = std::fs::read(sb.path("out.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&out).unwrap();
+    let w = st.tensor("weight").unwrap();
+    assert_eq!(w.shape(), &[10_000_000, 1]);
+    assert_eq!(&w.data()[4..8], &2f32.to_le_bytes());
+}
