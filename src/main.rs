@@ -17,8 +17,16 @@ enum Exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C: while our temp file exists, let the writer remove it and return; at any other
+    // moment nothing of ours is half-written (hf-hub resumes its own .part files), so stop now.
     let _ = ctrlc::set_handler(|| {
-        writer::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+        use std::sync::atomic::Ordering::SeqCst;
+        if writer::WRITING.load(SeqCst) {
+            writer::INTERRUPTED.store(true, SeqCst);
+        } else {
+            eprintln!("error: interrupted");
+            std::process::exit(Exit::Interrupted as i32);
+        }
     });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Set by the Ctrl-C handler; the writer checks it between chunks and abandons the temp file.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// True while a temp file of ours exists: a Ctrl-C then asks the writer to clean up instead of
+/// ending the process at once.
+pub static WRITING: AtomicBool = AtomicBool::new(false);
+
 /// Err(Interrupted) once Ctrl-C was pressed: long steps call this between stages.
 pub fn check_interrupted() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
@@ -135,6 +139,18 @@ pub fn write_with(
 ) -> Result<()> {
     check_target(path, force)?;
     let dir = parent_dir(path);
+    WRITING.store(true, Ordering::SeqCst);
+    let res = write_tmp(path, dir, force, body);
+    WRITING.store(false, Ordering::SeqCst);
+    res
+}
+
+fn write_tmp(
+    path: &Path,
+    dir: &Path,
+    force: bool,
+    body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix(".embed-transplant-")
         .suffix(".tmp")
