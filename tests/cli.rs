@@ -1918,7 +1918,7 @@ fn ten_million_line_vocabulary() {
 #[test]
 fn ctrl_c_leaves_no_output_and_no_temp_file() {
     let sb = finetune_sandbox();
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("embed-transplant"))
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("embed-transplant"))
         .current_dir(sb.dir.path())
         .env("HF_HOME", sb.hf_home())
         .args([
