@@ -512,6 +512,27 @@ mod tests {
     }
 
     #[test]
+    fn sentencepiece_tokens_match_without_the_word_marker() {
+        let src = source(&["<unk>", "\u{2581}hello", "\u{2581}new\u{2581}york", "world"]);
+        let mut tok = SourceTokenizer::from_wordpiece_vocab(&src, false).unwrap();
+        tok.style = Style::SentencePiece;
+        let p = plan(
+            &tokens(&["hello", "new york", "world"]),
+            &src,
+            Some(&tok),
+            false,
+            "zeros",
+        )
+        .unwrap();
+        assert_eq!(
+            p.methods,
+            vec![Method::Decoded, Method::Decoded, Method::Exact]
+        );
+        assert_eq!(p.rows[0], RowSource::Normalized(1));
+        assert_eq!(p.rows[1], RowSource::Normalized(2));
+    }
+
+    #[test]
     fn byte_level_tokens_match_their_human_form() {
         assert_eq!(byte_level("中").unwrap(), "ä¸Ń");
         assert_eq!(byte_level(" a").unwrap(), "Ġa");

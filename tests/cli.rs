@@ -1961,3 +1961,45 @@ fn ctrl_c_leaves_no_output_and_no_temp_file() {
         ]
     );
 }
+
+#[test]
+fn finetune_flags_change_what_they_say() {
+    let sb = finetune_sandbox();
+    let base = finetune(&sb, "a.safetensors", &["--epochs", "1"]);
+    assert_eq!(base["batches_per_epoch"], 8); // 240 / 32, rounded up
+    assert!(base["unknown_token_rate"].as_f64().unwrap() > 0.0); // the '?' of every sentence
+    let b = finetune(
+        &sb,
+        "b.safetensors",
+        &["--epochs", "1", "--batch-size", "100"],
+    );
+    assert_eq!(b["batches_per_epoch"], 3);
+    // Without an unknown token in the vocabulary, unknown characters are dropped.
+    let c = finetune(
+        &sb,
+        "c.safetensors",
+        &["--epochs", "1", "--unk-token", "<none>"],
+    );
+    assert_eq!(c["unknown_token_rate"], 0.0);
+    assert!(c["mean_tokens"].as_f64().unwrap() < base["mean_tokens"].as_f64().unwrap());
+    let d = finetune(&sb, "d.safetensors", &["--epochs", "1", "--max-len", "3"]);
+    assert!(d["mean_tokens"].as_f64().unwrap() <= 3.0);
+    finetune(&sb, "e.safetensors", &["--epochs", "1", "--seed", "7"]);
+    assert_ne!(
+        std::fs::read(sb.path("a.safetensors")).unwrap(),
+        std::fs::read(sb.path("e.safetensors")).unwrap()
+    );
+    let sgd = finetune(
+        &sb,
+        "f.safetensors",
+        &["--epochs", "1", "--optimizer", "sgd"],
+    );
+    assert_eq!(
+        read_st(&sb.path("f.safetensors")).meta["finetune_optimizer"],
+        "sgd"
+    );
+    assert_ne!(
+        sgd["epochs"][0]["train_loss"],
+        base["epochs"][0]["train_loss"]
+    );
+}

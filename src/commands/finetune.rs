@@ -30,8 +30,11 @@ pub struct FinetuneReport {
     pub test_loss: Option<f64>,
     pub test_accuracy: Option<f64>,
     pub frozen_rows: usize,
-    /// Share of tokens in the training texts that are the unknown token (or dropped).
+    /// Share of tokens in the training texts that are the unknown token.
     pub unknown_token_rate: f64,
+    /// Mean number of tokens per training example after --max-len.
+    pub mean_tokens: f64,
+    pub batches_per_epoch: usize,
     pub seconds: f64,
 }
 
@@ -328,6 +331,8 @@ pub fn run(args: &FinetuneArgs, out: &Output, tty: bool) -> Result<FinetuneRepor
         test_accuracy,
         frozen_rows: frozen_rows.map(|r| r.len()).unwrap_or(0),
         unknown_token_rate,
+        mean_tokens: total as f64 / train_set.len().max(1) as f64,
+        batches_per_epoch: train_set.len().div_ceil(args.batch_size),
         seconds: start.elapsed().as_secs_f64(),
     })
 }
