@@ -70,11 +70,17 @@ pub struct BuildOptions {
     pub vocab_rows: usize,
 }
 
-/// The new matrix and what was noticed while building it.
+/// The new matrix (when built in memory) and what was noticed while building it.
 pub struct Built {
     pub data: Vec<u8>,
+    pub stats: BuildStats,
     pub rows: usize,
     pub cols: usize,
+}
+
+/// What was noticed while building.
+#[derive(Debug, Clone, Default)]
+pub struct BuildStats {
     /// Output rows holding NaN or infinity.
     pub nonfinite_rows: Vec<usize>,
     /// The median norm that initialised rows were scaled to, when calibrating.
@@ -84,11 +90,30 @@ pub struct Built {
     pub median_norm_initialised: Option<f32>,
 }
 
-/// Builds the output matrix, one row per entry of `rows`.
+/// Builds the output matrix in memory, one row per entry of `rows`.
 pub fn build(rows: &[RowSource], src: Matrix<'_>, opts: &BuildOptions) -> Built {
+    let mut data = vec![0u8; rows.len() * src.cols * opts.out.size()];
+    let stats = build_into(rows, src, opts, &mut data);
+    Built {
+        data,
+        stats,
+        rows: rows.len(),
+        cols: src.cols,
+    }
+}
+
+/// Builds the output matrix into `data` (rows x cols elements of `opts.out`, e.g. a memory map of
+/// the output file), one row per entry of `rows`.
+pub fn build_into(
+    rows: &[RowSource],
+    src: Matrix<'_>,
+    opts: &BuildOptions,
+    data: &mut [u8],
+) -> BuildStats {
     let cols = src.cols;
     let esize = opts.out.size();
     let width = cols * esize;
+    assert_eq!(data.len(), rows.len() * width, "output buffer size");
     let mean = match opts.fill {
         Fill::Mean => Some(mean_row(src, opts.vocab_rows)),
         _ => None,
@@ -97,7 +122,6 @@ pub fn build(rows: &[RowSource], src: Matrix<'_>, opts: &BuildOptions) -> Built 
         Fill::Random { sigma } => Normal::new(0.0f32, sigma.max(0.0)).ok(),
         _ => None,
     };
-    let mut data = vec![0u8; rows.len() * width];
     // Initialised rows are built in f32 first when calibrating, so that they can be scaled before
     // encoding; otherwise they are encoded at once.
     let mut norms: Vec<f32> = vec![0.0; rows.len()];
@@ -188,10 +212,7 @@ pub fn build(rows: &[RowSource], src: Matrix<'_>, opts: &BuildOptions) -> Built 
         .filter(|(_, n)| !n.is_finite())
         .map(|(i, _)| i)
         .collect();
-    Built {
-        data,
-        rows: rows.len(),
-        cols,
+    BuildStats {
         nonfinite_rows,
         calibrated_to,
         median_norm_copied: median_copied,
@@ -349,7 +370,7 @@ mod tests {
         let target = row(&built, 0).iter().map(|v| v * v).sum::<f32>().sqrt();
         let got = row(&built, 1).iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((target - got).abs() < 1e-3 * target, "{target} {got}");
-        assert_eq!(built.calibrated_to, Some(target));
+        assert_eq!(built.stats.calibrated_to, Some(target));
     }
 
     #[test]
@@ -361,7 +382,7 @@ mod tests {
             matrix(&b),
             &opts(Fill::Zeros),
         );
-        assert_eq!(built.nonfinite_rows, vec![1]);
+        assert_eq!(built.stats.nonfinite_rows, vec![1]);
     }
 
     #[test]

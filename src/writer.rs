@@ -107,6 +107,106 @@ pub fn write_safetensors(
     write_tensors(path, &[t], metadata, force)
 }
 
+/// Writes one tensor `weight` of `shape` whose bytes `fill` produces directly in a memory map of
+/// the output's temp file: the matrix never exists twice (in our memory and in the page cache).
+/// The file's space is reserved first, so a full disk is an error here, not a fault later.
+pub fn write_matrix_with(
+    path: &Path,
+    dtype: DType,
+    shape: [usize; 2],
+    metadata: &BTreeMap<String, String>,
+    force: bool,
+    fill: impl FnOnce(&mut [u8]),
+) -> Result<()> {
+    let nbytes = shape[0] * shape[1] * dtype.size();
+    let empty: [u8; 0] = [];
+    // The header only needs the data's length; the data itself is written through the map.
+    let head = header_for(
+        &[TensorOut {
+            name: "weight",
+            dtype,
+            shape: shape.to_vec(),
+            data: &empty,
+        }],
+        metadata,
+    );
+    let head = fix_len(head, nbytes);
+    check_target(path, force)?;
+    let dir = parent_dir(path);
+    WRITING.store(true, Ordering::SeqCst);
+    let res = (|| {
+        let tmp = tempfile::Builder::new()
+            .prefix(".embed-transplant-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(|e| Error::io(dir, e))?;
+        let io = |e| Error::io(path, e);
+        let file = tmp.as_file();
+        (&*file).write_all(&head).map_err(io)?;
+        let total = (head.len() + nbytes) as u64;
+        reserve(file, total).map_err(io)?;
+        if nbytes > 0 {
+            // SAFETY: the temp file was just created by us (O_EXCL, random name) and is mapped
+            // only here; its space is reserved, so writes through the map cannot hit a full disk.
+            let mut map = unsafe {
+                memmap2::MmapOptions::new()
+                    .offset(head.len() as u64)
+                    .len(nbytes)
+                    .map_mut(file)
+            }
+            .map_err(io)?;
+            fill(&mut map);
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                return Err(Error::Interrupted);
+            }
+            map.flush().map_err(io)?;
+        }
+        file.sync_all().map_err(io)?;
+        set_readable(tmp.path());
+        if force {
+            tmp.persist(path).map_err(|e| io(e.error))?;
+        } else {
+            tmp.persist_noclobber(path).map_err(|e| io(e.error))?;
+        }
+        Ok(())
+    })();
+    WRITING.store(false, Ordering::SeqCst);
+    res
+}
+
+/// Rewrites a header built with empty data so that its offsets cover `nbytes`.
+fn fix_len(head: Vec<u8>, nbytes: usize) -> Vec<u8> {
+    let n = u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8])) as usize;
+    let json = String::from_utf8_lossy(&head[8..8 + n]).trim_end().replace(
+        "\"data_offsets\":[0,0]",
+        &format!("\"data_offsets\":[0,{nbytes}]"),
+    );
+    let mut json = json.into_bytes();
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    out
+}
+
+/// Sets the file's length, with its blocks allocated where the filesystem can.
+fn reserve(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: a plain syscall on a file descriptor we own.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+        match rc {
+            0 => return Ok(()),
+            // Filesystems without fallocate: fall back to a sparse length.
+            libc::EOPNOTSUPP | libc::EINVAL => {}
+            e => return Err(std::io::Error::from_raw_os_error(e)),
+        }
+    }
+    file.set_len(len)
+}
+
 /// Refuses early what the final rename would refuse, before any work is done.
 pub fn check_target(path: &Path, force: bool) -> Result<()> {
     if path.is_dir() {
@@ -248,6 +348,22 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("disk full"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn mapped_writer_matches_the_in_memory_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = BTreeMap::new();
+        meta.insert("k".to_string(), "v".to_string());
+        let data: Vec<u8> = (0..24u8).collect();
+        let a = dir.path().join("a.safetensors");
+        let b = dir.path().join("b.safetensors");
+        write_safetensors(&a, DType::F32, [2, 3], &data, &meta, false).unwrap();
+        write_matrix_with(&b, DType::F32, [2, 3], &meta, false, |buf| {
+            buf.copy_from_slice(&data)
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     }
 
     #[test]

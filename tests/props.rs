@@ -360,7 +360,7 @@ proptest! {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         let single = pool.install(|| build(&c, &plan.rows, &src));
         prop_assert!(single.data == built.data, "single-threaded build differs");
-        prop_assert_eq!(single.nonfinite_rows, built.nonfinite_rows);
+        prop_assert_eq!(single.stats.nonfinite_rows, built.stats.nonfinite_rows);
     }
 
     /// Without a tokenizer (no compose) the matcher still copies exact tokens bit for bit, and a

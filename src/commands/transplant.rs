@@ -115,9 +115,6 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
     };
     writer::check_interrupted()?;
     mark("match_and_compose");
-    let built = align::build(&plan.rows, src, &opts);
-    mark("build_matrix");
-    writer::check_interrupted()?;
 
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for m in &plan.methods {
@@ -157,8 +154,8 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         sigma,
         sigma_from,
         calibrate_norm: opts.calibrate_norm,
-        median_norm_copied: built.median_norm_copied,
-        median_norm_initialised: built.median_norm_initialised,
+        median_norm_copied: None,
+        median_norm_initialised: None,
         duplicate_lines: target.duplicates,
         nonfinite_source_rows: bad_rows.len(),
         seconds: 0.0,
@@ -173,15 +170,21 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
             .map(|(i, _)| i),
     );
     let meta = metadata(&report, &copied_rows);
-    writer::write_safetensors(
+    // The matrix is built straight into the mapped output file.
+    let mut stats = align::BuildStats::default();
+    writer::write_matrix_with(
         &cfg.output,
         out_dtype,
-        [built.rows, built.cols],
-        &built.data,
+        [rows, emb.cols],
         &meta,
         cfg.force,
+        |buf| {
+            stats = align::build_into(&plan.rows, src, &opts, buf);
+        },
     )?;
-    mark("write_output");
+    report.median_norm_copied = stats.median_norm_copied;
+    report.median_norm_initialised = stats.median_norm_initialised;
+    mark("build_and_write_output");
     report.timings = timings;
     report.seconds = start.elapsed().as_secs_f64();
     if let Some(path) = &cfg.report {
