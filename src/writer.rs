@@ -45,15 +45,18 @@ pub fn header_for(tensors: &[TensorOut<'_>], metadata: &BTreeMap<String, String>
     }
     let mut offset = 0;
     for t in tensors {
+        // The byte length follows from shape and dtype; `data` may be empty when the bytes are
+        // written later through a map.
+        let len = t.shape.iter().product::<usize>() * t.dtype.size();
         root.insert(
             t.name.into(),
             serde_json::json!({
                 "dtype": t.dtype.safetensors_name(),
                 "shape": t.shape,
-                "data_offsets": [offset, offset + t.data.len()],
+                "data_offsets": [offset, offset + len],
             }),
         );
-        offset += t.data.len();
+        offset += len;
     }
     let mut json = serde_json::to_vec(&root).unwrap_or_default();
     while json.len() % 8 != 0 {
@@ -71,6 +74,18 @@ pub fn write_tensors(
     metadata: &BTreeMap<String, String>,
     force: bool,
 ) -> Result<()> {
+    for t in tensors {
+        let want = t.shape.iter().product::<usize>() * t.dtype.size();
+        if t.data.len() != want {
+            return Err(Error::Invalid(format!(
+                "tensor `{}`: {} bytes for shape {:?} {:?}",
+                t.name,
+                t.data.len(),
+                t.shape,
+                t.dtype
+            )));
+        }
+    }
     write_with(path, force, |w| {
         w.write_all(&header_for(tensors, metadata))?;
         for t in tensors {
@@ -120,7 +135,6 @@ pub fn write_matrix_with(
 ) -> Result<()> {
     let nbytes = shape[0] * shape[1] * dtype.size();
     let empty: [u8; 0] = [];
-    // The header only needs the data's length; the data itself is written through the map.
     let head = header_for(
         &[TensorOut {
             name: "weight",
@@ -130,7 +144,6 @@ pub fn write_matrix_with(
         }],
         metadata,
     );
-    let head = fix_len(head, nbytes);
     check_target(path, force)?;
     let dir = parent_dir(path);
     WRITING.store(true, Ordering::SeqCst);
@@ -172,22 +185,6 @@ pub fn write_matrix_with(
     })();
     WRITING.store(false, Ordering::SeqCst);
     res
-}
-
-/// Rewrites a header built with empty data so that its offsets cover `nbytes`.
-fn fix_len(head: Vec<u8>, nbytes: usize) -> Vec<u8> {
-    let n = u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8])) as usize;
-    let json = String::from_utf8_lossy(&head[8..8 + n]).trim_end().replace(
-        "\"data_offsets\":[0,0]",
-        &format!("\"data_offsets\":[0,{nbytes}]"),
-    );
-    let mut json = json.into_bytes();
-    while json.len() % 8 != 0 {
-        json.push(b' ');
-    }
-    let mut out = (json.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&json);
-    out
 }
 
 /// Sets the file's length, with its blocks allocated where the filesystem can.
