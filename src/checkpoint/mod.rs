@@ -402,16 +402,7 @@ pub fn load_safetensors(path: &Path, name: &str) -> Result<Embedding> {
             ),
         )
     })?;
-    let (rows, cols) = match info.shape[..] {
-        [r, c] => (r, c),
-        _ => {
-            return Err(Error::tensor(
-                path,
-                name,
-                format!("shape {:?} is not [rows, dim]", info.shape),
-            ))
-        }
-    };
+    let (rows, cols) = matrix_shape(path, name, &info.shape)?;
     let start = 8 + n + info.data_offsets.0;
     let len = info.data_offsets.1 - info.data_offsets.0;
     Ok(Embedding {
@@ -451,16 +442,7 @@ fn load_pytorch(path: &Path, name: &str) -> Result<Embedding> {
         .iter()
         .find(|e| e.name == name)
         .ok_or_else(|| Error::tensor(path, name, "not in this file"))?;
-    let (rows, cols) = match entry.shape[..] {
-        [r, c] => (r, c),
-        _ => {
-            return Err(Error::tensor(
-                path,
-                name,
-                format!("shape {:?} is not [rows, dim]", entry.shape),
-            ))
-        }
-    };
+    let (rows, cols) = matrix_shape(path, name, &entry.shape)?;
     let data = pth.read(entry)?;
     let dtype = entry
         .dtype
@@ -473,6 +455,18 @@ fn load_pytorch(path: &Path, name: &str) -> Result<Embedding> {
         file: path.to_path_buf(),
         data: Data::Owned(data),
     })
+}
+
+/// (rows, dim) of a 2-D shape; anything else is an error naming the tensor.
+fn matrix_shape(path: &Path, name: &str, shape: &[usize]) -> Result<(usize, usize)> {
+    match shape {
+        [r, c] => Ok((*r, *c)),
+        _ => Err(Error::tensor(
+            path,
+            name,
+            format!("shape {shape:?} is not [rows, dim]"),
+        )),
+    }
 }
 
 fn file_name(path: &Path) -> String {

@@ -4,7 +4,6 @@ use crate::checkpoint;
 use crate::cli::EvaluateArgs;
 use crate::error::{Error, Result};
 use crate::train::{self, data, Example, Model, Segmenter};
-use crate::vocab;
 use candle_core::{Device, Tensor, Var};
 use serde::Serialize;
 
@@ -27,27 +26,11 @@ pub struct Evaluation {
 }
 
 fn candle(e: candle_core::Error) -> Error {
-    Error::Invalid(format!(
-        "evaluating: {}",
-        e.to_string().lines().next().unwrap_or_default()
-    ))
+    train::candle_error("evaluating", e)
 }
 
 pub fn run(args: &EvaluateArgs) -> Result<Evaluation> {
-    let target = vocab::read_target(&args.vocab)?;
-    let emb = checkpoint::load_safetensors(&args.embeddings, "weight")?;
-    if emb.rows != target.tokens.len() {
-        return Err(Error::tensor(
-            &args.embeddings,
-            "weight",
-            format!(
-                "has {} rows but {} has {} lines",
-                emb.rows,
-                target.origin,
-                target.tokens.len()
-            ),
-        ));
-    }
+    let (target, emb) = train::embedding_for_vocab(&args.embeddings, &args.vocab)?;
     let w = checkpoint::load_safetensors(&args.head, "weight")?;
     let meta = checkpoint::safetensors_metadata(&args.head)?;
     let labels: Vec<String> = meta

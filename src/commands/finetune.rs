@@ -39,10 +39,7 @@ pub struct FinetuneReport {
 }
 
 fn candle(e: candle_core::Error) -> Error {
-    Error::Invalid(format!(
-        "training: {}",
-        e.to_string().lines().next().unwrap_or_default()
-    ))
+    train::candle_error("training", e)
 }
 
 /// Reads a TSV and maps labels (known labels only, unless `labels` is being built).
@@ -90,20 +87,7 @@ pub fn run(args: &FinetuneArgs, out: &Output, tty: bool) -> Result<FinetuneRepor
         }
         writer::check_target(h, args.force)?;
     }
-    let target = vocab::read_target(&args.vocab)?;
-    let emb = checkpoint::load_safetensors(&args.embeddings, "weight")?;
-    if emb.rows != target.tokens.len() {
-        return Err(Error::tensor(
-            &args.embeddings,
-            "weight",
-            format!(
-                "has {} rows but {} has {} lines: not the vocabulary it was built for",
-                emb.rows,
-                target.origin,
-                target.tokens.len()
-            ),
-        ));
-    }
+    let (target, emb) = train::embedding_for_vocab(&args.embeddings, &args.vocab)?;
     let in_meta = checkpoint::safetensors_metadata(&args.embeddings)?;
     let frozen_rows = if args.freeze_copied {
         let rows = in_meta

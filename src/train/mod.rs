@@ -14,6 +14,36 @@ pub use data::{Example, Segmenter};
 
 type CResult<T> = candle_core::Result<T>;
 
+/// A candle error as ours, one line (candle may append a backtrace).
+pub fn candle_error(doing: &str, e: candle_core::Error) -> crate::Error {
+    crate::Error::Invalid(format!(
+        "{doing}: {}",
+        e.to_string().lines().next().unwrap_or_default()
+    ))
+}
+
+/// The target vocabulary and the embedding built for it (tensor `weight`, one row per line).
+pub fn embedding_for_vocab(
+    embeddings: &std::path::Path,
+    vocab: &std::path::Path,
+) -> crate::Result<(crate::vocab::TargetVocab, crate::checkpoint::Embedding)> {
+    let target = crate::vocab::read_target(vocab)?;
+    let emb = crate::checkpoint::load_safetensors(embeddings, "weight")?;
+    if emb.rows != target.tokens.len() {
+        return Err(crate::Error::tensor(
+            embeddings,
+            "weight",
+            format!(
+                "has {} rows but {} has {} lines: not the vocabulary it was built for",
+                emb.rows,
+                target.origin,
+                target.tokens.len()
+            ),
+        ));
+    }
+    Ok((target, emb))
+}
+
 /// The trainable model.
 pub struct Model {
     pub emb: Var,
