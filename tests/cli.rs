@@ -2003,3 +2003,62 @@ fn finetune_flags_change_what_they_say() {
         base["epochs"][0]["train_loss"]
     );
 }
+
+#[test]
+fn f64_and_f16_sources_are_read() {
+    let sb = Sandbox::new();
+    for (name, dtype, bytes) in [
+        (
+            "f64",
+            "F64",
+            [1.5f64, -2.0, 0.25, 4.0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        ),
+        (
+            "f16",
+            "F16",
+            [1.5f32, -2.0, 0.25, 4.0]
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+        ),
+    ] {
+        let dir = sb.path(name);
+        std::fs::create_dir(&dir).unwrap();
+        let header = format!(
+            r#"{{"wte.weight":{{"dtype":"{dtype}","shape":[2,2],"data_offsets":[0,{}]}}}}"#,
+            bytes.len()
+        );
+        raw_st(&dir.join("model.safetensors"), &header, &bytes);
+        std::fs::write(dir.join("vocab.txt"), "a\nb\n").unwrap();
+        let out = format!("{name}.safetensors");
+        sb.cmd()
+            .arg("-m")
+            .arg(&dir)
+            .args(["-v", "-", "-o", &out, "-q"])
+            .write_stdin("b\na\n")
+            .assert()
+            .success();
+        let st = read_st(&sb.path(&out));
+        let (got_dtype, shape, data) = &st.tensors["weight"];
+        assert_eq!((got_dtype.as_str(), shape.clone()), (dtype, vec![2, 2]));
+        // Rows swapped, bit for bit.
+        let half = bytes.len() / 2;
+        assert_eq!(&data[..half], &bytes[half..]);
+        assert_eq!(&data[half..], &bytes[..half]);
+        let f32_out = format!("{name}-f32.safetensors");
+        sb.cmd()
+            .arg("-m")
+            .arg(&dir)
+            .args(["-v", "-", "-o", &f32_out, "-q", "--dtype", "f32"])
+            .write_stdin("a\n")
+            .assert()
+            .success();
+        assert_eq!(
+            f32s(&read_st(&sb.path(&f32_out)).tensors["weight"].2),
+            vec![1.5, -2.0]
+        );
+    }
+}
