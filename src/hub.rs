@@ -66,6 +66,16 @@ const WEIGHT_FILES: &[&str] = &[
 
 /// Resolves `--model`: an existing path is local; otherwise it must look like a hub id.
 pub fn resolve(model: &str, hub: &HubSettings) -> Result<ModelFiles> {
+    resolve_with(model, hub, false)
+}
+
+/// Like [`resolve`], but a hub safetensors file that is not cached is not downloaded: its header
+/// is read with two range requests instead (for `inspect`).
+pub fn resolve_headers_only(model: &str, hub: &HubSettings) -> Result<ModelFiles> {
+    resolve_with(model, hub, true)
+}
+
+fn resolve_with(model: &str, hub: &HubSettings, headers_only: bool) -> Result<ModelFiles> {
     let path = Path::new(model);
     if path.is_dir() {
         return resolve_dir(model, path);
@@ -78,7 +88,7 @@ pub fn resolve(model: &str, hub: &HubSettings) -> Result<ModelFiles> {
             "--model {model}: no such file or directory, and not a hub id (org/name)"
         )));
     }
-    resolve_hub(model, hub)
+    resolve_hub(model, hub, headers_only)
 }
 
 /// `name` or `org/name`, as the hub allows them.
@@ -187,7 +197,11 @@ struct HubRepo {
     cache_dir: PathBuf,
     api: Option<ApiRepo>,
     endpoint: String,
+    token: Option<String>,
 }
+
+/// safetensors refuses headers over 100 MB; so do we, before asking for them.
+const MAX_HEADER: u64 = 100_000_000;
 
 impl HubRepo {
     fn cached(&self, name: &str) -> Option<PathBuf> {
@@ -250,6 +264,44 @@ impl HubRepo {
         Error::Hub(msg)
     }
 
+    /// Bytes `start..=end` of a hub file through a range request (redirects followed, the token
+    /// sent to the hub only); None on 404.
+    fn range(&self, api: &ApiRepo, name: &str, start: u64, end: u64) -> Result<Option<Vec<u8>>> {
+        let url = api.url(name);
+        let agent = ureq::AgentBuilder::new().try_proxy_from_env(true).build();
+        let mut req = agent
+            .get(&url)
+            .set("Range", &format!("bytes={start}-{end}"))
+            .set(
+                "User-Agent",
+                concat!("embed-transplant/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        match req.call() {
+            Ok(resp) => {
+                let mut buf = Vec::new();
+                let body = std::io::Read::take(resp.into_reader(), end - start + 1);
+                std::io::Read::read_to_end(&mut { body }, &mut buf)
+                    .map_err(|e| Error::Hub(format!("reading {url}: {e}")))?;
+                Ok(Some(buf))
+            }
+            Err(ureq::Error::Status(404, _)) => Ok(None),
+            Err(ureq::Error::Status(code, _)) => Err(Error::Hub(format!(
+                "hub answered {code} for {}@{} {name} at {}",
+                self.id, self.revision, self.endpoint
+            ))),
+            Err(e) => Err(Error::Hub(format!(
+                "cannot reach the hub at {} for {}@{} {name}: {}",
+                self.endpoint,
+                self.id,
+                self.revision,
+                one_line(&e.to_string())
+            ))),
+        }
+    }
+
     fn commit_of(&self, file: &Path) -> Option<String> {
         // .../snapshots/<commit>/<file>
         let snap = file.parent()?;
@@ -279,6 +331,34 @@ impl FetchFile for HubRepo {
     fn local(&self, name: &str) -> Option<PathBuf> {
         self.cached(name)
     }
+
+    fn remote_header(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let Some(api) = &self.api else {
+            return Ok(None);
+        };
+        let Some(len) = self.range(api, name, 0, 7)? else {
+            return Ok(None);
+        };
+        let n = match <[u8; 8]>::try_from(len.as_slice()) {
+            Ok(b) => u64::from_le_bytes(b),
+            Err(_) => {
+                return Err(Error::Hub(format!(
+                    "{}@{} {name}: shorter than a safetensors header",
+                    self.id, self.revision
+                )))
+            }
+        };
+        if n > MAX_HEADER {
+            return Err(Error::Hub(format!(
+                "{}@{} {name}: safetensors header length {n} is not plausible",
+                self.id, self.revision
+            )));
+        }
+        let json = self.range(api, name, 8, 8 + n - 1)?.unwrap_or_default();
+        let mut header = len;
+        header.extend_from_slice(&json);
+        Ok(Some(header))
+    }
 }
 
 fn status_of(e: &ApiError) -> Option<u16> {
@@ -296,7 +376,7 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn resolve_hub(model: &str, hub: &HubSettings) -> Result<ModelFiles> {
+fn resolve_hub(model: &str, hub: &HubSettings, headers_only: bool) -> Result<ModelFiles> {
     let endpoint = hub
         .endpoint
         .clone()
@@ -325,6 +405,7 @@ fn resolve_hub(model: &str, hub: &HubSettings) -> Result<ModelFiles> {
         cache_dir: hub.cache_dir.clone(),
         api,
         endpoint,
+        token: hub.token.clone(),
     };
     let config = repo.try_fetch("config.json")?;
     let tokenizer_json = repo.try_fetch("tokenizer.json")?;
@@ -335,6 +416,18 @@ fn resolve_hub(model: &str, hub: &HubSettings) -> Result<ModelFiles> {
     let tokenizer_config = repo.try_fetch("tokenizer_config.json")?;
     let mut weights = None;
     for f in WEIGHT_FILES {
+        if headers_only && f.ends_with(".safetensors") && repo.cached(f).is_none() {
+            if let Some(header) = repo.remote_header(f)? {
+                weights = Some(Weights::RemoteSafetensors {
+                    name: f.to_string(),
+                    header,
+                });
+                break;
+            }
+            if repo.api.is_some() {
+                continue;
+            }
+        }
         if let Some(p) = repo.try_fetch(f)? {
             weights = Some(Weights::from_file(&p));
             break;
@@ -360,7 +453,14 @@ fn resolve_hub(model: &str, hub: &HubSettings) -> Result<ModelFiles> {
             ))
         }
     })?;
-    let commit = repo.commit_of(weights.path());
+    let commit = [
+        Some(weights.path()),
+        config.as_deref(),
+        tokenizer_json.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|p| repo.commit_of(p));
     Ok(ModelFiles {
         provenance: Provenance {
             kind: "hub",

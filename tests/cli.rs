@@ -2062,3 +2062,80 @@ fn f64_and_f16_sources_are_read() {
         );
     }
 }
+
+#[test]
+fn inspect_on_the_hub_reads_headers_not_weights() {
+    let sb = Sandbox::new();
+    let hub = FakeHub::start(vec![
+        RepoSpec::new("some-org/tiny-bert-chinese", bert_dir()),
+        RepoSpec::new("org/tiny-llama", fixtures().join("tiny-llama-sharded")),
+    ]);
+    let a = sb
+        .cmd()
+        .env("HF_ENDPOINT", hub.endpoint())
+        .args(["inspect", "--json", "-m", "some-org/tiny-bert-chinese"])
+        .assert()
+        .success();
+    let j: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
+    assert_eq!(j["embedding"], "bert.embeddings.word_embeddings.weight");
+    let emb = j["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == j["embedding"])
+        .unwrap()
+        .clone();
+    assert_eq!(emb["shape"], serde_json::json!([21128, 32]));
+    assert_eq!(
+        j["source"]["commit"],
+        hub.commit_of("some-org/tiny-bert-chinese").as_str()
+    );
+    // Only the header was asked for: two small ranges, and the weights are not in the cache.
+    let ranges: Vec<String> = hub
+        .recorded()
+        .iter()
+        .filter(|r| r.line().ends_with("model.safetensors"))
+        .map(|r| r.header("range").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    assert_eq!(ranges[0], "bytes=0-7");
+    let snap = sb
+        .hf_home()
+        .join("hub/models--some-org--tiny-bert-chinese/snapshots");
+    let cached: Vec<String> =
+        std::fs::read_dir(snap.read_dir().unwrap().next().unwrap().unwrap().path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    assert!(
+        !cached.contains(&"model.safetensors".to_string()),
+        "{cached:?}"
+    );
+
+    // Sharded: both shards listed with shapes, neither downloaded.
+    let a = sb
+        .cmd()
+        .env("HF_ENDPOINT", hub.endpoint())
+        .args(["inspect", "--json", "-m", "org/tiny-llama"])
+        .assert()
+        .success();
+    let j: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
+    let lm = j["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "lm_head.weight")
+        .unwrap()
+        .clone();
+    assert_eq!(lm["shape"], serde_json::json!([505, 16]));
+    assert_eq!(lm["file"], "model-00002-of-00002.safetensors");
+    let full: Vec<String> = hub
+        .recorded()
+        .iter()
+        .filter(|r| {
+            r.line().contains("-of-00002") && r.header("range").is_none_or(|h| h.ends_with('-'))
+        })
+        .map(|r| r.line())
+        .collect();
+    assert!(full.is_empty(), "downloaded shards: {full:?}");
+}

@@ -121,6 +121,11 @@ pub enum Weights {
     Pytorch(PathBuf),
     /// `pytorch_model.bin.index.json`.
     ShardedPytorch(PathBuf),
+    /// A hub safetensors file not downloaded: its header, read with range requests (inspect).
+    RemoteSafetensors {
+        name: String,
+        header: Vec<u8>,
+    },
 }
 
 impl Weights {
@@ -144,6 +149,7 @@ impl Weights {
             | Weights::ShardedSafetensors(p)
             | Weights::Pytorch(p)
             | Weights::ShardedPytorch(p) => p,
+            Weights::RemoteSafetensors { name, .. } => Path::new(name.as_str()),
         }
     }
 
@@ -153,6 +159,7 @@ impl Weights {
             Weights::ShardedSafetensors(_) => "sharded safetensors",
             Weights::Pytorch(_) => "pytorch",
             Weights::ShardedPytorch(_) => "sharded pytorch",
+            Weights::RemoteSafetensors { .. } => "safetensors (header read remotely)",
         }
     }
 }
@@ -162,6 +169,11 @@ pub trait FetchFile {
     fn fetch(&self, name: &str) -> Result<PathBuf>;
     /// The file if it is already on disk, without downloading.
     fn local(&self, name: &str) -> Option<PathBuf>;
+    /// The header (length prefix and JSON) of a safetensors file that is not on disk, read
+    /// without downloading the file; None where that is not possible.
+    fn remote_header(&self, _name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
 }
 
 /// One tensor as listed by `inspect` and by the chooser.
@@ -227,6 +239,7 @@ pub fn list_tensors(weights: &Weights, fetch: &dyn FetchFile) -> Result<Vec<Tens
     match weights {
         Weights::Safetensors(p) => list_safetensors(p),
         Weights::Pytorch(p) => list_pytorch(p),
+        Weights::RemoteSafetensors { name, header } => entries_from_header(Path::new(name), header),
         Weights::ShardedSafetensors(index) | Weights::ShardedPytorch(index) => {
             let map = read_index(index)?;
             let mut out = Vec::new();
@@ -248,12 +261,17 @@ pub fn list_tensors(weights: &Weights, fetch: &dyn FetchFile) -> Result<Vec<Tens
                             e
                         }));
                     }
-                    None => out.extend(tensors.into_iter().map(|t| TensorEntry {
-                        name: t.to_string(),
-                        dtype: "?".into(),
-                        shape: None,
-                        file: file.to_string(),
-                    })),
+                    None => match fetch.remote_header(file)? {
+                        Some(h) if matches!(weights, Weights::ShardedSafetensors(_)) => {
+                            out.extend(entries_from_header(Path::new(file), &h)?)
+                        }
+                        _ => out.extend(tensors.into_iter().map(|t| TensorEntry {
+                            name: t.to_string(),
+                            dtype: "?".into(),
+                            shape: None,
+                            file: file.to_string(),
+                        })),
+                    },
                 }
             }
             out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -283,6 +301,9 @@ pub fn load_embedding(weights: &Weights, name: &str, fetch: &dyn FetchFile) -> R
     match weights {
         Weights::Safetensors(p) => load_safetensors(p, name),
         Weights::Pytorch(p) => load_pytorch(p, name),
+        Weights::RemoteSafetensors { name: file, .. } => {
+            load_safetensors(&fetch.fetch(file)?, name)
+        }
         Weights::ShardedSafetensors(index) | Weights::ShardedPytorch(index) => {
             let map = read_index(index)?;
             let shard = map.get(name).ok_or_else(|| {
@@ -370,6 +391,18 @@ fn st_error(path: &Path, e: safetensors::SafeTensorError) -> Error {
 fn list_safetensors(path: &Path) -> Result<Vec<TensorEntry>> {
     let map = map_file(path)?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| st_error(path, e))?;
+    Ok(entries_of(path, &meta))
+}
+
+/// Entries from a header alone (length prefix + JSON), as read remotely.
+fn entries_from_header(path: &Path, header: &[u8]) -> Result<Vec<TensorEntry>> {
+    let json = header.get(8..).unwrap_or_default();
+    let meta: safetensors::tensor::Metadata = serde_json::from_slice(json)
+        .map_err(|e| Error::file(path, format!("safetensors header is not valid: {e}")))?;
+    Ok(entries_of(path, &meta))
+}
+
+fn entries_of(path: &Path, meta: &safetensors::tensor::Metadata) -> Vec<TensorEntry> {
     let file = file_name(path);
     let mut out: Vec<TensorEntry> = meta
         .tensors()
@@ -382,7 +415,7 @@ fn list_safetensors(path: &Path) -> Result<Vec<TensorEntry>> {
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    out
 }
 
 /// Reads one 2-D float tensor of a safetensors file (memory-mapped).

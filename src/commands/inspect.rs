@@ -45,7 +45,7 @@ pub struct DryRun {
 }
 
 pub fn run(args: &InspectArgs, hub: &HubSettings) -> Result<Inspection> {
-    let files = hub::resolve(&args.model, hub)?;
+    let files = hub::resolve_headers_only(&args.model, hub)?;
     let side = super::source_side(&files, args.source_vocab.as_deref(), &args.model)?;
     let tensors = checkpoint::list_tensors(&files.weights, files.fetcher.as_ref())?;
     let (embedding, embedding_rule, embedding_error) =
