@@ -198,6 +198,8 @@ struct HubRepo {
     api: Option<ApiRepo>,
     endpoint: String,
     token: Option<String>,
+    /// Read headers of files not cached remotely instead of downloading them (inspect).
+    headers_only: bool,
 }
 
 /// safetensors refuses headers over 100 MB; so do we, before asking for them.
@@ -333,7 +335,7 @@ impl FetchFile for HubRepo {
     }
 
     fn remote_header(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let Some(api) = &self.api else {
+        let Some(api) = self.api.as_ref().filter(|_| self.headers_only) else {
             return Ok(None);
         };
         let Some(len) = self.range(api, name, 0, 7)? else {
@@ -406,6 +408,7 @@ fn resolve_hub(model: &str, hub: &HubSettings, headers_only: bool) -> Result<Mod
         api,
         endpoint,
         token: hub.token.clone(),
+        headers_only,
     };
     let config = repo.try_fetch("config.json")?;
     let tokenizer_json = repo.try_fetch("tokenizer.json")?;
