@@ -2139,3 +2139,59 @@ fn inspect_on_the_hub_reads_headers_not_weights() {
         .collect();
     assert!(full.is_empty(), "downloaded shards: {full:?}");
 }
+
+/// Every input a fuzzer once failed on (tests/fuzz_regressions/<target>/) is now read without a
+/// panic, a hang or an outsized allocation: a clean error, or a result.
+#[test]
+fn fuzz_regressions_stay_fixed() {
+    use embed_transplant::checkpoint::{self, pickle::PthFile, FetchFile, Weights};
+    struct NoFetch;
+    impl FetchFile for NoFetch {
+        fn fetch(&self, name: &str) -> embed_transplant::Result<PathBuf> {
+            Err(embed_transplant::Error::Hub(format!("no {name}")))
+        }
+        fn local(&self, _: &str) -> Option<PathBuf> {
+            None
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for target in std::fs::read_dir(&root).unwrap() {
+        let target = target.unwrap().path();
+        for input in std::fs::read_dir(&target).unwrap() {
+            let input = input.unwrap().path();
+            let bytes = std::fs::read(&input).unwrap();
+            n += 1;
+            match target.file_name().unwrap().to_str().unwrap() {
+                "vocab" => {
+                    let _ = embed_transplant::vocab::parse_target(&bytes, "fuzz");
+                }
+                "safetensors_header" => {
+                    let p = dir.path().join("x.safetensors");
+                    std::fs::write(&p, &bytes).unwrap();
+                    let w = Weights::Safetensors(p);
+                    if let Ok(list) = checkpoint::list_tensors(&w, &NoFetch) {
+                        for t in list
+                            .iter()
+                            .filter(|t| t.shape.as_ref().is_some_and(|s| s.len() == 2))
+                        {
+                            let _ = checkpoint::load_embedding(&w, &t.name, &NoFetch);
+                        }
+                    }
+                }
+                "pickle" => {
+                    let p = dir.path().join("x.bin");
+                    std::fs::write(&p, &bytes).unwrap();
+                    if let Ok(f) = PthFile::open(&p) {
+                        for e in &f.entries {
+                            let _ = f.read(e);
+                        }
+                    }
+                }
+                other => panic!("unknown fuzz target directory {other}"),
+            }
+        }
+    }
+    assert!(n > 0);
+}

@@ -3,6 +3,7 @@
 
 pub mod names;
 pub mod pickle;
+mod pickle_guard;
 
 use crate::error::{Error, Result};
 use names::Candidate;
@@ -346,7 +347,7 @@ fn read_index(index: &Path) -> Result<BTreeMap<String, String>> {
     Ok(parsed.weight_map)
 }
 
-fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+pub(crate) fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if len == 0 {

@@ -5,7 +5,7 @@
 use super::DType;
 use crate::error::{Error, Result};
 use candle_core::pickle::{Object, Stack};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// One tensor of a `.bin` checkpoint, as its pickle describes it.
@@ -98,7 +98,11 @@ impl PthFile {
                 let mut reader = zip
                     .by_name(&entry.storage)
                     .map_err(|e| bad(format!("storage {}: {e}", entry.storage)))?;
-                let have = reader.size();
+                // The entry's size is what its header claims: never more than the file holds.
+                let file_len = std::fs::metadata(&self.path)
+                    .map_err(|e| Error::io(&self.path, e))?
+                    .len();
+                let have = reader.size().min(file_len);
                 check_span(entry.start_bytes, want, have).map_err(bad)?;
                 std::io::copy(
                     &mut reader.by_ref().take(entry.start_bytes as u64),
@@ -174,8 +178,12 @@ fn open_zip(path: &Path, file: std::fs::File) -> Result<PthFile> {
     let reader = zip
         .by_name(&pkl)
         .map_err(|e| Error::file(path, format!("{pkl}: {e}")))?;
-    let mut reader = BufReader::new(reader.take(MAX_PICKLE_BYTES));
-    let obj = read_pickle(path, &mut reader)?;
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_PICKLE_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::file(path, format!("{pkl}: {e}")))?;
+    let (obj, _) = read_pickle(path, &bytes)?;
     let entries = state_dict_entries(path, obj, &dir)?;
     Ok(PthFile {
         path: path.to_path_buf(),
@@ -194,21 +202,29 @@ const LEGACY_MAGIC: [u8; 15] = [
 
 fn open_legacy(path: &Path, file: std::fs::File) -> Result<PthFile> {
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut r = BufReader::new(file);
-    let mut magic = [0u8; 15];
-    r.read_exact(&mut magic)
-        .map_err(|_| Error::file(path, "not a PyTorch checkpoint (truncated header)"))?;
-    if magic != LEGACY_MAGIC {
+    drop(file);
+    // The pickles are read from a map of the file: only their pages are touched.
+    let map = super::map_file(path)?;
+    if !map.starts_with(&LEGACY_MAGIC) {
         return Err(Error::file(
             path,
             "not a PyTorch checkpoint (a pickle, but without torch.save's magic number)",
         ));
     }
     // Protocol version, system info, the state dict, then the storage keys in file order.
-    let _protocol = read_pickle(path, &mut r)?;
-    let _sys_info = read_pickle(path, &mut r)?;
-    let state = read_pickle(path, &mut r)?;
-    let keys = read_pickle(path, &mut r)?;
+    let mut at = LEGACY_MAGIC.len();
+    let mut next = || -> Result<Object> {
+        let (obj, len) = read_pickle(path, &map[at..])?;
+        at += len;
+        Ok(obj)
+    };
+    let _protocol = next()?;
+    let _sys_info = next()?;
+    let state = next()?;
+    let keys = next()?;
+    let mut r = BufReader::new(std::fs::File::open(path).map_err(|e| Error::io(path, e))?);
+    r.seek(SeekFrom::Start(at as u64))
+        .map_err(|e| Error::io(path, e))?;
     let entries = state_dict_entries(path, state, "")?;
     let keys: Vec<String> = match keys {
         Object::List(v) => v
@@ -277,12 +293,16 @@ fn storage_elem_size(class: &str) -> u64 {
     }
 }
 
-/// Runs candle's pickle machine over one pickle. Its reader assumes well-formed input in places
-/// (it indexes tuples directly), so a hostile file could panic inside it: we turn that into an error.
-fn read_pickle<R: BufRead>(path: &Path, r: &mut R) -> Result<Object> {
+/// Runs candle's pickle machine over the pickle at the start of `bytes`, after the budget check
+/// (see `pickle_guard`); returns the object and the pickle's length. Candle's reader also assumes
+/// well-formed input in places (it indexes tuples directly), so a panic inside it becomes an error.
+fn read_pickle(path: &Path, bytes: &[u8]) -> Result<(Object, usize)> {
+    let len = super::pickle_guard::check(bytes)
+        .map_err(|e| Error::file(path, format!("unreadable pickle: {e}")))?;
     let res = guarded(|| {
+        let mut r = std::io::Cursor::new(&bytes[..len]);
         let mut stack = Stack::empty();
-        stack.read_loop(r)?;
+        stack.read_loop(&mut r)?;
         stack.finalize()
     });
     match res {
@@ -293,7 +313,7 @@ fn read_pickle<R: BufRead>(path: &Path, r: &mut R) -> Result<Object> {
                     format!("the pickle refers to `{g}`, which a checkpoint never needs: refused (nothing was executed)"),
                 )
             })?;
-            Ok(obj)
+            Ok((obj, len))
         }
         // candle appends a backtrace to its messages when RUST_BACKTRACE is set: keep the first line.
         Some(Err(e)) => Err(Error::file(
