@@ -15,6 +15,10 @@
 #   FT_DIR      work dir (default /tmp/embed-transplant-bench/finetune); data generated once, reused
 #   FT_RUNS     runs of each side (default 3); times are over all runs, losses/accuracies from run 1
 #   FT_THREADS  torch threads (default 2)
+#   FT_TUNABLES glibc malloc tunables for a third column, the tool run again with
+#               GLIBC_TUNABLES set to this (default: mmap threshold 32 MiB, trim threshold 4 GiB,
+#               so freed optimiser temporaries stay in the heap instead of being unmapped and
+#               page-faulted in again); empty: no third column
 #   BENCH_BIN   binary (default target/release/embed-transplant, built if missing)
 #   BENCH_PYTHON python with torch, numpy, safetensors
 #               (default /root/.cache/embed-transplant/venv/bin/python)
@@ -30,6 +34,7 @@ PY=${BENCH_PYTHON:-/root/.cache/embed-transplant/venv/bin/python}
 BIN=${BENCH_BIN:-$REPO/target/release/embed-transplant}
 RUNS=${FT_RUNS:-3}
 THREADS=${FT_THREADS:-2}
+TUNABLES=${FT_TUNABLES-glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296}
 EPOCHS=10 LR=0.01 BS=32 SEED=42
 
 log() { printf '[finetune-bench] %s\n' "$*" >&2; }
@@ -53,7 +58,8 @@ else
     log "GNU time not found (install: apt-get install -y time); using Python's os.wait4 rusage"
 fi
 
-# measured OUT_JSON TIME_FILE CMD... : stdout -> OUT_JSON; "wall_seconds peak_rss_kb" -> TIME_FILE.
+# measured OUT_JSON TIME_FILE CMD... : stdout -> OUT_JSON;
+# "wall_seconds peak_rss_kb user_seconds system_seconds minor_page_faults" -> TIME_FILE.
 measured() {
     local out=$1 tf=$2
     shift 2
@@ -67,7 +73,12 @@ measured() {
             return 1
         fi
         t1=$(date +%s%N)
-        awk -v a="$t0" -v b="$t1" -F': *' '/Maximum resident set size/ { printf "%.4f %d\n", (b - a) / 1e9, $2 }' "$tf.raw" >"$tf"
+        awk -v a="$t0" -v b="$t1" -F': *' '
+            /Maximum resident set size/ { rss = $2 }
+            /User time/ { u = $2 }
+            /System time/ { s = $2 }
+            /Minor \(reclaiming a frame\) page faults/ { m = $2 }
+            END { printf "%.4f %d %s %s %d\n", (b - a) / 1e9, rss, u, s, m }' "$tf.raw" >"$tf"
     else
         "$PY" - "$tf" "$out" "$@" 2>"$err" <<'EOF' || { log "command failed: $*"; cat "$err" >&2; return 1; }
 import os, sys, time
@@ -77,7 +88,7 @@ with open(out, "wb") as f:
     pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, f.fileno(), 1)])
     _, status, ru = os.wait4(pid, 0)
 with open(tf, "w") as f:
-    f.write(f"{time.perf_counter() - t0:.4f} {ru.ru_maxrss}\n")
+    f.write(f"{time.perf_counter() - t0:.4f} {ru.ru_maxrss} {ru.ru_utime:.2f} {ru.ru_stime:.2f} {ru.ru_minflt}\n")
 sys.exit(os.waitstatus_to_exitcode(status))
 EOF
     fi
@@ -93,6 +104,10 @@ TORCH_CMD=("$PY" "$SCRIPT_DIR/finetune_torch.py" --embeddings "$DIR/embeddings.s
 for ((i = 1; i <= RUNS; i++)); do
     log "run $i/$RUNS: embed-transplant finetune"
     measured "$DIR/out/rust.$i.json" "$DIR/logs/rust.$i.time" "${RUST_CMD[@]}"
+    if [[ -n $TUNABLES ]]; then
+        log "run $i/$RUNS: embed-transplant finetune, GLIBC_TUNABLES=$TUNABLES"
+        measured "$DIR/out/rust_tuned.$i.json" "$DIR/logs/rust_tuned.$i.time" env GLIBC_TUNABLES="$TUNABLES" "${RUST_CMD[@]}"
+    fi
     log "run $i/$RUNS: PyTorch"
     measured "$DIR/out/torch.$i.json" "$DIR/logs/torch.$i.time" "${TORCH_CMD[@]}"
 done
@@ -112,16 +127,23 @@ echo
 echo '```'
 printf '%q ' "${RUST_CMD[@]}"
 echo
+if [[ -n $TUNABLES ]]; then
+    printf 'GLIBC_TUNABLES=%q ' "$TUNABLES"
+    printf '%q ' "${RUST_CMD[@]}"
+    echo
+fi
 printf '%q ' "${TORCH_CMD[@]}"
 echo
 echo '```'
 echo
-"$PY" - "$DIR" "$RUNS" <<'EOF'
+"$PY" - "$DIR" "$RUNS" "$TUNABLES" <<'EOF'
 import json, statistics, sys
 
-d, runs = sys.argv[1], int(sys.argv[2])
+d, runs, tuned = sys.argv[1], int(sys.argv[2]), bool(sys.argv[3])
+sides = ["rust"] + (["rust_tuned"] if tuned else []) + ["torch"]
+heads = {"rust": "embed-transplant finetune", "rust_tuned": "embed-transplant, GLIBC_TUNABLES", "torch": "PyTorch"}
 cols = {}
-for side in ("rust", "torch"):
+for side in sides:
     reps = [json.load(open(f"{d}/out/{side}.{i}.json")) for i in range(1, runs + 1)]
     times = [tuple(map(float, open(f"{d}/logs/{side}.{i}.time").read().split())) for i in range(1, runs + 1)]
     epoch_s = [e["seconds"] for r in reps for e in r["epochs"]]
@@ -132,6 +154,8 @@ for side in ("rust", "torch"):
         f"{statistics.median(totals):.3f} s",
         f"{statistics.median(t[0] for t in times):.3f} s",
         f"{max(t[1] for t in times) / 1024:.0f} MiB",
+        f"{statistics.median(t[2] for t in times):.1f} s + {statistics.median(t[3] for t in times):.1f} s",
+        f"{statistics.median(t[4] for t in times) / 1e6:.2f} M",
         f"{first['epochs'][-1]['train_loss']:.4f}",
         f"{100 * first['epochs'][-1]['train_accuracy']:.1f}%",
         f"{first['test_loss']:.4f}",
@@ -143,14 +167,16 @@ names = [
     "10 epochs of training (median over runs)",
     "whole process, wall (median over runs)",
     "peak RSS (max over runs)",
+    "CPU time, user + system (median over runs)",
+    "minor page faults (median over runs)",
     "final train loss (epoch 10, run 1)",
     "final train accuracy (epoch 10, run 1)",
     "test loss (run 1)",
     "test accuracy (run 1)",
     "train loss by epoch (run 1)",
 ]
-print("| | embed-transplant finetune | PyTorch |")
-print("|---|---|---|")
+print("| | " + " | ".join(heads[s] for s in sides) + " |")
+print("|---" * (len(sides) + 1) + "|")
 for i, n in enumerate(names):
-    print(f"| {n} | {cols['rust'][i]} | {cols['torch'][i]} |")
+    print(f"| {n} | " + " | ".join(cols[s][i] for s in sides) + " |")
 EOF

@@ -13,7 +13,8 @@
 #      transplant's random rows, from the model's initializer_range)
 #   2. transplants: `compose` (the default init), `mean` (--init mean) and `compose` with
 #      --calibrate-norm, each with --report
-#   3. bench/real_coverage.py: share of the training tokens that land on copied rows
+#   3. bench/real_coverage.py: share of the training tokens that land on copied rows;
+#      bench/real_source_rows.py: how the source's CJK rows compare with its English ones
 #   4. `embed-transplant finetune` of each init, all rows trained and with --freeze-embeddings
 #      (only the linear head trained), identical settings
 #
@@ -71,6 +72,7 @@ for init in compose mean calibrated; do
     "${cmd[@]}"
 done
 "$PY" "$SCRIPT_DIR/real_coverage.py" "$DIR/vocab.txt" "$DIR/train.tsv" "$DIR/out/compose.report.json" >"$DIR/out/coverage.json"
+"$PY" "$SCRIPT_DIR/real_source_rows.py" "$MODEL" >"$DIR/out/source_rows.json"
 
 # ---------------------------------------------------------------- fine-tuning
 tag="e${EPOCHS}-lr${LR}-bs${BS}-s${SEED}"
@@ -129,6 +131,12 @@ print(f"- CJK characters are {100 * cov['cjk_token_share_of_all']:.1f}% of the t
       f"({cov['cjk_types_copied']} of {cov['cjk_types_in_vocab']} CJK characters in the vocabulary were copied)")
 print(f"- the 40 most frequent tokens ({100 * cov['top40_token_share']:.1f}% of all; C = copied, "
       f"I = initialised): {cov['top40_tokens']}")
+src = json.load(open(f"{d}/out/source_rows.json"))
+c, e = src["cjk_chars"], src["english_words"]
+print(f"- in the source, its {c['count']} CJK character rows have median norm {c['median_norm']} and mean "
+      f"pairwise cosine {c['mean_pairwise_cosine']}, against {e['median_norm']} and "
+      f"{e['mean_pairwise_cosine']} for {e['count']} English words; nearest source tokens: "
+      + "; ".join(f"{k}: {v if v else '(absent)'}" for k, v in src["nearest_neighbours"].items()))
 print()
 
 
