@@ -92,8 +92,12 @@ pub struct BuildStats {
 
 /// Builds the output matrix in memory, one row per entry of `rows`.
 pub fn build(rows: &[RowSource], src: Matrix<'_>, opts: &BuildOptions) -> Built {
-    let mut data = vec![0u8; rows.len() * src.cols * opts.out.size()];
-    let stats = build_into(rows, src, opts, &mut data);
+    let mut data = Vec::with_capacity(rows.len() * src.cols * opts.out.size());
+    let stats = build_blocks(rows, src, opts, |block| {
+        data.extend_from_slice(block);
+        Ok(())
+    })
+    .unwrap_or_default();
     Built {
         data,
         stats,
@@ -102,18 +106,20 @@ pub fn build(rows: &[RowSource], src: Matrix<'_>, opts: &BuildOptions) -> Built 
     }
 }
 
-/// Builds the output matrix into `data` (rows x cols elements of `opts.out`, e.g. a memory map of
-/// the output file), one row per entry of `rows`.
-pub fn build_into(
+/// Rows built per block: big enough to keep both cores busy, small enough that the buffer is a
+/// rounding error next to the output (768 columns of f32: 12 MB).
+const BLOCK_ROWS: usize = 4096;
+
+/// Builds the output matrix block by block, in row order, handing each block's bytes to `sink`
+/// (the output file). Only one block is in memory; rows within a block are built in parallel.
+pub fn build_blocks(
     rows: &[RowSource],
     src: Matrix<'_>,
     opts: &BuildOptions,
-    data: &mut [u8],
-) -> BuildStats {
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<BuildStats> {
     let cols = src.cols;
-    let esize = opts.out.size();
-    let width = cols * esize;
-    assert_eq!(data.len(), rows.len() * width, "output buffer size");
+    let width = cols * opts.out.size();
     let mean = match opts.fill {
         Fill::Mean => Some(mean_row(src, opts.vocab_rows)),
         _ => None,
@@ -122,83 +128,89 @@ pub fn build_into(
         Fill::Random { sigma } => Normal::new(0.0f32, sigma.max(0.0)).ok(),
         _ => None,
     };
-    // Initialised rows are built in f32 first when calibrating, so that they can be scaled before
-    // encoding; otherwise they are encoded at once.
+    // Copied rows keep their source norms, so the calibration target is known before building.
+    let median_copied = median(
+        rows.iter()
+            .filter_map(|r| match r {
+                RowSource::Exact(id) | RowSource::Normalized(id) => Some(*id as usize),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .par_iter()
+            .map_init(
+                || vec![0f32; cols],
+                |tmp, &id| {
+                    src.row_f32(id, tmp);
+                    tmp.iter().map(|v| v * v).sum::<f32>().sqrt()
+                },
+            )
+            .collect(),
+    );
+    let calibrated_to = median_copied.filter(|_| opts.calibrate_norm);
     let mut norms: Vec<f32> = vec![0.0; rows.len()];
-    data.par_chunks_mut(width.max(1))
-        .zip(norms.par_iter_mut())
+    let mut buf = vec![0u8; BLOCK_ROWS.min(rows.len()) * width];
+    for (b, (block_rows, block_norms)) in rows
+        .chunks(BLOCK_ROWS)
+        .zip(norms.chunks_mut(BLOCK_ROWS))
         .enumerate()
-        .for_each_init(
-            || (vec![0f32; cols], vec![0f32; cols]),
-            |(acc, tmp), (i, (out, norm))| {
-                match &rows[i] {
-                    RowSource::Exact(id) | RowSource::Normalized(id) => {
-                        let id = *id as usize;
-                        if src.dtype == opts.out {
-                            out.copy_from_slice(src.row_bytes(id));
-                        } else {
+    {
+        let base = b * BLOCK_ROWS;
+        let out = &mut buf[..block_rows.len() * width];
+        out.par_chunks_mut(width.max(1))
+            .zip(block_norms.par_iter_mut())
+            .enumerate()
+            .for_each_init(
+                || (vec![0f32; cols], vec![0f32; cols]),
+                |(acc, tmp), (k, (out, norm))| {
+                    let row = &block_rows[k];
+                    match row {
+                        RowSource::Exact(id) | RowSource::Normalized(id) => {
+                            let id = *id as usize;
                             src.row_f32(id, acc);
-                            opts.out.encode(acc, out);
-                        }
-                        src.row_f32(id, acc);
-                    }
-                    RowSource::Composed(ids) => {
-                        acc.fill(0.0);
-                        for &id in ids {
-                            src.row_f32(id as usize, tmp);
-                            for (a, t) in acc.iter_mut().zip(tmp.iter()) {
-                                *a += *t;
+                            if src.dtype == opts.out {
+                                out.copy_from_slice(src.row_bytes(id));
+                            } else {
+                                opts.out.encode(acc, out);
                             }
                         }
-                        let n = ids.len().max(1) as f32;
-                        acc.iter_mut().for_each(|a| *a /= n);
-                        opts.out.encode(acc, out);
-                    }
-                    RowSource::Fill => {
-                        match opts.fill {
+                        RowSource::Composed(ids) => {
+                            acc.fill(0.0);
+                            for &id in ids {
+                                src.row_f32(id as usize, tmp);
+                                for (a, t) in acc.iter_mut().zip(tmp.iter()) {
+                                    *a += *t;
+                                }
+                            }
+                            let n = ids.len().max(1) as f32;
+                            acc.iter_mut().for_each(|a| *a /= n);
+                        }
+                        RowSource::Fill => match opts.fill {
                             Fill::Zeros => acc.fill(0.0),
                             Fill::Mean => acc.copy_from_slice(mean.as_deref().unwrap_or(&[])),
                             Fill::Random { .. } => {
                                 let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-                                rng.set_stream(i as u64);
+                                rng.set_stream((base + k) as u64);
                                 match &normal {
                                     Some(n) => acc.iter_mut().for_each(|a| *a = n.sample(&mut rng)),
                                     None => acc.fill(0.0),
                                 }
                             }
+                        },
+                    }
+                    *norm = acc.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    if !row.is_copy() {
+                        if let Some(target) =
+                            calibrated_to.filter(|_| *norm > 0.0 && norm.is_finite())
+                        {
+                            let scale = target / *norm;
+                            acc.iter_mut().for_each(|a| *a *= scale);
+                            *norm = target;
                         }
                         opts.out.encode(acc, out);
                     }
-                }
-                *norm = acc.iter().map(|v| v * v).sum::<f32>().sqrt();
-            },
-        );
-    let copied: Vec<f32> = rows
-        .iter()
-        .zip(&norms)
-        .filter(|(r, _)| r.is_copy())
-        .map(|(_, n)| *n)
-        .collect();
-    let median_copied = median(copied);
-    let mut calibrated_to = None;
-    if opts.calibrate_norm {
-        if let Some(target) = median_copied {
-            calibrated_to = Some(target);
-            data.par_chunks_mut(width.max(1))
-                .zip(norms.par_iter_mut())
-                .enumerate()
-                .filter(|(i, (_, n))| !rows[*i].is_copy() && **n > 0.0)
-                .for_each_init(
-                    || vec![0f32; cols],
-                    |acc, (_, (out, n))| {
-                        opts.out.decode(out, acc);
-                        let scale = target / *n;
-                        acc.iter_mut().for_each(|a| *a *= scale);
-                        opts.out.encode(acc, out);
-                        *n = target;
-                    },
-                );
-        }
+                },
+            );
+        sink(out)?;
     }
     let initialised: Vec<f32> = rows
         .iter()
@@ -212,12 +224,12 @@ pub fn build_into(
         .filter(|(_, n)| !n.is_finite())
         .map(|(i, _)| i)
         .collect();
-    BuildStats {
+    Ok(BuildStats {
         nonfinite_rows,
         calibrated_to,
         median_norm_copied: median_copied,
         median_norm_initialised: median(initialised),
-    }
+    })
 }
 
 fn median(mut v: Vec<f32>) -> Option<f32> {

@@ -122,16 +122,16 @@ pub fn write_safetensors(
     write_tensors(path, &[t], metadata, force)
 }
 
-/// Writes one tensor `weight` of `shape` whose bytes `fill` produces directly in a memory map of
-/// the output's temp file: the matrix never exists twice (in our memory and in the page cache).
-/// The file's space is reserved first, so a full disk is an error here, not a fault later.
+/// Writes one tensor `weight` of `shape` whose bytes `fill` streams into the writer it is given
+/// (block by block: the matrix need not exist in memory whole). The file's space is reserved
+/// first, so a full disk shows at once. A short or long stream is an error, not a bad file.
 pub fn write_matrix_with(
     path: &Path,
     dtype: DType,
     shape: [usize; 2],
     metadata: &BTreeMap<String, String>,
     force: bool,
-    fill: impl FnOnce(&mut [u8]),
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
     let nbytes = shape[0] * shape[1] * dtype.size();
     let empty: [u8; 0] = [];
@@ -144,47 +144,42 @@ pub fn write_matrix_with(
         }],
         metadata,
     );
-    check_target(path, force)?;
-    let dir = parent_dir(path);
-    WRITING.store(true, Ordering::SeqCst);
-    let res = (|| {
-        let tmp = tempfile::Builder::new()
-            .prefix(".embed-transplant-")
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(|e| Error::io(dir, e))?;
-        let io = |e| Error::io(path, e);
-        let file = tmp.as_file();
-        (&*file).write_all(&head).map_err(io)?;
-        let total = (head.len() + nbytes) as u64;
-        reserve(file, total).map_err(io)?;
-        if nbytes > 0 {
-            // SAFETY: the temp file was just created by us (O_EXCL, random name) and is mapped
-            // only here; its space is reserved, so writes through the map cannot hit a full disk.
-            let mut map = unsafe {
-                memmap2::MmapOptions::new()
-                    .offset(head.len() as u64)
-                    .len(nbytes)
-                    .map_mut(file)
-            }
-            .map_err(io)?;
-            fill(&mut map);
-            if INTERRUPTED.load(Ordering::SeqCst) {
-                return Err(Error::Interrupted);
-            }
-            map.flush().map_err(io)?;
-        }
-        file.sync_all().map_err(io)?;
-        set_readable(tmp.path());
-        if force {
-            tmp.persist(path).map_err(|e| io(e.error))?;
-        } else {
-            tmp.persist_noclobber(path).map_err(|e| io(e.error))?;
+    let total = (head.len() + nbytes) as u64;
+    write_with_reserve(path, force, Some(total), |w| {
+        w.write_all(&head)?;
+        let mut counted = Counted { inner: w, n: 0 };
+        fill(&mut counted)?;
+        if counted.n != nbytes as u64 {
+            return Err(std::io::Error::other(format!(
+                "wrote {} bytes of tensor data, expected {nbytes}",
+                counted.n
+            )));
         }
         Ok(())
-    })();
-    WRITING.store(false, Ordering::SeqCst);
-    res
+    })
+}
+
+/// Counts bytes and honours Ctrl-C between writes.
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    n: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "interrupted",
+            ));
+        }
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Sets the file's length, with its blocks allocated where the filesystem can.
@@ -234,10 +229,20 @@ pub fn write_with(
     force: bool,
     body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
+    write_with_reserve(path, force, None, body)
+}
+
+/// [`write_with`], with the file's final length reserved on disk first (when known).
+pub fn write_with_reserve(
+    path: &Path,
+    force: bool,
+    reserve_len: Option<u64>,
+    body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     check_target(path, force)?;
     let dir = parent_dir(path);
     WRITING.store(true, Ordering::SeqCst);
-    let res = write_tmp(path, dir, force, body);
+    let res = write_tmp(path, dir, force, body, reserve_len);
     WRITING.store(false, Ordering::SeqCst);
     res
 }
@@ -247,6 +252,7 @@ fn write_tmp(
     dir: &Path,
     force: bool,
     body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    reserve_len: Option<u64>,
 ) -> Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix(".embed-transplant-")
@@ -254,6 +260,9 @@ fn write_tmp(
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     let result = (|| {
+        if let Some(len) = reserve_len {
+            reserve(tmp.as_file(), len)?;
+        }
         let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
         body(&mut w)?;
         w.flush()?;
@@ -348,7 +357,7 @@ mod tests {
     }
 
     #[test]
-    fn mapped_writer_matches_the_in_memory_writer() {
+    fn streamed_writer_matches_the_in_memory_writer() {
         let dir = tempfile::tempdir().unwrap();
         let mut meta = BTreeMap::new();
         meta.insert("k".to_string(), "v".to_string());
@@ -356,11 +365,14 @@ mod tests {
         let a = dir.path().join("a.safetensors");
         let b = dir.path().join("b.safetensors");
         write_safetensors(&a, DType::F32, [2, 3], &data, &meta, false).unwrap();
-        write_matrix_with(&b, DType::F32, [2, 3], &meta, false, |buf| {
-            buf.copy_from_slice(&data)
-        })
-        .unwrap();
+        write_matrix_with(&b, DType::F32, [2, 3], &meta, false, |w| w.write_all(&data)).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        let short = dir.path().join("c.safetensors");
+        let err = write_matrix_with(&short, DType::F32, [2, 3], &meta, false, |w| {
+            w.write_all(&data[..20])
+        });
+        assert!(err.unwrap_err().to_string().contains("expected 24"));
+        assert!(!short.exists());
     }
 
     #[test]

@@ -170,7 +170,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
             .map(|(i, _)| i),
     );
     let meta = metadata(&report, &copied_rows);
-    // The matrix is built straight into the mapped output file.
+    // The matrix is built block by block straight into the output file.
     let mut stats = align::BuildStats::default();
     writer::write_matrix_with(
         &cfg.output,
@@ -178,8 +178,9 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         [rows, emb.cols],
         &meta,
         cfg.force,
-        |buf| {
-            stats = align::build_into(&plan.rows, src, &opts, buf);
+        |w| {
+            stats = align::build_blocks(&plan.rows, src, &opts, |block| w.write_all(block))?;
+            Ok(())
         },
     )?;
     report.median_norm_copied = stats.median_norm_copied;
