@@ -169,16 +169,19 @@ print(o["safetensors"]["offset"], o["safetensors"]["length"], o["bin"]["offset"]
 OUT_ROWS=$(grep -c '' "$VOCAB")
 OUT_BYTES=$((OUT_ROWS * 768 * 4))
 
-baseline_cmd() { # SRC OFF LEN DST
+baseline_cmd() { # SRC OFF LEN DST [CONV]
     printf 'rm -f %q && ' "$4"
     printf 'dd if=%q of=%q bs=4M iflag=skip_bytes,count_bytes skip=%d count=%d status=none && ' "$1" "$4" "$2" "$3"
-    printf 'dd if=/dev/zero of=%q bs=4M iflag=count_bytes count=%d oflag=append conv=notrunc status=none' "$4" $((OUT_BYTES - $3))
+    printf 'dd if=/dev/zero of=%q bs=4M iflag=count_bytes count=%d oflag=append conv=%s status=none' "$4" $((OUT_BYTES - $3)) "${5:-notrunc}"
 }
 
 bench_case "baseline dd (safetensors)" "baseline:$OUT_BYTES" \
     bash -c "$(baseline_cmd "$ST_DIR/model.safetensors" "$ST_OFF" "$ST_LEN" "$BENCH_DIR/out/baseline-st.bin")"
 bench_case "baseline dd (.bin)" "baseline:$OUT_BYTES" \
     bash -c "$(baseline_cmd "$BIN_DIR/pytorch_model.bin" "$BIN_OFF" "$BIN_LEN" "$BENCH_DIR/out/baseline-bin.bin")"
+# The tool fsyncs its output before renaming it into place; so does this baseline.
+bench_case "baseline dd + fsync (safetensors)" "baseline:$OUT_BYTES" \
+    bash -c "$(baseline_cmd "$ST_DIR/model.safetensors" "$ST_OFF" "$ST_LEN" "$BENCH_DIR/out/baseline-st-sync.bin" notrunc,fsync)"
 
 # ---------------------------------------------------------------- the tool
 ARGS=(--force ${INIT[@]+"${INIT[@]}"} -q ${EXTRA[@]+"${EXTRA[@]}"})
@@ -202,17 +205,18 @@ echo "- source: [21128, 768] f32 embedding in a $(du -m "$ST_DIR/model.safetenso
 echo "- $RUNS measured runs per case after one warm-up, $cache_state, measured with $MEASURE"
 echo "- tool args: ${ARGS[*]}"
 echo
-echo "| case | wall s (median of $RUNS) | peak RSS MB | output matrix MB | RSS / (2·output + 64 MB) | time / baseline |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| case | wall s (median of $RUNS) | peak RSS MB | output matrix MB | RSS / (2·output + 64 MB) | time / baseline | time / baseline + fsync |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 base_st=$(cut -d'|' -f2 <<<"${ROWS[0]}")
 base_bin=$(cut -d'|' -f2 <<<"${ROWS[1]}")
+base_sync=$(cut -d'|' -f2 <<<"${ROWS[2]}")
 for row in "${ROWS[@]}"; do
     IFS='|' read -r name wall rss obytes <<<"$row"
     base=$base_st
     [[ $name == *.bin* ]] && base=$base_bin
-    awk -v n="$name" -v w="$wall" -v r="$rss" -v o="$obytes" -v b="$base" 'BEGIN {
+    awk -v n="$name" -v w="$wall" -v r="$rss" -v o="$obytes" -v b="$base" -v s="$base_sync" 'BEGIN {
         rss_mb = r * 1024 / 1e6; out_mb = o / 1e6
-        printf "| %s | %.3f | %.1f | %.1f | %.2f | %.1f× |\n", n, w, rss_mb, out_mb, rss_mb / (2 * out_mb + 64), w / b
+        printf "| %s | %.3f | %.1f | %.1f | %.2f | %.1f× | %.1f× |\n", n, w, rss_mb, out_mb, rss_mb / (2 * out_mb + 64), w / b, w / s
     }'
 done
 echo
