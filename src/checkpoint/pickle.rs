@@ -5,6 +5,11 @@
 use super::DType;
 use crate::error::{Error, Result};
 use candle_core::pickle::{Object, Stack};
+
+// Panics inside candle's pickle reader are caught (see `guarded`); under panic = "abort" they
+// would end the process instead.
+#[cfg(panic = "abort")]
+compile_error!("embed-transplant's pickle reader needs panic = \"unwind\"");
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -266,7 +271,7 @@ fn open_legacy(path: &Path, file: std::fs::File) -> Result<PthFile> {
         let numel = u64::from_le_bytes(n);
         let len = numel
             .checked_mul(elem)
-            .filter(|&l| pos + 8 + l <= file_len)
+            .filter(|&l| l <= file_len.saturating_sub(pos.saturating_add(8)))
             .ok_or_else(|| {
                 Error::file(
                     path,

@@ -9,8 +9,9 @@ use std::collections::HashMap;
 
 /// Most objects a pickle may build (real state dicts build tens of thousands).
 const MAX_NODES: u64 = 20_000_000;
-/// Most nodes copied through the memo in all (candle clones on every put and get).
-const MAX_MEMO_COPIES: u64 = 50_000_000;
+/// Most nodes copied through the memo in all (candle clones on every put and get); a real
+/// 4.6 KB data.pkl copies about 1,700.
+const MAX_MEMO_COPIES: u64 = 4_000_000;
 /// Deepest nesting (state dicts nest about 6 deep).
 const MAX_DEPTH: u32 = 256;
 
@@ -26,6 +27,14 @@ const LEAF: Item = Item {
     depth: 1,
     mark: false,
 };
+
+/// A string counts by its length too: copying a long one through the memo costs its bytes.
+fn sized(len: usize) -> Item {
+    Item {
+        nodes: 1 + len as u64 / 16,
+        ..LEAF
+    }
+}
 
 /// Checks the pickle that starts at `bytes[0]`; returns its length (through the STOP opcode).
 pub fn check(bytes: &[u8]) -> Result<usize, String> {
@@ -87,6 +96,7 @@ pub fn check(bytes: &[u8]) -> Result<usize, String> {
             }
             b'.' => return Ok(pos),
             b'c' => {
+                let mut len = 0;
                 for _ in 0..2 {
                     let rest = &bytes[pos..];
                     let nl = rest
@@ -95,8 +105,9 @@ pub fn check(bytes: &[u8]) -> Result<usize, String> {
                         .filter(|&n| n <= 256)
                         .ok_or_else(|| format!("GLOBAL at byte {at} has no short name line"))?;
                     pos += nl + 1;
+                    len += nl;
                 }
-                pushed = Some(LEAF);
+                pushed = Some(sized(len));
             }
             b'K' => {
                 take(&mut pos, 1)?;
@@ -127,7 +138,7 @@ pub fn check(bytes: &[u8]) -> Result<usize, String> {
             b'X' => {
                 let n = le(take(&mut pos, 4)?) as usize;
                 take(&mut pos, n)?;
-                pushed = Some(LEAF);
+                pushed = Some(sized(n));
             }
             b'N' | 0x88 | 0x89 | b')' | b']' | b'}' | b'd' => pushed = Some(LEAF),
             b'(' => stack.push(Item {
