@@ -63,6 +63,13 @@ impl Sandbox {
         c
     }
 
+    /// A transplant of `model` onto the bundled target vocabulary; add the rest.
+    fn transplant(&self, model: &Path) -> Command {
+        let mut c = self.cmd();
+        c.arg("-m").arg(model).arg("-v").arg(target_vocab());
+        c
+    }
+
     /// The files in the working dir (to check that failures leave nothing behind).
     fn files(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.dir.path())
@@ -223,11 +230,7 @@ fn weight_of(
     extra: &[&str],
     out: &str,
 ) -> (String, Vec<usize>, Vec<u8>) {
-    sb.cmd()
-        .arg("-m")
-        .arg(model)
-        .arg("-v")
-        .arg(target_vocab())
+    sb.transplant(model)
         .args(["-o", out, "-q"])
         .args(if extra.contains(&"--init") {
             &[][..]
@@ -264,11 +267,7 @@ fn safetensors_zip_bin_and_legacy_bin_give_the_same_matrix() {
 fn same_seed_same_bytes_other_seed_other_bytes() {
     let sb = Sandbox::new();
     let run = |out: &str, seed: &str| {
-        sb.cmd()
-            .arg("-m")
-            .arg(bert_dir())
-            .arg("-v")
-            .arg(target_vocab())
+        sb.transplant(&bert_dir())
             .args(["-o", out, "-q", "--init", "random", "--seed", seed])
             .assert()
             .success();
@@ -753,14 +752,7 @@ fn missing_files_and_bad_model_paths() {
     assert!(stderr_of(&a).contains("./no/such/dir: no such file or directory, and not a hub id"));
     let empty = sb.path("empty-model");
     std::fs::create_dir(&empty).unwrap();
-    let a = sb
-        .cmd()
-        .arg("-m")
-        .arg(&empty)
-        .arg("-v")
-        .arg(target_vocab())
-        .assert()
-        .code(1);
+    let a = sb.transplant(&empty).assert().code(1);
     assert!(
         stderr_of(&a).contains("no weights found"),
         "{}",
@@ -772,16 +764,7 @@ fn missing_files_and_bad_model_paths() {
 #[test]
 fn output_path_problems() {
     let sb = Sandbox::new();
-    let run = |out: &Path| {
-        sb.cmd()
-            .arg("-m")
-            .arg(bert_dir())
-            .arg("-v")
-            .arg(target_vocab())
-            .arg("-o")
-            .arg(out)
-            .assert()
-    };
+    let run = |out: &Path| sb.transplant(&bert_dir()).arg("-o").arg(out).assert();
     std::fs::write(sb.path("exists.safetensors"), b"keep me").unwrap();
     let a = run(&sb.path("exists.safetensors")).code(1);
     assert!(stderr_of(&a).contains("the output file exists; pass --force"));
@@ -798,11 +781,7 @@ fn output_path_problems() {
     std::fs::create_dir(sb.path("adir")).unwrap();
     let a = run(&sb.path("adir")).code(1);
     assert!(stderr_of(&a).contains("the output path is a directory"));
-    sb.cmd()
-        .arg("-m")
-        .arg(bert_dir())
-        .arg("-v")
-        .arg(target_vocab())
+    sb.transplant(&bert_dir())
         .args(["-o", "exists.safetensors", "--force", "-q"])
         .assert()
         .success();
@@ -826,11 +805,7 @@ fn read_only_output_directory() {
         return;
     }
     let a = sb
-        .cmd()
-        .arg("-m")
-        .arg(bert_dir())
-        .arg("-v")
-        .arg(target_vocab())
+        .transplant(&bert_dir())
         .arg("-o")
         .arg(ro.join("out.safetensors"))
         .assert()
@@ -842,11 +817,7 @@ fn read_only_output_directory() {
 fn tensor_override_and_candidate_lists() {
     let sb = Sandbox::new();
     let a = sb
-        .cmd()
-        .arg("-m")
-        .arg(bert_dir())
-        .arg("-v")
-        .arg(target_vocab())
+        .transplant(&bert_dir())
         .args(["--tensor", "nope", "-o", "x.safetensors"])
         .assert()
         .code(1);
@@ -858,11 +829,7 @@ fn tensor_override_and_candidate_lists() {
     );
     // A 2-D tensor that is not the embedding but has enough rows is accepted when forced.
     let a = sb
-        .cmd()
-        .arg("-m")
-        .arg(bert_dir().join("pytorch_model.bin"))
-        .arg("-v")
-        .arg(target_vocab())
+        .transplant(&bert_dir().join("pytorch_model.bin"))
         .args([
             "--tensor",
             "cls.predictions.decoder.weight",
@@ -1064,11 +1031,7 @@ fn pytorch_loads_the_output() {
         ("bf16.safetensors", "bf16"),
         ("f16.safetensors", "f16"),
     ] {
-        sb.cmd()
-            .arg("-m")
-            .arg(bert_dir())
-            .arg("-v")
-            .arg(target_vocab())
+        sb.transplant(&bert_dir())
             .args(["-o", name, "-q", "--dtype", extra])
             .assert()
             .success();
@@ -1282,11 +1245,7 @@ fn counts_add_up_and_compose_is_deterministic() {
     let sb = Sandbox::new();
     let run = |out: &str| {
         let a = sb
-            .cmd()
-            .arg("-m")
-            .arg(bert_dir())
-            .arg("-v")
-            .arg(target_vocab())
+            .transplant(&bert_dir())
             .args(["-o", out, "--json", "-q"])
             .assert()
             .success();
@@ -1355,11 +1314,7 @@ fn inspect_lists_tensors_vocab_config_and_dry_run() {
     assert_eq!(j["dry_run"]["rows"], 2000);
     // The dry run agrees with a real transplant.
     let b = sb
-        .cmd()
-        .arg("-m")
-        .arg(bert_dir())
-        .arg("-v")
-        .arg(target_vocab())
+        .transplant(&bert_dir())
         .args(["--json", "-q"])
         .assert()
         .success();
@@ -1479,11 +1434,7 @@ fn sharded_index_naming_a_missing_shard() {
     )
     .unwrap();
     let a = sb
-        .cmd()
-        .arg("-m")
-        .arg(&dir)
-        .arg("-v")
-        .arg(target_vocab())
+        .transplant(&dir)
         .args(["-o", "x.safetensors"])
         .assert()
         .code(1);
@@ -1829,11 +1780,7 @@ fn unwritable_output_directory_even_for_root() {
     // /proc is not writable for anyone, root included: the temp file cannot be created there.
     let sb = Sandbox::new();
     let a = sb
-        .cmd()
-        .arg("-m")
-        .arg(bert_dir())
-        .arg("-v")
-        .arg(target_vocab())
+        .transplant(&bert_dir())
         .args(["-o", "/proc/embeddings.safetensors"])
         .assert()
         .code(1);
