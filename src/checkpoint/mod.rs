@@ -207,19 +207,6 @@ enum Data {
 }
 
 impl Embedding {
-    /// Builds an embedding from bytes in memory (tests, benchmarks).
-    pub fn from_bytes(name: &str, dtype: DType, rows: usize, cols: usize, data: Vec<u8>) -> Self {
-        assert_eq!(data.len(), rows * cols * dtype.size());
-        Embedding {
-            name: name.into(),
-            dtype,
-            rows,
-            cols,
-            file: PathBuf::new(),
-            data: Data::Owned(data),
-        }
-    }
-
     /// All values as f32.
     pub fn to_f32(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];
