@@ -7,6 +7,7 @@ use crate::checkpoint::{FetchFile, Weights};
 use crate::error::{Error, Result};
 use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
 use hf_hub::{Repo, RepoType};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// How to reach the hub and its cache.
@@ -283,10 +284,16 @@ impl HubRepo {
         }
         match req.call() {
             Ok(resp) => {
+                // A server that ignores Range answers 200 with the whole file: skip to `start`.
+                let skip = if resp.status() == 206 { 0 } else { start };
+                let mut body = resp.into_reader();
                 let mut buf = Vec::new();
-                let body = std::io::Read::take(resp.into_reader(), end - start + 1);
-                std::io::Read::read_to_end(&mut { body }, &mut buf)
-                    .map_err(|e| Error::Hub(format!("reading {url}: {e}")))?;
+                std::io::copy(
+                    &mut std::io::Read::take(&mut body, skip),
+                    &mut std::io::sink(),
+                )
+                .and_then(|_| std::io::Read::take(body, end - start + 1).read_to_end(&mut buf))
+                .map_err(|e| Error::Hub(format!("reading {url}: {e}")))?;
                 Ok(Some(buf))
             }
             Err(ureq::Error::Status(404, _)) => Ok(None),

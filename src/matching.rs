@@ -291,6 +291,7 @@ fn find_copy(
     t: &str,
     source: &SourceVocab,
     tok: Option<&SourceTokenizer>,
+    style: Style,
 ) -> Option<(u32, Method, String)> {
     let look = |s: &str| source.ids.get(s).map(|&id| (id, s.to_string()));
     if let Some(id) = source.ids.get(t) {
@@ -318,10 +319,7 @@ fn find_copy(
             return Some((id, Method::Normalized, s));
         }
     }
-    let style = tok.map(|t| t.style);
-    if style == Some(Style::WordPiece)
-        || (style.is_none() && source.ids.keys().any(|k| k.starts_with("##")))
-    {
+    if style == Style::WordPiece {
         let mut all = vec![t.to_string()];
         all.extend(forms.iter().cloned());
         for f in &all {
@@ -336,7 +334,7 @@ fn find_copy(
         }
     }
     match style {
-        Some(Style::ByteLevel) => {
+        Style::ByteLevel => {
             for f in std::iter::once(t.to_string()).chain(forms.iter().cloned()) {
                 let Some(b) = byte_level(&f) else { continue };
                 for cand in [b.clone(), format!("\u{120}{b}")] {
@@ -346,7 +344,7 @@ fn find_copy(
                 }
             }
         }
-        Some(Style::SentencePiece) => {
+        Style::SentencePiece => {
             for f in std::iter::once(t.to_string()).chain(forms.iter().cloned()) {
                 let spaced = f.replace(' ', "\u{2581}");
                 for cand in [format!("\u{2581}{spaced}"), spaced] {
@@ -372,9 +370,15 @@ pub fn plan(
     compose: bool,
     fill_name: &str,
 ) -> Result<Plan> {
+    // Without a tokenizer, the vocabulary itself says whether it is WordPiece (decided once).
+    let style = match tok {
+        Some(t) => t.style,
+        None if source.ids.keys().any(|k| k.starts_with("##")) => Style::WordPiece,
+        None => Style::Other,
+    };
     let found: Vec<Option<(u32, Method, String)>> = tokens
         .par_iter()
-        .map(|t| find_copy(t, source, tok))
+        .map(|t| find_copy(t, source, tok, style))
         .collect();
     let mut rows = Vec::with_capacity(tokens.len());
     let mut methods = Vec::with_capacity(tokens.len());

@@ -227,9 +227,6 @@ fn open_legacy(path: &Path, file: std::fs::File) -> Result<PthFile> {
     let _sys_info = next()?;
     let state = next()?;
     let keys = next()?;
-    let mut r = BufReader::new(std::fs::File::open(path).map_err(|e| Error::io(path, e))?);
-    r.seek(SeekFrom::Start(at as u64))
-        .map_err(|e| Error::io(path, e))?;
     let entries = state_dict_entries(path, state, "")?;
     let keys: Vec<String> = match keys {
         Object::List(v) => v
@@ -245,30 +242,30 @@ fn open_legacy(path: &Path, file: std::fs::File) -> Result<PthFile> {
         }
     };
     // Each storage: an i64 element count, then the raw elements. The element size comes from the
-    // storage type that the state dict names for that key.
-    let mut pos = r.stream_position().map_err(|e| Error::io(path, e))?;
+    // storage type that the state dict names for that key. The counts are read from the map.
+    let elem_of: std::collections::HashMap<&str, u64> = entries
+        .iter()
+        .map(|e| (e.storage.as_str(), storage_elem_size(&e.dtype_name)))
+        .collect();
+    let mut pos = at as u64;
     let mut storages = Vec::with_capacity(keys.len());
-    for key in keys {
-        let elem = entries
-            .iter()
-            .find(|e| e.storage == key)
-            .map(|e| storage_elem_size(&e.dtype_name))
+    for key in &keys {
+        let elem = *elem_of.get(key.as_str()).ok_or_else(|| {
+            Error::file(
+                path,
+                format!("legacy checkpoint: storage {key} has no tensor"),
+            )
+        })?;
+        let count = map
+            .get(pos as usize..pos as usize + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .ok_or_else(|| {
                 Error::file(
                     path,
-                    format!("legacy checkpoint: storage {key} has no tensor"),
+                    format!("legacy checkpoint: truncated before storage {key}"),
                 )
             })?;
-        r.seek(SeekFrom::Start(pos))
-            .map_err(|e| Error::io(path, e))?;
-        let mut n = [0u8; 8];
-        r.read_exact(&mut n).map_err(|_| {
-            Error::file(
-                path,
-                format!("legacy checkpoint: truncated before storage {key}"),
-            )
-        })?;
-        let numel = u64::from_le_bytes(n);
+        let numel = u64::from_le_bytes(count);
         let len = numel
             .checked_mul(elem)
             .filter(|&l| l <= file_len.saturating_sub(pos.saturating_add(8)))
@@ -278,7 +275,7 @@ fn open_legacy(path: &Path, file: std::fs::File) -> Result<PthFile> {
                     format!("legacy checkpoint: storage {key} claims {numel} elements, more than the file holds"),
                 )
             })?;
-        storages.push((key, pos + 8, len));
+        storages.push((key.clone(), pos + 8, len));
         pos += 8 + len;
     }
     Ok(PthFile {
