@@ -2,7 +2,7 @@
 //! Rows are filled in parallel; each random row draws from its own seeded stream, so the bytes do
 //! not depend on thread count or order.
 
-use crate::checkpoint::DType;
+use crate::dtype::DType;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -26,15 +26,37 @@ impl Matrix<'_> {
     pub fn row_f32(&self, i: usize, out: &mut [f32]) {
         self.dtype.decode(self.row_bytes(i), out);
     }
+
+    /// True when an f64 row holds finite values beyond f32's range.
+    pub fn row_overflows_f32(&self, i: usize) -> bool {
+        self.dtype == DType::F64
+            && self.row_bytes(i).chunks_exact(8).any(|b| {
+                let v = f64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+                v.is_finite() && (v as f32).is_infinite()
+            })
+    }
+
+    /// Indices of rows holding NaN or infinity in the source type itself (rows scanned in
+    /// parallel). Finite f64 values beyond f32 are not counted here: they are a conversion issue.
+    pub fn nonfinite_rows(&self) -> Vec<usize> {
+        let w = self.dtype.size();
+        (0..self.rows)
+            .into_par_iter()
+            .with_min_len(1024)
+            .filter(|&i| {
+                self.row_bytes(i)
+                    .chunks_exact(w)
+                    .any(|b| !self.dtype.is_finite(b))
+            })
+            .collect()
+    }
 }
 
 /// Where one output row comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RowSource {
-    /// The same token in the source vocabulary: copied.
-    Exact(u32),
-    /// A source token equal after normalisation (case, width, accents, `##`): copied.
-    Normalized(u32),
+    /// This source row, copied bit for bit (converted only when the output type differs).
+    Copy(u32),
     /// The mean of these source rows (the token's pieces under the source tokenizer).
     Composed(Vec<u32>),
     /// Left to the fill method.
@@ -43,7 +65,51 @@ pub enum RowSource {
 
 impl RowSource {
     pub fn is_copy(&self) -> bool {
-        matches!(self, RowSource::Exact(_) | RowSource::Normalized(_))
+        matches!(self, RowSource::Copy(_))
+    }
+}
+
+/// How rows the source vocabulary lacks are initialised, as chosen by the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    /// The mean of the token's pieces; tokens with no usable piece get the random fill.
+    Compose,
+    /// Every such row gets the fill.
+    Fill(FillKind),
+}
+
+impl Init {
+    pub fn name(self) -> &'static str {
+        match self {
+            Init::Compose => "compose",
+            Init::Fill(f) => f.name(),
+        }
+    }
+
+    /// What rows with nothing to copy or compose get.
+    pub fn fill(self) -> FillKind {
+        match self {
+            Init::Compose => FillKind::Random,
+            Init::Fill(f) => f,
+        }
+    }
+}
+
+/// The fill methods, before their parameters are known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillKind {
+    Random,
+    Zeros,
+    Mean,
+}
+
+impl FillKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FillKind::Random => "random",
+            FillKind::Zeros => "zeros",
+            FillKind::Mean => "mean",
+        }
     }
 }
 
@@ -70,40 +136,16 @@ pub struct BuildOptions {
     pub vocab_rows: usize,
 }
 
-/// The new matrix (when built in memory) and what was noticed while building it.
-pub struct Built {
-    pub data: Vec<u8>,
-    pub stats: BuildStats,
-    pub rows: usize,
-    pub cols: usize,
-}
-
 /// What was noticed while building.
 #[derive(Debug, Clone, Default)]
 pub struct BuildStats {
-    /// Output rows holding NaN or infinity.
-    pub nonfinite_rows: Vec<usize>,
+    /// Rows whose finite values became infinite in the output type (e.g. 1e5 as f16).
+    pub overflow_rows: usize,
     /// The median norm that initialised rows were scaled to, when calibrating.
     pub calibrated_to: Option<f32>,
     /// Median L2 norms of copied and of initialised rows, as built (after calibration).
     pub median_norm_copied: Option<f32>,
     pub median_norm_initialised: Option<f32>,
-}
-
-/// Builds the output matrix in memory, one row per entry of `rows`.
-pub fn build(rows: &[RowSource], src: Matrix<'_>, opts: &BuildOptions) -> Built {
-    let mut data = Vec::with_capacity(rows.len() * src.cols * opts.out.size());
-    let stats = build_blocks(rows, src, opts, |block| {
-        data.extend_from_slice(block);
-        Ok(())
-    })
-    .unwrap_or_default();
-    Built {
-        data,
-        stats,
-        rows: rows.len(),
-        cols: src.cols,
-    }
 }
 
 /// Rows built per block: big enough to keep both cores busy, small enough that the buffer is a
@@ -132,7 +174,7 @@ pub fn build_blocks(
     let median_copied = median(
         rows.iter()
             .filter_map(|r| match r {
-                RowSource::Exact(id) | RowSource::Normalized(id) => Some(*id as usize),
+                RowSource::Copy(id) => Some(*id as usize),
                 _ => None,
             })
             .collect::<Vec<_>>()
@@ -148,7 +190,9 @@ pub fn build_blocks(
     );
     let calibrated_to = median_copied.filter(|_| opts.calibrate_norm);
     let mut norms: Vec<f32> = vec![0.0; rows.len()];
+    let mut overflows: Vec<bool> = vec![false; BLOCK_ROWS.min(rows.len())];
     let mut buf = vec![0u8; BLOCK_ROWS.min(rows.len()) * width];
+    let mut overflow_rows = 0;
     for (b, (block_rows, block_norms)) in rows
         .chunks(BLOCK_ROWS)
         .zip(norms.chunks_mut(BLOCK_ROWS))
@@ -156,21 +200,25 @@ pub fn build_blocks(
     {
         let base = b * BLOCK_ROWS;
         let out = &mut buf[..block_rows.len() * width];
+        let block_overflows = &mut overflows[..block_rows.len()];
+        block_overflows.fill(false);
         out.par_chunks_mut(width.max(1))
             .zip(block_norms.par_iter_mut())
+            .zip(block_overflows.par_iter_mut())
             .enumerate()
             .for_each_init(
                 || (vec![0f32; cols], vec![0f32; cols]),
-                |(acc, tmp), (k, (out, norm))| {
+                |(acc, tmp), (k, ((out, norm), overflow))| {
                     let row = &block_rows[k];
                     match row {
-                        RowSource::Exact(id) | RowSource::Normalized(id) => {
+                        RowSource::Copy(id) => {
                             let id = *id as usize;
                             src.row_f32(id, acc);
                             if src.dtype == opts.out {
                                 out.copy_from_slice(src.row_bytes(id));
                             } else {
-                                opts.out.encode(acc, out);
+                                *overflow = opts.out.encode_checked(acc, out)
+                                    || (src.dtype == DType::F64 && src.row_overflows_f32(id));
                             }
                         }
                         RowSource::Composed(ids) => {
@@ -206,10 +254,11 @@ pub fn build_blocks(
                             acc.iter_mut().for_each(|a| *a *= scale);
                             *norm = target;
                         }
-                        opts.out.encode(acc, out);
+                        *overflow = opts.out.encode_checked(acc, out);
                     }
                 },
             );
+        overflow_rows += block_overflows.iter().filter(|o| **o).count();
         sink(out)?;
     }
     let initialised: Vec<f32> = rows
@@ -218,14 +267,8 @@ pub fn build_blocks(
         .filter(|(r, _)| !r.is_copy())
         .map(|(_, n)| *n)
         .collect();
-    let nonfinite_rows = norms
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| !n.is_finite())
-        .map(|(i, _)| i)
-        .collect();
     Ok(BuildStats {
-        nonfinite_rows,
+        overflow_rows,
         calibrated_to,
         median_norm_copied: median_copied,
         median_norm_initialised: median(initialised),
@@ -284,6 +327,29 @@ pub fn std_of(src: Matrix<'_>, n: usize) -> f32 {
 mod tests {
     use super::*;
 
+    /// The output matrix built in memory, for tests.
+    struct Built {
+        data: Vec<u8>,
+        stats: BuildStats,
+        rows: usize,
+        cols: usize,
+    }
+
+    fn build(rows: &[RowSource], src: Matrix<'_>, opts: &BuildOptions) -> Built {
+        let mut data = Vec::new();
+        let stats = build_blocks(rows, src, opts, |block| {
+            data.extend_from_slice(block);
+            Ok(())
+        })
+        .unwrap();
+        Built {
+            data,
+            stats,
+            rows: rows.len(),
+            cols: src.cols,
+        }
+    }
+
     /// A 5x4 f32 source whose element (r, c) is r*10 + c.
     fn src_bytes() -> Vec<u8> {
         (0..5)
@@ -321,10 +387,10 @@ mod tests {
     fn copies_composes_and_fills_in_target_order() {
         let b = src_bytes();
         let rows = vec![
-            RowSource::Exact(3),
+            RowSource::Copy(3),
             RowSource::Fill,
             RowSource::Composed(vec![1, 2]),
-            RowSource::Normalized(0),
+            RowSource::Copy(0),
         ];
         let built = build(&rows, matrix(&b), &opts(Fill::Zeros));
         assert_eq!(built.rows, 4);
@@ -351,7 +417,7 @@ mod tests {
         assert_ne!(row(&a, 0), row(&a, 1));
         // Row 1's values do not depend on what the rows before it are.
         let c = build(
-            &[RowSource::Exact(0), RowSource::Fill],
+            &[RowSource::Copy(0), RowSource::Fill],
             matrix(&b),
             &opts(Fill::Random { sigma: 0.5 }),
         );
@@ -366,7 +432,7 @@ mod tests {
         let b = src_bytes();
         let mut o = opts(Fill::Zeros);
         o.out = DType::BF16;
-        let built = build(&[RowSource::Exact(2)], matrix(&b), &o);
+        let built = build(&[RowSource::Copy(2)], matrix(&b), &o);
         let mut out = vec![0f32; 4];
         DType::BF16.decode(&built.data, &mut out);
         assert_eq!(out, vec![20.0, 21.0, 22.0, 23.0]);
@@ -377,7 +443,7 @@ mod tests {
         let b = src_bytes();
         let mut o = opts(Fill::Random { sigma: 0.01 });
         o.calibrate_norm = true;
-        let rows = vec![RowSource::Exact(1), RowSource::Fill, RowSource::Exact(1)];
+        let rows = vec![RowSource::Copy(1), RowSource::Fill, RowSource::Copy(1)];
         let built = build(&rows, matrix(&b), &o);
         let target = row(&built, 0).iter().map(|v| v * v).sum::<f32>().sqrt();
         let got = row(&built, 1).iter().map(|v| v * v).sum::<f32>().sqrt();
@@ -386,15 +452,31 @@ mod tests {
     }
 
     #[test]
-    fn nonfinite_rows_are_reported() {
+    fn overflow_on_conversion_is_counted_not_nonfinite_source() {
         let mut b = src_bytes();
-        b[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
-        let built = build(
-            &[RowSource::Exact(1), RowSource::Exact(0)],
-            matrix(&b),
-            &opts(Fill::Zeros),
-        );
-        assert_eq!(built.stats.nonfinite_rows, vec![1]);
+        b[4..8].copy_from_slice(&1e5f32.to_le_bytes());
+        let m = matrix(&b);
+        assert!(m.nonfinite_rows().is_empty());
+        let mut o = opts(Fill::Zeros);
+        o.out = DType::F16;
+        let built = build(&[RowSource::Copy(0), RowSource::Copy(1)], m, &o);
+        assert_eq!(built.stats.overflow_rows, 1);
+        b[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert_eq!(matrix(&b).nonfinite_rows(), vec![0]);
+        let f64s: Vec<u8> = [1e300f64, 1.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let m = Matrix {
+            dtype: DType::F64,
+            rows: 1,
+            cols: 2,
+            data: &f64s,
+        };
+        assert!(m.nonfinite_rows().is_empty());
+        let mut o = opts(Fill::Zeros);
+        o.out = DType::F32;
+        assert_eq!(build(&[RowSource::Copy(0)], m, &o).stats.overflow_rows, 1);
     }
 
     #[test]

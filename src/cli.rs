@@ -1,5 +1,6 @@
 //! The command line (clap derive): doc comments are the help text.
 
+use crate::hub::Secret;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -9,7 +10,8 @@ Examples:
   embed-transplant --model ./my-model-dir --vocab - --json < words.txt > summary.json
   HF_HUB_OFFLINE=1 embed-transplant -m hfl/chinese-roberta-wwm-ext -v vocab.txt --init mean
 
-Exit codes: 0 success, 1 bad input or failure, 2 usage error, 130 interrupted.";
+Exit codes: 0 success, 1 bad input or failure (no new file is left), 2 usage error,
+129/130/143 ended by SIGHUP/SIGINT/SIGTERM (no new file is left).";
 
 /// Move a pretrained checkpoint's word embeddings onto a new vocabulary.
 ///
@@ -131,9 +133,9 @@ pub struct TransplantArgs {
     pub source_vocab: Option<PathBuf>,
 
     /// Initialisation of rows the source vocabulary lacks (after exact and normalised matching).
-    /// Default: compose when the source has a tokenizer (tokenizer.json or vocab.txt), else random.
-    #[arg(long, value_enum)]
-    pub init: Option<InitArg>,
+    /// compose falls back to random for tokens with no known piece.
+    #[arg(long, value_enum, default_value_t = InitArg::Compose)]
+    pub init: InitArg,
 
     /// Scale every initialised row to the median L2 norm of the copied rows.
     #[arg(long)]
@@ -253,6 +255,14 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Use the embeddings although their `target_vocab_sha256` metadata names another vocabulary.
+    #[arg(long)]
+    pub ignore_vocab_mismatch: bool,
+
+    /// Train on embeddings holding NaN or infinity (a warning instead of an error).
+    #[arg(long)]
+    pub allow_nonfinite: bool,
+
     /// Print per-epoch and test metrics as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -289,6 +299,14 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
 
+    /// Use the embeddings although their `target_vocab_sha256` metadata names another vocabulary.
+    #[arg(long)]
+    pub ignore_vocab_mismatch: bool,
+
+    /// Evaluate embeddings or a head holding NaN or infinity (a warning instead of an error).
+    #[arg(long)]
+    pub allow_nonfinite: bool,
+
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
@@ -316,21 +334,4 @@ pub struct HubArgs {
     /// Hub access token (read from HF_TOKEN; never printed).
     #[arg(long, env = "HF_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<Secret>,
-}
-
-/// A string that never shows in Debug output or logs.
-#[derive(Clone)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_string()))
-    }
 }

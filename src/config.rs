@@ -1,8 +1,16 @@
-//! Parsed flags -> validated settings. Every cross-flag check and environment lookup lives here.
+//! Parsed flags -> one validated config per command, in domain types. Every cross-flag check and
+//! environment lookup lives here; nothing below `commands` sees clap.
 
-use crate::cli::{DTypeArg, HubArgs, InitArg, TransplantArgs};
+use crate::align::{FillKind, Init};
+use crate::cli::{
+    DTypeArg, EvaluateArgs, FinetuneArgs, HubArgs, InitArg, InspectArgs, OptimizerArg,
+    TransplantArgs,
+};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::hub::HubSettings;
+use crate::hub::{HubSettings, Secret};
+use crate::train::OptimizerKind;
+use crate::writer::Target;
 use std::path::{Path, PathBuf};
 
 /// Everything the transplant command needs, checked.
@@ -10,26 +18,105 @@ use std::path::{Path, PathBuf};
 pub struct TransplantConfig {
     pub model: String,
     pub vocab: PathBuf,
-    pub output: PathBuf,
+    pub output: Target,
     pub tensor: Option<String>,
     pub source_vocab: Option<PathBuf>,
-    pub init: Option<InitArg>,
+    pub init: Init,
     pub calibrate_norm: bool,
     pub seed: u64,
-    pub dtype: DTypeArg,
+    /// None: the source tensor's own type.
+    pub dtype: Option<DType>,
     pub hub: HubSettings,
-    pub force: bool,
     pub json: bool,
-    pub report: Option<PathBuf>,
+    pub report: Option<Target>,
     pub quiet: bool,
     pub strict: bool,
 }
 
-/// Builds the config from parsed arguments and the environment.
-pub fn transplant_config(
-    args: TransplantArgs,
-    stderr_is_terminal: bool,
-) -> Result<TransplantConfig> {
+impl TransplantConfig {
+    /// The files this run reads that exist before it starts (the model's own files are added
+    /// once resolved): no output may name one.
+    pub fn local_inputs(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.vocab.clone()];
+        v.extend(self.source_vocab.clone());
+        let m = Path::new(&self.model);
+        if m.is_file() {
+            v.push(m.to_path_buf());
+        } else if let Ok(dir) = std::fs::read_dir(m) {
+            v.extend(dir.filter_map(|e| e.ok().map(|e| e.path())));
+        }
+        v
+    }
+}
+
+/// `inspect`'s settings.
+#[derive(Debug, Clone)]
+pub struct InspectConfig {
+    pub model: String,
+    pub vocab: Option<PathBuf>,
+    pub tensor: Option<String>,
+    pub source_vocab: Option<PathBuf>,
+    pub hub: HubSettings,
+    pub json: bool,
+}
+
+/// `finetune`'s settings.
+#[derive(Debug, Clone)]
+pub struct FinetuneConfig {
+    pub embeddings: PathBuf,
+    pub vocab: PathBuf,
+    pub train: PathBuf,
+    pub valid: Option<PathBuf>,
+    pub test: Option<PathBuf>,
+    pub output: Target,
+    pub head: Option<Target>,
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub optimizer: OptimizerKind,
+    pub seed: u64,
+    pub freeze_embeddings: bool,
+    pub freeze_copied: bool,
+    pub max_len: usize,
+    pub unk_token: String,
+    pub ignore_vocab_mismatch: bool,
+    pub allow_nonfinite: bool,
+    pub json: bool,
+    pub quiet: bool,
+    /// Draw a progress bar (stderr is a terminal, and neither --quiet nor --json).
+    pub progress: bool,
+}
+
+impl FinetuneConfig {
+    pub fn inputs(&self) -> Vec<PathBuf> {
+        let mut v = vec![
+            self.embeddings.clone(),
+            self.vocab.clone(),
+            self.train.clone(),
+        ];
+        v.extend(self.valid.clone());
+        v.extend(self.test.clone());
+        v
+    }
+}
+
+/// `evaluate`'s settings.
+#[derive(Debug, Clone)]
+pub struct EvaluateConfig {
+    pub embeddings: PathBuf,
+    pub head: PathBuf,
+    pub vocab: PathBuf,
+    pub data: PathBuf,
+    pub max_len: usize,
+    pub unk_token: String,
+    pub batch_size: usize,
+    pub ignore_vocab_mismatch: bool,
+    pub allow_nonfinite: bool,
+    pub json: bool,
+}
+
+/// Builds the transplant config from parsed arguments and the environment.
+pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<TransplantConfig> {
     let model = args
         .model
         .ok_or_else(|| Error::Usage("--model is required".into()))?;
@@ -39,49 +126,172 @@ pub fn transplant_config(
     if model.trim().is_empty() {
         return Err(Error::Usage("--model is empty".into()));
     }
-    if args.report.as_deref() == Some(args.output.as_path()) {
-        return Err(Error::Usage(
-            "--report and --output name the same file".into(),
-        ));
-    }
-    let hub = hub_settings(args.hub, stderr_is_terminal && !args.quiet && !args.json);
-    Ok(TransplantConfig {
+    let output = Target::new(&args.output, args.force, "--output");
+    let report = args
+        .report
+        .as_deref()
+        .map(|p| Target::new(p, args.force, "--report"));
+    distinct(&[Some(&output), report.as_ref()])?;
+    let hub = hub_settings(args.hub, stderr_is_terminal && !args.quiet && !args.json)?;
+    let cfg = TransplantConfig {
         model,
         vocab,
-        output: args.output,
+        output,
         tensor: args.tensor,
         source_vocab: args.source_vocab,
-        init: args.init,
+        init: match args.init {
+            InitArg::Compose => Init::Compose,
+            InitArg::Random => Init::Fill(FillKind::Random),
+            InitArg::Zeros => Init::Fill(FillKind::Zeros),
+            InitArg::Mean => Init::Fill(FillKind::Mean),
+        },
         calibrate_norm: args.calibrate_norm,
         seed: args.seed,
-        dtype: args.dtype,
+        dtype: match args.dtype {
+            DTypeArg::Source => None,
+            DTypeArg::F32 => Some(DType::F32),
+            DTypeArg::F16 => Some(DType::F16),
+            DTypeArg::Bf16 => Some(DType::BF16),
+        },
         hub,
-        force: args.force,
         json: args.json,
-        report: args.report,
+        report,
         quiet: args.quiet,
         strict: args.strict,
+    };
+    // Every output path is checked before any work starts.
+    let inputs = cfg.local_inputs();
+    cfg.output.check(&inputs)?;
+    if let Some(r) = &cfg.report {
+        r.check(&inputs)?;
+    }
+    Ok(cfg)
+}
+
+/// Two flags naming the same output file.
+fn distinct(targets: &[Option<&Target>]) -> Result<()> {
+    let t: Vec<&Target> = targets.iter().flatten().copied().collect();
+    for (i, a) in t.iter().enumerate() {
+        for b in &t[i + 1..] {
+            if a.path == b.path || crate::writer::same_file(&a.path, &b.path) {
+                return Err(Error::Usage(format!(
+                    "{} and {} name the same file",
+                    b.flag, a.flag
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn inspect(args: InspectArgs, stderr_is_terminal: bool) -> Result<InspectConfig> {
+    let hub = hub_settings(args.hub, stderr_is_terminal && !args.json)?;
+    Ok(InspectConfig {
+        model: args.model,
+        vocab: args.vocab,
+        tensor: args.tensor,
+        source_vocab: args.source_vocab,
+        hub,
+        json: args.json,
+    })
+}
+
+pub fn finetune(args: FinetuneArgs, stderr_is_terminal: bool) -> Result<FinetuneConfig> {
+    if args.epochs == 0 || args.batch_size == 0 || args.max_len == 0 {
+        return Err(Error::Usage(
+            "--epochs, --batch-size and --max-len must be at least 1".into(),
+        ));
+    }
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        return Err(Error::Usage("--lr must be a positive number".into()));
+    }
+    let output = Target::new(&args.output, args.force, "--output");
+    let head = args
+        .head
+        .as_deref()
+        .map(|p| Target::new(p, args.force, "--head"));
+    distinct(&[Some(&output), head.as_ref()])?;
+    let cfg = FinetuneConfig {
+        embeddings: args.embeddings,
+        vocab: args.vocab,
+        train: args.train,
+        valid: args.valid,
+        test: args.test,
+        output,
+        head,
+        epochs: args.epochs,
+        lr: args.lr,
+        batch_size: args.batch_size,
+        optimizer: match args.optimizer {
+            OptimizerArg::Adam => OptimizerKind::Adam,
+            OptimizerArg::Sgd => OptimizerKind::Sgd,
+        },
+        seed: args.seed,
+        freeze_embeddings: args.freeze_embeddings,
+        freeze_copied: args.freeze_copied,
+        max_len: args.max_len,
+        unk_token: args.unk_token,
+        ignore_vocab_mismatch: args.ignore_vocab_mismatch,
+        allow_nonfinite: args.allow_nonfinite,
+        json: args.json,
+        quiet: args.quiet,
+        progress: stderr_is_terminal && !args.quiet && !args.json,
+    };
+    let inputs = cfg.inputs();
+    cfg.output.check(&inputs)?;
+    if let Some(h) = &cfg.head {
+        h.check(&inputs)?;
+    }
+    Ok(cfg)
+}
+
+pub fn evaluate(args: EvaluateArgs) -> Result<EvaluateConfig> {
+    if args.batch_size == 0 || args.max_len == 0 {
+        return Err(Error::Usage(
+            "--batch-size and --max-len must be at least 1".into(),
+        ));
+    }
+    Ok(EvaluateConfig {
+        embeddings: args.embeddings,
+        head: args.head,
+        vocab: args.vocab,
+        data: args.data,
+        max_len: args.max_len,
+        unk_token: args.unk_token,
+        batch_size: args.batch_size,
+        ignore_vocab_mismatch: args.ignore_vocab_mismatch,
+        allow_nonfinite: args.allow_nonfinite,
+        json: args.json,
     })
 }
 
 /// Hub settings from flags (which read HF_ENDPOINT, HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE) and the
-/// rest of the environment (HUGGINGFACE_HUB_CACHE, HF_HOME, HF_TOKEN_PATH).
-pub fn hub_settings(args: HubArgs, progress: bool) -> HubSettings {
-    HubSettings {
+/// rest of the environment (HUGGINGFACE_HUB_CACHE, HF_HOME, HF_TOKEN_PATH). A token with a control
+/// character is a usage error that does not show it.
+pub fn hub_settings(args: HubArgs, progress: bool) -> Result<HubSettings> {
+    // Surrounding whitespace (a trailing newline) is trimmed, as huggingface_hub does.
+    let token = match args
+        .token
+        .map(|t| Secret::new(t.expose().trim()))
+        .filter(|t| !t.expose().is_empty())
+    {
+        Some(t) => {
+            t.check("--token or HF_TOKEN")?;
+            Some(t)
+        }
+        None => token_from_file()?,
+    };
+    Ok(HubSettings {
         endpoint: args.endpoint.filter(|e| !e.is_empty()),
         cache_dir: args
             .cache_dir
             .or_else(|| env_path("HUGGINGFACE_HUB_CACHE"))
             .unwrap_or_else(|| hf_home().join("hub")),
-        token: args
-            .token
-            .map(|s| s.0)
-            .filter(|t| !t.trim().is_empty())
-            .or_else(token_from_file),
+        token,
         offline: args.offline,
         revision: args.revision,
         progress,
-    }
+    })
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
@@ -100,14 +310,17 @@ pub fn hf_home() -> PathBuf {
     })
 }
 
-/// The token `huggingface-cli login` stored (HF_TOKEN_PATH, else $HF_HOME/token).
-fn token_from_file() -> Option<String> {
+/// The token `huggingface-cli login` stored (HF_TOKEN_PATH, else $HF_HOME/token). Surrounding
+/// whitespace (the usual trailing newline) is trimmed, as huggingface_hub does.
+fn token_from_file() -> Result<Option<Secret>> {
     let path = env_path("HF_TOKEN_PATH").unwrap_or_else(|| hf_home().join("token"));
-    read_token(&path)
-}
-
-fn read_token(path: &Path) -> Option<String> {
-    let t = std::fs::read_to_string(path).ok()?;
-    let t = t.trim();
-    (!t.is_empty()).then(|| t.to_string())
+    let Ok(t) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let t = Secret::new(t.trim());
+    if t.expose().is_empty() {
+        return Ok(None);
+    }
+    t.check(&path.display().to_string())?;
+    Ok(Some(t))
 }

@@ -6,12 +6,15 @@
 //! [`commands`] strings them together per subcommand; [`output`] is the only module that prints.
 
 pub mod align;
+pub mod cancel;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod dtype;
 pub mod error;
 pub mod hub;
+pub mod labelled;
 pub mod matching;
 pub mod model_config;
 pub mod output;

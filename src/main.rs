@@ -1,40 +1,32 @@
-//! The binary: parse, run, print, exit code. Nothing else.
+//! The binary: parse, build the config, run, print, commit the files, exit code. Nothing else.
 
 use clap::{CommandFactory, Parser};
 use embed_transplant::cli::{Cli, Command};
 use embed_transplant::output::{self, Output};
-use embed_transplant::{commands, config, writer, Error};
+use embed_transplant::{cancel, commands, config, Error};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-/// 0 ok, 1 bad input or failure, 2 usage (clap exits with 2 itself), 130 interrupted.
+/// 0 ok, 1 bad input or failure, 2 usage (clap exits with 2 itself); signals end the process with
+/// 128 + signal from the signal thread (see `cancel`).
 #[derive(Clone, Copy)]
 enum Exit {
     Failure = 1,
     Usage = 2,
-    Interrupted = 130,
 }
 
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
-    // Ctrl-C: while our temp file exists, let the writer remove it and return; at any other
-    // moment nothing of ours is half-written (hf-hub resumes its own .part files), so stop now.
-    let _ = ctrlc::set_handler(|| {
-        use std::sync::atomic::Ordering::SeqCst;
-        if writer::WRITING.load(SeqCst) {
-            writer::INTERRUPTED.store(true, SeqCst);
-        } else {
-            eprintln!("error: interrupted");
-            std::process::exit(Exit::Interrupted as i32);
-        }
-    });
+    if let Err(e) = cancel::install(output::interrupted) {
+        output::error(&format!("cannot install the signal handler: {e}"));
+        return ExitCode::from(Exit::Failure as u8);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            output::error(&format!("{err:#}"));
             let code = match err.downcast_ref::<Error>() {
-                Some(Error::Interrupted) => Exit::Interrupted,
                 Some(Error::Usage(_)) => Exit::Usage,
                 _ => Exit::Failure,
             };
@@ -61,9 +53,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Transplant(a)) => a,
         None => cli.transplant,
         Some(Command::Inspect(a)) => {
-            let hub = config::hub_settings(a.hub.clone(), tty && !a.json);
-            let inspection = commands::inspect::run(&a, &hub)?;
-            if a.json {
+            let cfg = config::inspect(a, tty)?;
+            let inspection = commands::inspect::run(&cfg, &Output { quiet: false })?;
+            if cfg.json {
                 output::print_json(&inspection)?;
             } else {
                 output::print_text(&commands::inspect::render(&inspection))?;
@@ -71,29 +63,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::Finetune(a)) => {
-            let out = Output { quiet: a.quiet };
-            let report = commands::finetune::run(&a, &out, tty)?;
-            if let (Some(acc), false) = (report.test_accuracy, a.quiet) {
-                out.info(&format!(
-                    "test accuracy {:.2}% (best epoch {}); wrote {}",
-                    100.0 * acc,
-                    report.best_epoch,
-                    report.output
-                ));
-            } else {
-                out.info(&format!(
-                    "best epoch {}; wrote {}",
-                    report.best_epoch, report.output
-                ));
+            let cfg = config::finetune(a, tty)?;
+            let out = Output { quiet: cfg.quiet };
+            let done = commands::finetune::run(&cfg, &out)?;
+            // stdout first: if it fails, the batch is dropped and no file appears.
+            if cfg.json {
+                output::print_json(&done.report)?;
             }
-            if a.json {
-                output::print_json(&report)?;
-            }
+            done.batch.commit()?;
+            out.finetune_summary(&done.report);
             return Ok(());
         }
         Some(Command::Evaluate(a)) => {
-            let e = commands::evaluate::run(&a)?;
-            if a.json {
+            let cfg = config::evaluate(a)?;
+            let e = commands::evaluate::run(&cfg, &Output { quiet: false })?;
+            if cfg.json {
                 output::print_json(&e)?;
             } else {
                 output::print_text(&commands::evaluate::render(&e))?;
@@ -114,12 +98,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let cfg = config::transplant_config(args, tty)?;
+    let cfg = config::transplant(args, tty)?;
     let out = Output { quiet: cfg.quiet };
-    let report = commands::transplant::run(&cfg, &out)?;
-    out.summary(&report);
+    let done = commands::transplant::run(&cfg, &out)?;
     if cfg.json {
-        output::print_json(&report)?;
+        output::print_json(&done.report)?;
     }
+    done.batch.commit()?;
+    out.summary(&done.report);
     Ok(())
 }

@@ -1,6 +1,8 @@
-//! The only place that prints: human lines on stderr, JSON on stdout. A closed stdout (a pipe
-//! whose reader went away) is not an error.
+//! The only place that prints: human lines and progress bars on stderr, JSON and listings on
+//! stdout. A closed stdout (a pipe whose reader went away) is not an error. Clippy's
+//! `print_stdout`/`print_stderr` lints are denied everywhere else (see lib.rs and main.rs).
 
+use crate::commands::finetune::FinetuneReport;
 use crate::report::TransplantReport;
 use std::io::Write;
 
@@ -11,6 +13,16 @@ pub struct Output {
 }
 
 impl Output {
+    /// A progress bar on stderr (callers create one only when stderr is a terminal).
+    pub fn progress_bar(&self, template: &str) -> indicatif::ProgressBar {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    }
+
     pub fn warn(&self, msg: &str) {
         // Warnings show even with --quiet: they are about the data.
         let _ = writeln!(std::io::stderr(), "warning: {msg}");
@@ -33,7 +45,11 @@ impl Output {
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         let from = match (&r.source.revision, &r.source.commit) {
-            (Some(rev), Some(c)) => format!("{}@{rev} ({})", r.source.model, &c[..c.len().min(12)]),
+            (Some(rev), Some(c)) => format!(
+                "{}@{rev} ({})",
+                r.source.model,
+                c.chars().take(12).collect::<String>()
+            ),
             (Some(rev), None) => format!("{}@{rev}", r.source.model),
             _ => r.source.model.clone(),
         };
@@ -52,6 +68,20 @@ impl Output {
             r.weights_format,
             r.seconds
         ));
+    }
+}
+
+impl Output {
+    pub fn finetune_summary(&self, r: &FinetuneReport) {
+        match r.test_accuracy {
+            Some(acc) => self.info(&format!(
+                "test accuracy {:.2}% (best epoch {}); wrote {}",
+                100.0 * acc,
+                r.best_epoch,
+                r.output
+            )),
+            None => self.info(&format!("best epoch {}; wrote {}", r.best_epoch, r.output)),
+        }
     }
 }
 
@@ -75,4 +105,14 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
+}
+
+/// The one line a failed run prints.
+pub fn error(err: &dyn std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "error: {err}");
+}
+
+/// What a signal prints before the process ends (from the signal thread).
+pub fn interrupted(signal: &str) {
+    let _ = writeln!(std::io::stderr(), "error: interrupted by {signal}");
 }

@@ -2,6 +2,7 @@
 //! output file's metadata.
 
 use crate::hub::Provenance;
+use crate::matching::{Method, Plan};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -48,6 +49,10 @@ pub struct TransplantReport {
     pub duplicate_lines: usize,
     /// Source rows holding NaN or infinity.
     pub nonfinite_source_rows: usize,
+    /// Output rows whose finite values overflowed to infinity in the output type.
+    pub overflow_rows: usize,
+    /// Target tokens the source tokenizer failed to encode (they got the fill).
+    pub tokenizer_errors: usize,
     pub seconds: f64,
     /// Seconds per stage.
     pub timings: BTreeMap<String, f64>,
@@ -100,22 +105,50 @@ pub fn ranges(indices: impl IntoIterator<Item = usize>) -> String {
     out.join(",")
 }
 
-/// Parses `ranges` output back into indices.
-pub fn parse_ranges(s: &str) -> Option<Vec<usize>> {
-    let mut out = Vec::new();
-    for part in s.split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
-                if b < a {
-                    return None;
-                }
-                out.extend(a..=b);
-            }
-            None => out.push(part.parse().ok()?),
+/// Parses `ranges` output back, against a matrix of `rows` rows: a mask with true for every row
+/// named. Memory is bounded by `rows` whatever the text says; a malformed range, or one past the
+/// end, is an error saying which.
+pub fn parse_ranges(s: &str, rows: usize) -> Result<Vec<bool>, String> {
+    let mut mask = vec![false; rows];
+    let index = |t: &str| -> Result<usize, String> {
+        let i: usize = t
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{t}` is not a row number"))?;
+        if i >= rows {
+            return Err(format!("row {i} is past the end ({rows} rows)"));
         }
+        Ok(i)
+    };
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (index(a)?, index(b)?),
+            None => {
+                let i = index(part)?;
+                (i, i)
+            }
+        };
+        if b < a {
+            return Err(format!("range `{part}` runs backwards"));
+        }
+        mask[a..=b].fill(true);
     }
-    Some(out)
+    Ok(mask)
+}
+
+/// The `--report` notes: every row that is not an exact copy, with how it was made.
+pub fn notes(tokens: &[String], plan: &Plan, fill: &str) -> Vec<RowNote> {
+    plan.rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.method != Method::Exact)
+        .map(|(i, r)| RowNote {
+            line: i + 1,
+            token: tokens[i].clone(),
+            method: r.method.name(fill),
+            pieces: r.pieces.clone(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -126,8 +159,16 @@ mod tests {
     fn ranges_round_trip() {
         let v = vec![0, 1, 2, 5, 7, 8];
         assert_eq!(ranges(v.clone()), "0-2,5,7-8");
-        assert_eq!(parse_ranges("0-2,5,7-8").unwrap(), v);
+        let mask = parse_ranges("0-2,5,7-8", 9).unwrap();
+        let back: Vec<usize> = (0..9).filter(|&i| mask[i]).collect();
+        assert_eq!(back, v);
         assert_eq!(ranges(Vec::new()), "");
-        assert!(parse_ranges("3-1").is_none());
+        assert!(parse_ranges("3-1", 9).unwrap_err().contains("backwards"));
+        assert!(parse_ranges("0-9", 9).unwrap_err().contains("past the end"));
+        assert!(parse_ranges("0-18446744073709551615", 9).is_err());
+        assert!(parse_ranges("0-99999999999999999999", 9).is_err());
+        assert!(parse_ranges("x", 9)
+            .unwrap_err()
+            .contains("not a row number"));
     }
 }

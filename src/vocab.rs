@@ -3,8 +3,8 @@
 
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, HashSet};
-use std::io::Read;
+use std::collections::HashMap;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 /// Longest token line we accept. Real vocabularies stay far below; a longer line is almost
@@ -19,62 +19,98 @@ pub struct TargetVocab {
     pub duplicates: usize,
     /// The first few repeated tokens, for the warning.
     pub duplicate_examples: Vec<String>,
+    /// Lines holding only whitespace, and lines with an inner carriage return or tab (1-based):
+    /// almost always a broken file, so they are warned about.
+    pub blank_lines: Vec<usize>,
+    pub control_lines: Vec<usize>,
     /// sha256 of the file's bytes as read.
     pub sha256: String,
     /// Where it came from, as the user named it (`<stdin>` for `-`).
     pub origin: String,
 }
 
-/// Reads a target vocabulary from a file, or from standard input when `path` is `-`.
+/// Reads a target vocabulary from a file, or from standard input when `path` is `-`. The limits
+/// hold while streaming: a line is never read past [`MAX_TOKEN_BYTES`], so `/dev/zero` or a
+/// 50 MB line fail after a kilobyte, not after filling memory.
 pub fn read_target(path: &Path) -> Result<TargetVocab> {
     if path == Path::new("-") {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::io("<stdin>", e))?;
-        parse_target(&bytes, "<stdin>")
+        parse_target_stream(std::io::stdin().lock(), "<stdin>")
     } else {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        parse_target(&bytes, &path.display().to_string())
+        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        if f.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(Error::file(path, "is a directory, not a vocabulary file"));
+        }
+        parse_target_stream(
+            std::io::BufReader::with_capacity(1 << 16, f),
+            &path.display().to_string(),
+        )
     }
 }
 
-/// Parses target-vocabulary bytes: UTF-8, one token per line; a BOM and CRLF endings are
-/// accepted; only the line ending is stripped, so a token may hold spaces. Lines are split on
-/// `\n` alone: U+2028 and other Unicode separators are parts of tokens (bert-base-chinese has two).
+/// Parses target-vocabulary bytes (see [`parse_target_stream`]).
 pub fn parse_target(bytes: &[u8], origin: &str) -> Result<TargetVocab> {
-    let sha256 = hex(&Sha256::digest(bytes));
-    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    parse_target_stream(bytes, origin)
+}
+
+/// Parses a target vocabulary: UTF-8, one token per line; a BOM and CRLF endings are accepted;
+/// only the line ending is stripped, so a token may hold spaces. Lines are split on `\n` alone:
+/// U+2028 and other Unicode separators are parts of tokens (bert-base-chinese has two).
+pub fn parse_target_stream(mut r: impl BufRead, origin: &str) -> Result<TargetVocab> {
     let line_err = |line: usize, msg: String| Error::Line {
         path: origin.to_string(),
         line,
         msg,
     };
-    if body.is_empty() {
-        return Err(Error::file(origin, "the vocabulary is empty"));
-    }
-    let body = body.strip_suffix(b"\n").unwrap_or(body);
-    let mut tokens = Vec::new();
-    let mut seen: HashSet<&str> = HashSet::new();
+    let mut hasher = Sha256::new();
+    let mut tokens: Vec<String> = Vec::new();
+    // Hash of a token -> its first line's index; a hash collision between different tokens only
+    // means a duplicate goes uncounted.
+    let mut seen: HashMap<u64, usize> = HashMap::new();
     let mut duplicates = 0;
     let mut duplicate_examples = Vec::new();
-    for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
-        let line = i + 1;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if raw.is_empty() {
+    let (mut blank_lines, mut control_lines) = (Vec::new(), Vec::new());
+    let mut buf: Vec<u8> = Vec::with_capacity(MAX_TOKEN_BYTES + 2);
+    let hash_state = std::hash::RandomState::new();
+    let mut line = 0;
+    loop {
+        buf.clear();
+        // One byte more than the longest line with its CRLF, so a longer line shows without
+        // reading the rest of it.
+        let n = (&mut r)
+            .take(MAX_TOKEN_BYTES as u64 + 3)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Error::io(origin, e))?;
+        if n == 0 {
+            break;
+        }
+        line += 1;
+        hasher.update(&buf);
+        let ended = buf.last() == Some(&b'\n');
+        let mut raw: &[u8] = &buf;
+        if ended {
+            raw = &raw[..raw.len() - 1];
+        }
+        if line == 1 {
+            raw = raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw);
+        }
+        raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.contains(&0) {
+            return Err(line_err(line, "contains a NUL byte".into()));
+        }
+        if raw.len() > MAX_TOKEN_BYTES || (!ended && n > MAX_TOKEN_BYTES + 2) {
             return Err(line_err(
                 line,
-                "empty line (every line must hold a token)".into(),
+                format!("line is longer than {MAX_TOKEN_BYTES} bytes: is this a vocabulary?"),
             ));
         }
-        if raw.len() > MAX_TOKEN_BYTES {
-            return Err(line_err(
-                line,
-                format!(
-                    "line is {} bytes long, more than {MAX_TOKEN_BYTES}: is this a vocabulary?",
-                    raw.len()
-                ),
-            ));
+        if raw.is_empty() {
+            // A file that ends in a newline has no empty last line.
+            if ended || line > 1 {
+                return Err(line_err(
+                    line,
+                    "empty line (every line must hold a token)".into(),
+                ));
+            }
         }
         let token = std::str::from_utf8(raw).map_err(|e| {
             line_err(
@@ -82,23 +118,33 @@ pub fn parse_target(bytes: &[u8], origin: &str) -> Result<TargetVocab> {
                 format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
             )
         })?;
-        if token.contains('\0') {
-            return Err(line_err(line, "contains a NUL byte".into()));
-        }
-        if !seen.insert(token) {
-            duplicates += 1;
-            if duplicate_examples.len() < 5 {
-                duplicate_examples.push(token.to_string());
+        if !token.is_empty() {
+            if token.trim().is_empty() {
+                blank_lines.push(line);
+            } else if token.contains(['\r', '\t']) {
+                control_lines.push(line);
             }
+            let h = std::hash::BuildHasher::hash_one(&hash_state, token);
+            let first = *seen.entry(h).or_insert(tokens.len());
+            if first != tokens.len() && tokens[first] == token {
+                duplicates += 1;
+                if duplicate_examples.len() < 5 {
+                    duplicate_examples.push(token.to_string());
+                }
+            }
+            tokens.push(token.to_string());
         }
-        tokens.push(token);
     }
-    let tokens = tokens.into_iter().map(str::to_string).collect();
+    if tokens.is_empty() {
+        return Err(Error::file(origin, "the vocabulary is empty"));
+    }
     Ok(TargetVocab {
         tokens,
         duplicates,
         duplicate_examples,
-        sha256,
+        blank_lines,
+        control_lines,
+        sha256: hex(&hasher.finalize()),
         origin: origin.to_string(),
     })
 }
@@ -121,6 +167,9 @@ pub struct SourceVocab {
     pub path: PathBuf,
     /// Special tokens (added tokens marked special in tokenizer.json, `[XXX]` in vocab.txt).
     pub special: Vec<String>,
+    /// vocab.txt lines repeating an earlier token (the last line's id wins), and a few of them.
+    pub repeated: usize,
+    pub repeated_examples: Vec<String>,
 }
 
 /// Loads the source vocabulary, choosing the reader by file name: `*.json` is a tokenizer.json,
@@ -169,11 +218,18 @@ fn load_vocab_txt(path: &Path) -> Result<SourceVocab> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut ids = HashMap::new();
     let mut special = Vec::new();
+    let (mut repeated, mut repeated_examples) = (0, Vec::new());
     // `str::lines` splits on \n (and strips \r) only, never on U+2028: the right reading of vocab.txt.
     for (id, token) in text.lines().enumerate() {
         let id = u32::try_from(id).map_err(|_| Error::file(path, "more than 2^32 lines"))?;
-        // The first occurrence keeps its id, as in the tokenizers crate's WordPiece reader.
-        ids.entry(token.to_string()).or_insert(id);
+        // The last occurrence keeps its id, as in transformers' BertTokenizer and the tokenizers
+        // crate's WordPiece reader (both insert line by line into a map).
+        if ids.insert(token.to_string(), id).is_some() {
+            repeated += 1;
+            if repeated_examples.len() < 5 {
+                repeated_examples.push(token.to_string());
+            }
+        }
         if token.len() > 2
             && token.starts_with('[')
             && token.ends_with(']')
@@ -185,7 +241,10 @@ fn load_vocab_txt(path: &Path) -> Result<SourceVocab> {
     if ids.is_empty() {
         return Err(Error::file(path, "the vocabulary is empty"));
     }
-    Ok(finish_source(ids, SourceKind::VocabTxt, path, special))
+    let mut v = finish_source(ids, SourceKind::VocabTxt, path, special);
+    v.repeated = repeated;
+    v.repeated_examples = repeated_examples;
+    Ok(v)
 }
 
 fn finish_source(
@@ -202,6 +261,8 @@ fn finish_source(
         kind,
         path: path.to_path_buf(),
         special,
+        repeated: 0,
+        repeated_examples: Vec::new(),
     }
 }
 

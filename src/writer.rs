@@ -1,28 +1,12 @@
 //! Writing the output .safetensors: one tensor `weight`, a sorted `__metadata__` (so the same
 //! inputs give the same bytes), into a temp file beside the target that is renamed into place.
 
-use crate::checkpoint::DType;
+use crate::cancel;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-/// Set by the Ctrl-C handler; the writer checks it between chunks and abandons the temp file.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// True while a temp file of ours exists: a Ctrl-C then asks the writer to clean up instead of
-/// ending the process at once.
-pub static WRITING: AtomicBool = AtomicBool::new(false);
-
-/// Err(Interrupted) once Ctrl-C was pressed: long steps call this between stages.
-pub fn check_interrupted() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        Err(Error::Interrupted)
-    } else {
-        Ok(())
-    }
-}
+use std::path::{Path, PathBuf};
 
 /// One tensor to write: name, element type, shape, little-endian bytes.
 pub struct TensorOut<'a> {
@@ -67,154 +51,95 @@ pub fn header_for(tensors: &[TensorOut<'_>], metadata: &BTreeMap<String, String>
     out
 }
 
-/// Writes several tensors to one safetensors file, whole or not at all.
-pub fn write_tensors(
-    path: &Path,
-    tensors: &[TensorOut<'_>],
-    metadata: &BTreeMap<String, String>,
-    force: bool,
-) -> Result<()> {
-    for t in tensors {
-        let want = t.shape.iter().product::<usize>() * t.dtype.size();
-        if t.data.len() != want {
-            return Err(Error::Invalid(format!(
-                "tensor `{}`: {} bytes for shape {:?} {:?}",
-                t.name,
-                t.data.len(),
-                t.shape,
-                t.dtype
-            )));
+/// The output paths a run will write, checked before any work starts, and the input files they
+/// must never replace.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub path: PathBuf,
+    pub force: bool,
+    /// The flag that named it, for messages (`--output`, `--report`, `--head`).
+    pub flag: &'static str,
+}
+
+impl Target {
+    pub fn new(path: &Path, force: bool, flag: &'static str) -> Self {
+        Target {
+            path: path.to_path_buf(),
+            force,
+            flag,
         }
     }
-    write_with(path, force, |w| {
-        w.write_all(&header_for(tensors, metadata))?;
-        for t in tensors {
-            for chunk in t.data.chunks(8 << 20) {
-                if INTERRUPTED.load(Ordering::SeqCst) {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::Interrupted,
-                        "interrupted",
+
+    /// Refuses early what the final rename would refuse, and what must never be replaced: a
+    /// directory, a FIFO or device (never written through, even with --force), an existing file
+    /// without --force, and any of `inputs`, even with --force. `-` is refused with a hint.
+    pub fn check(&self, inputs: &[PathBuf]) -> Result<()> {
+        let path = &self.path;
+        if path.as_os_str() == "-" {
+            return Err(Error::Usage(format!(
+                "{} -: writing to standard output is not supported; name a file (use /dev/stdout only through a file path you control)",
+                self.flag
+            )));
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) => {
+                // Follow a link to see what a rename would replace; a dangling link is replaceable.
+                let target_meta = std::fs::metadata(path).ok();
+                let kind = target_meta.as_ref().map(|m| m.file_type());
+                if kind.is_some_and(|k| k.is_dir()) {
+                    return Err(Error::file(
+                        path,
+                        format!("{} names a directory", self.flag),
                     ));
                 }
-                w.write_all(chunk)?;
+                if kind.is_some_and(|k| !k.is_file()) || (!meta.is_file() && !meta.is_symlink()) {
+                    return Err(Error::file(
+                        path,
+                        format!("{} names a special file (FIFO, device or socket): refused, even with --force", self.flag),
+                    ));
+                }
+                if let Some(input) = inputs.iter().find(|i| same_file(i, path)) {
+                    return Err(Error::file(
+                        path,
+                        format!(
+                            "{} names an input of this run ({}): refused, even with --force",
+                            self.flag,
+                            input.display()
+                        ),
+                    ));
+                }
+                if !self.force {
+                    return Err(Error::file(path, "exists; pass --force to replace it"));
+                }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+        let dir = parent_dir(path);
+        if !dir.is_dir() {
+            return Err(Error::file(dir, "the output directory does not exist"));
         }
         Ok(())
-    })
-}
-
-/// Writes `data` as tensor `weight` to `path`. The file appears whole or not at all: a failure or
-/// Ctrl-C part-way removes the temp file. An existing `path` is replaced only with `force`.
-pub fn write_safetensors(
-    path: &Path,
-    dtype: DType,
-    shape: [usize; 2],
-    data: &[u8],
-    metadata: &BTreeMap<String, String>,
-    force: bool,
-) -> Result<()> {
-    let t = TensorOut {
-        name: "weight",
-        dtype,
-        shape: shape.to_vec(),
-        data,
-    };
-    write_tensors(path, &[t], metadata, force)
-}
-
-/// Writes one tensor `weight` of `shape` whose bytes `fill` streams into the writer it is given
-/// (block by block: the matrix need not exist in memory whole). The file's space is reserved
-/// first, so a full disk shows at once. A short or long stream is an error, not a bad file.
-pub fn write_matrix_with(
-    path: &Path,
-    dtype: DType,
-    shape: [usize; 2],
-    metadata: &BTreeMap<String, String>,
-    force: bool,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<()> {
-    let nbytes = shape[0] * shape[1] * dtype.size();
-    let empty: [u8; 0] = [];
-    let head = header_for(
-        &[TensorOut {
-            name: "weight",
-            dtype,
-            shape: shape.to_vec(),
-            data: &empty,
-        }],
-        metadata,
-    );
-    let total = (head.len() + nbytes) as u64;
-    write_with_reserve(path, force, Some(total), |w| {
-        w.write_all(&head)?;
-        let mut counted = Counted { inner: w, n: 0 };
-        fill(&mut counted)?;
-        if counted.n != nbytes as u64 {
-            return Err(std::io::Error::other(format!(
-                "wrote {} bytes of tensor data, expected {nbytes}",
-                counted.n
-            )));
-        }
-        Ok(())
-    })
-}
-
-/// Counts bytes and honours Ctrl-C between writes.
-struct Counted<'a> {
-    inner: &'a mut dyn Write,
-    n: u64,
-}
-
-impl Write for Counted<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                "interrupted",
-            ));
-        }
-        let k = self.inner.write(buf)?;
-        self.n += k as u64;
-        Ok(k)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 
-/// Sets the file's length, with its blocks allocated where the filesystem can.
-fn reserve(file: &std::fs::File, len: u64) -> std::io::Result<()> {
-    #[cfg(target_os = "linux")]
+/// True when `a` and `b` are the same file on disk (links and hub-cache symlinks resolved).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
     {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: a plain syscall on a file descriptor we own.
-        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
-        match rc {
-            0 => return Ok(()),
-            // Filesystems without fallocate: fall back to a sparse length.
-            libc::EOPNOTSUPP | libc::EINVAL => {}
-            e => return Err(std::io::Error::from_raw_os_error(e)),
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
         }
     }
-    file.set_len(len)
-}
-
-/// Refuses early what the final rename would refuse, before any work is done.
-pub fn check_target(path: &Path, force: bool) -> Result<()> {
-    if path.is_dir() {
-        return Err(Error::file(path, "the output path is a directory"));
+    #[cfg(not(unix))]
+    {
+        match (a.canonicalize(), b.canonicalize()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        }
     }
-    if path.exists() && !force {
-        return Err(Error::file(
-            path,
-            "the output file exists; pass --force to replace it",
-        ));
-    }
-    let dir = parent_dir(path);
-    if !dir.is_dir() {
-        return Err(Error::file(dir, "the output directory does not exist"));
-    }
-    Ok(())
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -223,67 +148,245 @@ fn parent_dir(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// Runs `body` against a temp file beside `path`, then renames it into place.
-pub fn write_with(
-    path: &Path,
-    force: bool,
-    body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<()> {
-    write_with_reserve(path, force, None, body)
+/// One finished temp file waiting to be renamed into place.
+struct Staged {
+    tmp: tempfile::TempPath,
+    target: Target,
+    registered: cancel::Registered,
 }
 
-/// [`write_with`], with the file's final length reserved on disk first (when known).
-pub fn write_with_reserve(
-    path: &Path,
-    force: bool,
-    reserve_len: Option<u64>,
-    body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<()> {
-    check_target(path, force)?;
-    let dir = parent_dir(path);
-    WRITING.store(true, Ordering::SeqCst);
-    let res = write_tmp(path, dir, force, body, reserve_len);
-    WRITING.store(false, Ordering::SeqCst);
-    res
+/// The files of one run: each is written whole to a temp file beside its target, and
+/// [`Batch::commit`] renames them all into place together. Dropping a batch that was not committed
+/// removes its temp files, so a run that fails leaves no new file.
+#[derive(Default)]
+pub struct Batch {
+    staged: Vec<Staged>,
 }
 
-fn write_tmp(
-    path: &Path,
-    dir: &Path,
-    force: bool,
-    body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-    reserve_len: Option<u64>,
-) -> Result<()> {
-    let tmp = tempfile::Builder::new()
-        .prefix(".embed-transplant-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    let result = (|| {
-        if let Some(len) = reserve_len {
-            reserve(tmp.as_file(), len)?;
-        }
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
-        body(&mut w)?;
-        w.flush()?;
-        drop(w);
-        tmp.as_file().sync_all()
-    })();
-    if let Err(e) = result {
-        // `tmp` is removed when dropped.
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            return Err(Error::Interrupted);
-        }
-        return Err(Error::io(path, e));
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
     }
-    set_readable(tmp.path());
-    let persisted = if force {
-        tmp.persist(path).map_err(|e| e.error)
-    } else {
-        tmp.persist_noclobber(path).map_err(|e| e.error)
-    };
-    persisted.map_err(|e| Error::io(path, e))?;
-    Ok(())
+
+    /// Writes one file: `body` streams its bytes (space for `reserve_len` bytes is reserved first,
+    /// so a full disk shows at once); the temp file is synced before it counts as written.
+    pub fn file(
+        &mut self,
+        target: &Target,
+        reserve_len: Option<u64>,
+        body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<()> {
+        target.check(&[])?;
+        let dir = parent_dir(&target.path);
+        let (tmp, registered) = cancel::register_new(|| {
+            let t = tempfile::Builder::new()
+                .prefix(".embed-transplant-")
+                .suffix(".tmp")
+                .tempfile_in(dir)?;
+            let p = t.path().to_path_buf();
+            Ok((t, p))
+        })
+        .map_err(|e| Error::io(dir, e))?;
+        let result = (|| {
+            if let Some(len) = reserve_len {
+                reserve(tmp.as_file(), len)?;
+            }
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+            body(&mut w)?;
+            w.flush()?;
+            drop(w);
+            tmp.as_file().sync_all()
+        })();
+        if let Err(e) = result {
+            return Err(Error::io(&target.path, e));
+        }
+        set_readable(tmp.path());
+        self.staged.push(Staged {
+            tmp: tmp.into_temp_path(),
+            target: target.clone(),
+            registered,
+        });
+        Ok(())
+    }
+
+    /// A JSON document as a file.
+    pub fn json<T: serde::Serialize>(&mut self, target: &Target, value: &T) -> Result<()> {
+        self.file(target, None, |w| {
+            serde_json::to_writer_pretty(&mut *w, value)?;
+            w.write_all(b"\n")
+        })
+    }
+
+    /// Several tensors as one safetensors file.
+    pub fn tensors(
+        &mut self,
+        target: &Target,
+        tensors: &[TensorOut<'_>],
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        for t in tensors {
+            let want = t.shape.iter().product::<usize>() * t.dtype.size();
+            if t.data.len() != want {
+                return Err(Error::Invalid(format!(
+                    "tensor `{}`: {} bytes for shape {:?} {:?}",
+                    t.name,
+                    t.data.len(),
+                    t.shape,
+                    t.dtype
+                )));
+            }
+        }
+        self.file(target, None, |w| {
+            w.write_all(&header_for(tensors, metadata))?;
+            for t in tensors {
+                w.write_all(t.data)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One tensor `weight` of `shape` whose bytes `fill` streams into the writer it is given
+    /// (block by block: the matrix need not exist in memory whole). A short or long stream is an
+    /// error, not a bad file.
+    pub fn matrix(
+        &mut self,
+        target: &Target,
+        dtype: DType,
+        shape: [usize; 2],
+        metadata: &BTreeMap<String, String>,
+        fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let nbytes = shape[0]
+            .checked_mul(shape[1])
+            .and_then(|n| n.checked_mul(dtype.size()))
+            .ok_or_else(|| Error::Invalid(format!("a matrix of {shape:?} is too large")))?;
+        let empty: [u8; 0] = [];
+        let head = header_for(
+            &[TensorOut {
+                name: "weight",
+                dtype,
+                shape: shape.to_vec(),
+                data: &empty,
+            }],
+            metadata,
+        );
+        let total = (head.len() + nbytes) as u64;
+        self.file(target, Some(total), |w| {
+            w.write_all(&head)?;
+            let mut counted = Counted {
+                inner: w,
+                n: 0,
+                pause: test_pause(),
+            };
+            fill(&mut counted)?;
+            if counted.n != nbytes as u64 {
+                return Err(std::io::Error::other(format!(
+                    "wrote {} bytes of tensor data, expected {nbytes}",
+                    counted.n
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    /// Renames every written file into place, all under the cancellation lock. If a rename fails,
+    /// the files this batch already put in place are removed again (files they replaced with
+    /// --force are gone: that is what --force asked for).
+    pub fn commit(self) -> Result<()> {
+        let mut regs = Vec::new();
+        let mut staged = Vec::new();
+        for s in self.staged {
+            regs.push(s.registered);
+            staged.push((s.tmp, s.target));
+        }
+        let res = cancel::commit(|temps| {
+            let mut done: Vec<PathBuf> = Vec::new();
+            for (tmp, target) in staged {
+                let tmp_path = tmp.to_path_buf();
+                let res = if target.force {
+                    tmp.persist(&target.path).map_err(|e| e.error)
+                } else {
+                    tmp.persist_noclobber(&target.path).map_err(|e| e.error)
+                };
+                temps.retain(|p| *p != tmp_path);
+                if let Err(e) = res {
+                    for d in &done {
+                        let _ = std::fs::remove_file(d);
+                    }
+                    let e = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        Error::file(&target.path, "exists; pass --force to replace it")
+                    } else {
+                        Error::io(&target.path, e)
+                    };
+                    return Err(e);
+                }
+                done.push(target.path.clone());
+            }
+            Ok(())
+        });
+        drop(regs);
+        res
+    }
+}
+
+/// Counts bytes written.
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    n: u64,
+    pause: Option<std::time::Duration>,
+}
+
+/// A test hook: `EMBED_TRANSPLANT_TEST_WRITE_PAUSE_MS=N` makes the matrix writer wait N ms after
+/// each block, so that signal tests can land mid-write deterministically.
+fn test_pause() -> Option<std::time::Duration> {
+    std::env::var("EMBED_TRANSPLANT_TEST_WRITE_PAUSE_MS")
+        .ok()?
+        .parse()
+        .ok()
+        .map(std::time::Duration::from_millis)
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_all(buf)?;
+        self.n += buf.len() as u64;
+        if let Some(p) = self.pause {
+            self.inner.flush()?;
+            std::thread::sleep(p);
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Sets the file's length, with its blocks allocated where the filesystem can. `fallocate(2)`,
+/// not glibc's `posix_fallocate`, which on filesystems without it writes zeros through the whole
+/// length (doubling the write); there we fall back to a sparse length on purpose.
+fn reserve(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        let len = libc::off_t::try_from(len)
+            .map_err(|_| std::io::Error::other("output larger than the filesystem allows"))?;
+        // SAFETY: a plain syscall on a file descriptor we own.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => {}
+            _ => return Err(err),
+        }
+    }
+    file.set_len(len)
 }
 
 // tempfile creates files 0600; an output file should be as readable as any other the user makes.
@@ -327,51 +430,99 @@ mod tests {
         assert!(json.find("\"a\"").unwrap() < json.find("\"z\"").unwrap());
     }
 
-    /// INTERRUPTED is process-wide: tests that depend on it run one at a time.
-    static FLAG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    #[test]
-    fn ctrl_c_during_write_leaves_no_file() {
-        let _g = FLAG.lock().unwrap_or_else(|p| p.into_inner());
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out.safetensors");
-        INTERRUPTED.store(true, Ordering::SeqCst);
-        let err = write_safetensors(&out, DType::F32, [1, 1], &[0; 4], &BTreeMap::new(), false);
-        INTERRUPTED.store(false, Ordering::SeqCst);
-        assert!(matches!(err, Err(Error::Interrupted)), "{err:?}");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    fn write_one(path: &Path, force: bool, data: &[u8]) -> Result<()> {
+        let mut b = Batch::new();
+        b.file(&Target::new(path, force, "--output"), None, |w| {
+            w.write_all(data)
+        })?;
+        b.commit()
     }
 
     #[test]
     fn failing_writer_leaves_nothing() {
-        let _g = FLAG.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.safetensors");
-        let err = write_with(&out, false, |w| {
-            w.write_all(b"partial")?;
-            Err(std::io::Error::other("disk full"))
-        })
-        .unwrap_err();
+        let mut b = Batch::new();
+        let err = b
+            .file(&Target::new(&out, false, "--output"), None, |w| {
+                w.write_all(b"partial")?;
+                Err(std::io::Error::other("disk full"))
+            })
+            .unwrap_err();
         assert!(err.to_string().contains("disk full"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
-    fn streamed_writer_matches_the_in_memory_writer() {
+    fn a_batch_appears_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let mut batch = Batch::new();
+        batch
+            .file(&Target::new(&a, false, "--output"), None, |w| {
+                w.write_all(b"a")
+            })
+            .unwrap();
+        assert!(!a.exists(), "nothing appears before the commit");
+        let err = batch.file(&Target::new(&b, false, "--report"), None, |_| {
+            Err(std::io::Error::other("no space"))
+        });
+        assert!(err.is_err());
+        drop(batch);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let mut batch = Batch::new();
+        for p in [&a, &b] {
+            batch
+                .file(&Target::new(p, false, "--output"), None, |w| {
+                    w.write_all(b"x")
+                })
+                .unwrap();
+        }
+        batch.commit().unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"x");
+        assert_eq!(std::fs::read(&b).unwrap(), b"x");
+    }
+
+    #[test]
+    fn streamed_matrix_matches_the_in_memory_tensors() {
         let dir = tempfile::tempdir().unwrap();
         let mut meta = BTreeMap::new();
         meta.insert("k".to_string(), "v".to_string());
         let data: Vec<u8> = (0..24u8).collect();
         let a = dir.path().join("a.safetensors");
         let b = dir.path().join("b.safetensors");
-        write_safetensors(&a, DType::F32, [2, 3], &data, &meta, false).unwrap();
-        write_matrix_with(&b, DType::F32, [2, 3], &meta, false, |w| w.write_all(&data)).unwrap();
+        let mut batch = Batch::new();
+        let t = TensorOut {
+            name: "weight",
+            dtype: DType::F32,
+            shape: vec![2, 3],
+            data: &data,
+        };
+        batch
+            .tensors(&Target::new(&a, false, "--output"), &[t], &meta)
+            .unwrap();
+        batch
+            .matrix(
+                &Target::new(&b, false, "--output"),
+                DType::F32,
+                [2, 3],
+                &meta,
+                |w| w.write_all(&data),
+            )
+            .unwrap();
+        batch.commit().unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
         let short = dir.path().join("c.safetensors");
-        let err = write_matrix_with(&short, DType::F32, [2, 3], &meta, false, |w| {
-            w.write_all(&data[..20])
-        });
+        let mut batch = Batch::new();
+        let err = batch.matrix(
+            &Target::new(&short, false, "--output"),
+            DType::F32,
+            [2, 3],
+            &meta,
+            |w| w.write_all(&data[..20]),
+        );
         assert!(err.unwrap_err().to_string().contains("expected 24"));
+        drop(batch);
         assert!(!short.exists());
     }
 
@@ -380,10 +531,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.safetensors");
         std::fs::write(&out, b"old").unwrap();
-        let err = write_with(&out, false, |w| w.write_all(b"new")).unwrap_err();
-        assert!(err.to_string().contains("--force"), "{err}");
+        let err = write_one(&out, false, b"new").unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("exists; pass --force to replace it"),
+            "{err}"
+        );
         assert_eq!(std::fs::read(&out).unwrap(), b"old");
-        write_with(&out, true, |w| w.write_all(b"new")).unwrap();
+        write_one(&out, true, b"new").unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"new");
+    }
+
+    #[test]
+    fn inputs_and_special_files_are_never_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("vocab.txt");
+        std::fs::write(&input, b"a\n").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&input, &link).unwrap();
+        for p in [&input, &link] {
+            let err = Target::new(p, true, "--report")
+                .check(std::slice::from_ref(&input))
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("names an input of this run"),
+                "{err}"
+            );
+        }
+        let err = Target::new(Path::new("/dev/null"), true, "--report")
+            .check(&[])
+            .unwrap_err();
+        assert!(err.to_string().contains("special file"), "{err}");
+        let err = Target::new(Path::new("-"), true, "--output")
+            .check(&[])
+            .unwrap_err();
+        assert!(matches!(err, Error::Usage(_)), "{err}");
     }
 }

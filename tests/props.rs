@@ -7,7 +7,7 @@
 //! (as is, upper-cased, full-width, with `##` toggled) and from fresh tokens, duplicates allowed.
 
 use embed_transplant::align::{self, BuildOptions, Fill, Matrix, RowSource};
-use embed_transplant::checkpoint::DType;
+use embed_transplant::dtype::DType;
 use embed_transplant::matching::{self, Method, SourceTokenizer};
 use embed_transplant::vocab::{self, SourceVocab};
 use proptest::prelude::*;
@@ -218,7 +218,15 @@ fn load_source(tokens: &[String]) -> (tempfile::TempDir, SourceVocab) {
     (dir, src)
 }
 
-fn build(c: &Case, rows: &[RowSource], src: &SourceVocab) -> align::Built {
+/// The built matrix and what the builder noticed.
+struct Built {
+    data: Vec<u8>,
+    stats: align::BuildStats,
+    rows: usize,
+    cols: usize,
+}
+
+fn build(c: &Case, rows: &[RowSource], src: &SourceVocab) -> Built {
     let m = Matrix {
         dtype: c.dtype,
         rows: c.src_tokens.len() + c.extra_rows,
@@ -232,7 +240,18 @@ fn build(c: &Case, rows: &[RowSource], src: &SourceVocab) -> align::Built {
         calibrate_norm: c.calibrate,
         vocab_rows: src.size,
     };
-    align::build(rows, m, &opts)
+    let mut data = Vec::new();
+    let stats = align::build_blocks(rows, m, &opts, |b| {
+        data.extend_from_slice(b);
+        Ok(())
+    })
+    .unwrap();
+    Built {
+        data,
+        stats,
+        rows: rows.len(),
+        cols: c.cols,
+    }
 }
 
 fn config() -> ProptestConfig {
@@ -262,11 +281,11 @@ proptest! {
             prop_assert_eq!(src.ids.get(t), Some(&(i as u32)), "token {:?}", t);
         }
         let tok = SourceTokenizer::from_wordpiece_vocab(&src, c.lowercase).unwrap();
-        let plan = matching::plan(&c.target, &src, Some(&tok), c.compose, "random").unwrap();
+        let plan = matching::plan(&c.target, &src, Some(&tok), c.compose);
         prop_assert_eq!(plan.rows.len(), c.target.len());
-        prop_assert_eq!(plan.methods.len(), c.target.len());
+        let sources = plan.sources();
 
-        let built = build(&c, &plan.rows, &src);
+        let built = build(&c, &sources, &src);
         let w = c.cols * c.dtype.size();
         prop_assert_eq!(built.rows, c.target.len());
         prop_assert_eq!(built.cols, c.cols);
@@ -277,12 +296,8 @@ proptest! {
 
         // exact, normalized, continuation, decoded, composed, fill
         let mut counts = [0usize; 6];
-        for (i, (t, (m, r))) in c
-            .target
-            .iter()
-            .zip(plan.methods.iter().zip(&plan.rows))
-            .enumerate()
-        {
+        for (i, (t, row)) in c.target.iter().zip(&plan.rows).enumerate() {
+            let (m, r) = (&row.method, &row.source);
             counts[match m {
                 Method::Exact => 0,
                 Method::Normalized => 1,
@@ -294,20 +309,22 @@ proptest! {
             // A token of the source vocabulary is always an exact copy of its own row.
             if let Some(&id) = src.ids.get(t) {
                 prop_assert_eq!(*m, Method::Exact, "row {} {:?}", i, t);
-                prop_assert_eq!(r, &RowSource::Exact(id));
+                prop_assert_eq!(r, &RowSource::Copy(id));
             }
             match m {
                 Method::Exact => {
                     let id = src.ids[t];
-                    prop_assert_eq!(r, &RowSource::Exact(id));
+                    prop_assert_eq!(r, &RowSource::Copy(id));
+                    prop_assert!(row.pieces.is_empty());
                     prop_assert_eq!(out_row(i), src_row(id as usize), "row {} {:?}", i, t);
                 }
                 Method::Normalized | Method::Continuation => {
-                    let RowSource::Normalized(id) = *r else {
+                    let RowSource::Copy(id) = *r else {
                         return Err(TestCaseError::fail(format!("row {i} {t:?}: {m:?} but {r:?}")));
                     };
                     prop_assert!((id as usize) < src.size);
                     prop_assert_ne!(c.src_tokens[id as usize].as_str(), t.as_str());
+                    prop_assert_eq!(&row.pieces, &vec![c.src_tokens[id as usize].clone()]);
                     prop_assert_eq!(out_row(i), src_row(id as usize), "row {} {:?}", i, t);
                     prop_assert!(src_rows.contains(out_row(i)));
                 }
@@ -318,6 +335,7 @@ proptest! {
                     };
                     prop_assert!(!ids.is_empty());
                     prop_assert!(ids.iter().all(|&id| (id as usize) < src.size));
+                    prop_assert_eq!(row.pieces.len(), ids.len());
                     if !c.calibrate {
                         // The mean of the pieces, summed in f32 in piece order.
                         let mut acc = vec![0f32; c.cols];
@@ -339,28 +357,28 @@ proptest! {
             }
         }
         prop_assert_eq!(counts.iter().sum::<usize>(), c.target.len());
-        prop_assert_eq!(counts[0] + plan.notes.len(), c.target.len());
         // A note for every row that is not an exact copy, in order, naming its line and token.
+        let notes = embed_transplant::report::notes(&c.target, &plan, "random");
+        prop_assert_eq!(counts[0] + notes.len(), c.target.len());
         let non_exact: Vec<(usize, &String)> = c
             .target
             .iter()
             .enumerate()
-            .filter(|(i, _)| plan.methods[*i] != Method::Exact)
+            .filter(|(i, _)| plan.rows[*i].method != Method::Exact)
             .map(|(i, t)| (i + 1, t))
             .collect();
-        let noted: Vec<(usize, &String)> = plan.notes.iter().map(|n| (n.line, &n.token)).collect();
+        let noted: Vec<(usize, &String)> = notes.iter().map(|n| (n.line, &n.token)).collect();
         prop_assert_eq!(noted, non_exact);
 
         // Same inputs and seed: the same plan and the same bytes, whatever the thread count.
-        let plan2 = matching::plan(&c.target, &src, Some(&tok), c.compose, "random").unwrap();
+        let plan2 = matching::plan(&c.target, &src, Some(&tok), c.compose);
         prop_assert_eq!(&plan2.rows, &plan.rows);
-        prop_assert_eq!(&plan2.methods, &plan.methods);
-        let again = build(&c, &plan.rows, &src);
+        let again = build(&c, &sources, &src);
         prop_assert!(again.data == built.data, "second build differs");
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let single = pool.install(|| build(&c, &plan.rows, &src));
+        let single = pool.install(|| build(&c, &sources, &src));
         prop_assert!(single.data == built.data, "single-threaded build differs");
-        prop_assert_eq!(single.stats.nonfinite_rows, built.stats.nonfinite_rows);
+        prop_assert_eq!(single.stats.overflow_rows, built.stats.overflow_rows);
     }
 
     /// Without a tokenizer (no compose) the matcher still copies exact tokens bit for bit, and a
@@ -368,15 +386,16 @@ proptest! {
     #[test]
     fn plan_without_tokenizer(c in case(), other_seed in any::<u64>()) {
         let (_dir, src) = load_source(&c.src_tokens);
-        let plan = matching::plan(&c.target, &src, None, c.compose, "random").unwrap();
+        let plan = matching::plan(&c.target, &src, None, c.compose);
         prop_assert_eq!(plan.rows.len(), c.target.len());
-        prop_assert!(plan.methods.iter().all(|m| *m != Method::Composed && *m != Method::Decoded));
-        let built = build(&c, &plan.rows, &src);
-        let reseeded = build(&Case { seed: other_seed, ..c.clone() }, &plan.rows, &src);
+        prop_assert!(plan.rows.iter().all(|r| r.method != Method::Composed && r.method != Method::Decoded));
+        let sources = plan.sources();
+        let built = build(&c, &sources, &src);
+        let reseeded = build(&Case { seed: other_seed, ..c.clone() }, &sources, &src);
         let w = c.cols * c.dtype.size();
-        for (i, r) in plan.rows.iter().enumerate() {
+        for (i, r) in sources.iter().enumerate() {
             let row = &built.data[i * w..(i + 1) * w];
-            if let RowSource::Exact(id) | RowSource::Normalized(id) = r {
+            if let RowSource::Copy(id) = r {
                 prop_assert_eq!(row, &c.matrix[*id as usize * w..(*id as usize + 1) * w]);
                 prop_assert_eq!(row, &reseeded.data[i * w..(i + 1) * w]);
             }

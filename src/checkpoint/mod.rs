@@ -5,113 +5,11 @@ pub mod names;
 pub mod pickle;
 mod pickle_guard;
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use names::Candidate;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// The float types an embedding may come in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DType {
-    F32,
-    F16,
-    BF16,
-    F64,
-}
-
-impl DType {
-    pub fn size(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F16 | DType::BF16 => 2,
-            DType::F64 => 8,
-        }
-    }
-
-    /// The name safetensors headers use.
-    pub fn safetensors_name(self) -> &'static str {
-        match self {
-            DType::F32 => "F32",
-            DType::F16 => "F16",
-            DType::BF16 => "BF16",
-            DType::F64 => "F64",
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-            DType::BF16 => "bf16",
-            DType::F64 => "f64",
-        }
-    }
-
-    fn from_safetensors(d: safetensors::Dtype) -> Option<Self> {
-        match d {
-            safetensors::Dtype::F32 => Some(DType::F32),
-            safetensors::Dtype::F16 => Some(DType::F16),
-            safetensors::Dtype::BF16 => Some(DType::BF16),
-            safetensors::Dtype::F64 => Some(DType::F64),
-            _ => None,
-        }
-    }
-
-    /// Decodes little-endian elements into f32 (f64 is narrowed).
-    pub fn decode(self, bytes: &[u8], out: &mut [f32]) {
-        match self {
-            DType::F32 => {
-                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                }
-            }
-            DType::F16 => {
-                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-                }
-            }
-            DType::BF16 => {
-                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *o = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
-                }
-            }
-            DType::F64 => {
-                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(b);
-                    *o = f64::from_le_bytes(a) as f32;
-                }
-            }
-        }
-    }
-
-    /// Encodes f32 values as little-endian elements of this type.
-    pub fn encode(self, values: &[f32], out: &mut [u8]) {
-        match self {
-            DType::F32 => {
-                for (v, o) in values.iter().zip(out.chunks_exact_mut(4)) {
-                    o.copy_from_slice(&v.to_le_bytes());
-                }
-            }
-            DType::F16 => {
-                for (v, o) in values.iter().zip(out.chunks_exact_mut(2)) {
-                    o.copy_from_slice(&half::f16::from_f32(*v).to_le_bytes());
-                }
-            }
-            DType::BF16 => {
-                for (v, o) in values.iter().zip(out.chunks_exact_mut(2)) {
-                    o.copy_from_slice(&half::bf16::from_f32(*v).to_le_bytes());
-                }
-            }
-            DType::F64 => {
-                for (v, o) in values.iter().zip(out.chunks_exact_mut(8)) {
-                    o.copy_from_slice(&(*v as f64).to_le_bytes());
-                }
-            }
-        }
-    }
-}
 
 /// Where a checkpoint's weights are.
 #[derive(Debug, Clone)]
@@ -199,7 +97,7 @@ pub struct Embedding {
 
 enum Data {
     Mapped {
-        map: memmap2::Mmap,
+        map: std::sync::Arc<memmap2::Mmap>,
         start: usize,
         len: usize,
     },
@@ -340,22 +238,19 @@ pub(crate) fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     if len == 0 {
         return Err(Error::file(path, "the file is empty"));
     }
-    // SAFETY: the map is read-only and private to this process. A checkpoint that another process
-    // truncates while we read it could fault; that is the accepted cost of not copying 400 MB files,
-    // the same trade candle and safetensors make.
+    // SAFETY: `Mmap::map` is a read-only MAP_SHARED mapping, so it is only as stable as the file.
+    // Hub cache files are written as `.part`, renamed into blobs/ and never modified afterwards,
+    // so they cannot change under us. A local file that another process rewrites while we run is
+    // the user's race: changed bytes show up in our reads (the output is then as wrong as the
+    // input became), and a truncation makes reads past the new end fault with SIGBUS. That is
+    // the accepted cost of not copying multi-GB checkpoints; candle and safetensors make the same
+    // trade.
     unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
 }
 
 /// The `__metadata__` of a safetensors file (empty when it has none).
 pub fn safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
-    let map = map_file(path)?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| st_error(path, e))?;
-    Ok(meta
-        .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect())
+    Ok(SafetensorsFile::open(path)?.metadata())
 }
 
 fn st_error(path: &Path, e: safetensors::SafeTensorError) -> Error {
@@ -406,34 +301,94 @@ fn entries_of(path: &Path, meta: &safetensors::tensor::Metadata) -> Vec<TensorEn
     out
 }
 
+/// A safetensors file mapped once: its metadata and any of its tensors, without reading it again.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    map: std::sync::Arc<memmap2::Mmap>,
+    header_len: usize,
+    meta: safetensors::tensor::Metadata,
+}
+
+impl SafetensorsFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let map = map_file(path)?;
+        let (n, meta) =
+            safetensors::SafeTensors::read_metadata(&map).map_err(|e| st_error(path, e))?;
+        Ok(SafetensorsFile {
+            path: path.to_path_buf(),
+            map: std::sync::Arc::new(map),
+            header_len: n,
+            meta,
+        })
+    }
+
+    /// The `__metadata__` (empty when there is none).
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        self.meta
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
+    }
+
+    fn info(&self, name: &str) -> Result<(&safetensors::tensor::TensorInfo, DType)> {
+        let info = self
+            .meta
+            .info(name)
+            .ok_or_else(|| Error::tensor(&self.path, name, "not in this file"))?;
+        let dtype = DType::from_safetensors(info.dtype).ok_or_else(|| {
+            Error::tensor(
+                &self.path,
+                name,
+                format!(
+                    "dtype {:?} is not a float type this tool reads (f32, f16, bf16, f64)",
+                    info.dtype
+                ),
+            )
+        })?;
+        Ok((info, dtype))
+    }
+
+    /// One 2-D float tensor, as a view of the map.
+    pub fn matrix(&self, name: &str) -> Result<Embedding> {
+        let (info, dtype) = self.info(name)?;
+        let (rows, cols) = matrix_shape(&self.path, name, &info.shape)?;
+        Ok(Embedding {
+            name: name.to_string(),
+            dtype,
+            rows,
+            cols,
+            file: self.path.clone(),
+            data: Data::Mapped {
+                map: self.map.clone(),
+                start: 8 + self.header_len + info.data_offsets.0,
+                len: info.data_offsets.1 - info.data_offsets.0,
+            },
+        })
+    }
+
+    /// One 1-D float tensor of `n` elements, as f32.
+    pub fn vector_f32(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        let (info, dtype) = self.info(name)?;
+        if info.shape != [n] {
+            return Err(Error::tensor(
+                &self.path,
+                name,
+                format!("expected shape [{n}], found {:?}", info.shape),
+            ));
+        }
+        let start = 8 + self.header_len + info.data_offsets.0;
+        let bytes = &self.map[start..start + (info.data_offsets.1 - info.data_offsets.0)];
+        let mut out = vec![0f32; n];
+        dtype.decode(bytes, &mut out);
+        Ok(out)
+    }
+}
+
 /// Reads one 2-D float tensor of a safetensors file (memory-mapped).
 pub fn load_safetensors(path: &Path, name: &str) -> Result<Embedding> {
-    let map = map_file(path)?;
-    let (n, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| st_error(path, e))?;
-    let info = meta
-        .info(name)
-        .ok_or_else(|| Error::tensor(path, name, "not in this file"))?;
-    let dtype = DType::from_safetensors(info.dtype).ok_or_else(|| {
-        Error::tensor(
-            path,
-            name,
-            format!(
-                "dtype {:?} is not a float type this tool reads (f32, f16, bf16, f64)",
-                info.dtype
-            ),
-        )
-    })?;
-    let (rows, cols) = matrix_shape(path, name, &info.shape)?;
-    let start = 8 + n + info.data_offsets.0;
-    let len = info.data_offsets.1 - info.data_offsets.0;
-    Ok(Embedding {
-        name: name.to_string(),
-        dtype,
-        rows,
-        cols,
-        file: path.to_path_buf(),
-        data: Data::Mapped { map, start, len },
-    })
+    SafetensorsFile::open(path)?.matrix(name)
 }
 
 fn list_pytorch(path: &Path) -> Result<Vec<TensorEntry>> {
@@ -478,9 +433,15 @@ fn load_pytorch(path: &Path, name: &str) -> Result<Embedding> {
     })
 }
 
-/// (rows, dim) of a 2-D shape; anything else is an error naming the tensor.
-fn matrix_shape(path: &Path, name: &str, shape: &[usize]) -> Result<(usize, usize)> {
+/// (rows, dim) of a 2-D shape with at least one row and one column; anything else is an error
+/// naming the tensor.
+pub fn matrix_shape(path: &Path, name: &str, shape: &[usize]) -> Result<(usize, usize)> {
     match shape {
+        [0, _] | [_, 0] => Err(Error::tensor(
+            path,
+            name,
+            format!("shape {shape:?} is empty: an embedding needs rows and columns"),
+        )),
         [r, c] => Ok((*r, *c)),
         _ => Err(Error::tensor(
             path,

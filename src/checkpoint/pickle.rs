@@ -2,7 +2,7 @@
 //! through candle's pickle reader, which builds plain objects and never executes pickle code.
 //! Only the embedding's storage bytes are read.
 
-use super::DType;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use candle_core::pickle::{Object, Stack};
 

@@ -1,9 +1,11 @@
 //! `embed-transplant evaluate`: accuracy and per-class precision/recall of a saved embedding + head.
 
 use crate::checkpoint;
-use crate::cli::EvaluateArgs;
+use crate::config::EvaluateConfig;
 use crate::error::{Error, Result};
-use crate::train::{self, data, Example, Model, Segmenter};
+use crate::labelled;
+use crate::output::Output;
+use crate::train::{self, Model, Segmenter};
 use candle_core::{Device, Tensor, Var};
 use serde::Serialize;
 
@@ -29,22 +31,39 @@ fn candle(e: candle_core::Error) -> Error {
     train::candle_error("evaluating", e)
 }
 
-pub fn run(args: &EvaluateArgs) -> Result<Evaluation> {
-    let (target, emb) = train::embedding_for_vocab(&args.embeddings, &args.vocab)?;
-    let w = checkpoint::load_safetensors(&args.head, "weight")?;
-    let meta = checkpoint::safetensors_metadata(&args.head)?;
+pub fn run(cfg: &EvaluateConfig, out: &Output) -> Result<Evaluation> {
+    let inp = super::labelled_input(
+        &cfg.embeddings,
+        &cfg.vocab,
+        cfg.ignore_vocab_mismatch,
+        cfg.allow_nonfinite,
+        out,
+    )?;
+    let (target, emb) = (inp.target, inp.emb);
+    let head = checkpoint::SafetensorsFile::open(&cfg.head)?;
+    let meta = head.metadata();
     let labels: Vec<String> = meta
         .get("labels")
         .and_then(|s| serde_json::from_str(s).ok())
         .ok_or_else(|| {
             Error::file(
-                &args.head,
-                "no `labels` metadata: not a head written by finetune --head",
+                &cfg.head,
+                "no readable `labels` metadata (a JSON list of strings): not a head written by finetune --head",
             )
         })?;
+    if labels.len() < 2 || labels_of_sorted(&labels) != labels.len() {
+        return Err(Error::file(
+            &cfg.head,
+            format!(
+                "metadata `labels` must name at least 2 distinct classes, found {}",
+                labels.len()
+            ),
+        ));
+    }
+    let w = head.matrix("weight")?;
     if w.rows != labels.len() || w.cols != emb.cols {
         return Err(Error::tensor(
-            &args.head,
+            &cfg.head,
             "weight",
             format!(
                 "shape [{}, {}] does not fit {} labels and dim {}",
@@ -55,7 +74,15 @@ pub fn run(args: &EvaluateArgs) -> Result<Evaluation> {
             ),
         ));
     }
-    let bias = read_bias(&args.head, labels.len())?;
+    super::check_finite(&w, cfg.allow_nonfinite, out)?;
+    let bias = head.vector_f32("bias", labels.len())?;
+    if bias.iter().any(|b| !b.is_finite()) && !cfg.allow_nonfinite {
+        return Err(Error::tensor(
+            &cfg.head,
+            "bias",
+            "holds NaN or infinity; pass --allow-nonfinite to use it anyway",
+        ));
+    }
     let dev = Device::Cpu;
     let model = Model {
         emb: Var::from_tensor(
@@ -67,26 +94,17 @@ pub fn run(args: &EvaluateArgs) -> Result<Evaluation> {
         b: Var::from_tensor(&Tensor::from_vec(bias, labels.len(), &dev).map_err(candle)?)
             .map_err(candle)?,
     };
-    let seg = Segmenter::new(&target.tokens, &args.unk_token);
-    let examples: Vec<Example> = data::read_tsv(&args.data)?
-        .into_iter()
-        .map(|(line, label, text)| {
-            let label = labels
-                .iter()
-                .position(|l| *l == label)
-                .ok_or_else(|| Error::Line {
-                    path: args.data.display().to_string(),
-                    line,
-                    msg: format!("label `{label}` is not one of the head's labels {labels:?}"),
-                })?;
-            Ok(Example {
-                label,
-                ids: seg.segment(&text, args.max_len),
-            })
-        })
-        .collect::<Result<_>>()?;
+    let seg = Segmenter::new(&target.tokens, &cfg.unk_token);
+    let examples = labelled::examples(
+        &cfg.data,
+        &labelled::read_tsv(&cfg.data)?,
+        &labels,
+        &seg,
+        cfg.max_len,
+        "is not one of the head's labels",
+    )?;
     let (loss, accuracy, preds) =
-        train::evaluate(&model, &examples, args.batch_size).map_err(candle)?;
+        train::evaluate(&model, &examples, cfg.batch_size).map_err(candle)?;
     let classes = labels
         .iter()
         .enumerate()
@@ -123,7 +141,7 @@ pub fn run(args: &EvaluateArgs) -> Result<Evaluation> {
         })
         .collect();
     Ok(Evaluation {
-        data: args.data.display().to_string(),
+        data: cfg.data.display().to_string(),
         examples: examples.len(),
         loss,
         accuracy,
@@ -131,25 +149,12 @@ pub fn run(args: &EvaluateArgs) -> Result<Evaluation> {
     })
 }
 
-/// The head's 1-D `bias`.
-fn read_bias(path: &std::path::Path, n: usize) -> Result<Vec<f32>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
-    let t = st
-        .tensor("bias")
-        .map_err(|_| Error::tensor(path, "bias", "missing"))?;
-    if t.dtype() != safetensors::Dtype::F32 || t.shape() != [n] {
-        return Err(Error::tensor(
-            path,
-            "bias",
-            format!("expected F32 [{n}], found {:?} {:?}", t.dtype(), t.shape()),
-        ));
-    }
-    Ok(t.data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+/// How many distinct labels there are.
+fn labels_of_sorted(labels: &[String]) -> usize {
+    let mut v: Vec<&String> = labels.iter().collect();
+    v.sort();
+    v.dedup();
+    v.len()
 }
 
 /// The human table.

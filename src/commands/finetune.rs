@@ -1,16 +1,16 @@
 //! `embed-transplant finetune`: train the transplanted embedding with a linear classifier on
-//! labelled text, keep the best epoch, write the embedding (and the head).
+//! labelled text, keep the best epoch, stage the embedding (and the head).
 
-use crate::checkpoint::{self, DType};
-use crate::cli::{FinetuneArgs, OptimizerArg};
+use super::Staged;
+use crate::config::FinetuneConfig;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::labelled;
 use crate::output::Output;
 use crate::report;
-use crate::train::{
-    self, data, EpochMetrics, Example, Model, OptimizerKind, Segmenter, TrainOptions,
-};
+use crate::train::{self, EpochMetrics, Model, Segmenter, TrainOptions};
 use crate::vocab;
-use crate::writer::{self, TensorOut};
+use crate::writer::{Batch, TensorOut};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -42,88 +42,63 @@ fn candle(e: candle_core::Error) -> Error {
     train::candle_error("training", e)
 }
 
-/// Reads a TSV and maps labels (known labels only, unless `labels` is being built).
-fn load_set(
-    path: &Path,
-    seg: &Segmenter,
-    labels: &[String],
-    max_len: usize,
-) -> Result<Vec<Example>> {
-    data::read_tsv(path)?
-        .into_iter()
-        .map(|(line, label, text)| {
-            let label = labels
-                .iter()
-                .position(|l| *l == label)
-                .ok_or_else(|| Error::Line {
-                    path: path.display().to_string(),
-                    line,
-                    msg: format!("label `{label}` does not occur in the training data"),
-                })?;
-            Ok(Example {
-                label,
-                ids: seg.segment(&text, max_len),
-            })
-        })
-        .collect()
-}
-
-pub fn run(args: &FinetuneArgs, out: &Output, tty: bool) -> Result<FinetuneReport> {
+pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>> {
     let start = std::time::Instant::now();
-    if args.epochs == 0 || args.batch_size == 0 || args.max_len == 0 {
-        return Err(Error::Usage(
-            "--epochs, --batch-size and --max-len must be at least 1".into(),
-        ));
-    }
-    if !(args.lr.is_finite() && args.lr > 0.0) {
-        return Err(Error::Usage("--lr must be a positive number".into()));
-    }
-    writer::check_target(&args.output, args.force)?;
-    if let Some(h) = &args.head {
-        if h == &args.output {
-            return Err(Error::Usage(
-                "--head and --output name the same file".into(),
-            ));
-        }
-        writer::check_target(h, args.force)?;
-    }
-    let (target, emb) = train::embedding_for_vocab(&args.embeddings, &args.vocab)?;
-    let in_meta = checkpoint::safetensors_metadata(&args.embeddings)?;
-    let frozen_rows = if args.freeze_copied {
-        let rows = in_meta
-            .get("copied_rows")
-            .and_then(|s| report::parse_ranges(s))
-            .ok_or_else(|| {
-                Error::file(
-                    &args.embeddings,
-                    "--freeze-copied needs the transplant's `copied_rows` metadata, which this file lacks",
-                )
-            })?;
-        Some(rows)
+    let inp = super::labelled_input(
+        &cfg.embeddings,
+        &cfg.vocab,
+        cfg.ignore_vocab_mismatch,
+        cfg.allow_nonfinite,
+        out,
+    )?;
+    let (target, emb, in_meta) = (inp.target, inp.emb, inp.meta);
+    let frozen_rows = if cfg.freeze_copied {
+        let text = in_meta.get("copied_rows").ok_or_else(|| {
+            Error::file(
+                &cfg.embeddings,
+                "--freeze-copied needs the transplant's `copied_rows` metadata, which this file lacks",
+            )
+        })?;
+        let mask = report::parse_ranges(text, emb.rows).map_err(|msg| {
+            Error::file(&cfg.embeddings, format!("metadata `copied_rows`: {msg}"))
+        })?;
+        Some(mask)
     } else {
         None
     };
 
-    let seg = Segmenter::new(&target.tokens, &args.unk_token);
-    let raw = data::read_tsv(&args.train)?;
-    let mut labels: Vec<String> = raw.iter().map(|(_, l, _)| l.clone()).collect();
-    labels.sort();
-    labels.dedup();
+    let seg = Segmenter::new(&target.tokens, &cfg.unk_token);
+    let raw = labelled::read_tsv(&cfg.train)?;
+    let labels = labelled::labels_of(&raw);
     if labels.len() < 2 {
         return Err(Error::file(
-            &args.train,
+            &cfg.train,
             format!("needs at least 2 classes, found {}", labels.len()),
         ));
     }
-    let train_set = load_set(&args.train, &seg, &labels, args.max_len)?;
-    let valid_set = match &args.valid {
-        Some(p) => Some(load_set(p, &seg, &labels, args.max_len)?),
-        None => None,
+    let not_in_train = "does not occur in the training data";
+    let train_set = labelled::examples(&cfg.train, &raw, &labels, &seg, cfg.max_len, not_in_train)?;
+    drop(raw);
+    let load = |p: &Path| -> Result<Vec<train::Example>> {
+        labelled::examples(
+            p,
+            &labelled::read_tsv(p)?,
+            &labels,
+            &seg,
+            cfg.max_len,
+            not_in_train,
+        )
     };
-    let test_set = match &args.test {
-        Some(p) => Some(load_set(p, &seg, &labels, args.max_len)?),
-        None => None,
-    };
+    let valid_set = cfg.valid.as_deref().map(load).transpose()?;
+    let test_set = cfg.test.as_deref().map(load).transpose()?;
+    let empty = train_set.iter().filter(|e| e.ids.is_empty()).count();
+    if empty > 0 {
+        out.warn(&format!(
+            "{}: {empty} training line(s) yield no token of {} (they pool to zeros)",
+            cfg.train.display(),
+            target.origin
+        ));
+    }
     let total: usize = train_set.iter().map(|e| e.ids.len()).sum();
     let unknown = seg
         .unk()
@@ -138,30 +113,24 @@ pub fn run(args: &FinetuneArgs, out: &Output, tty: bool) -> Result<FinetuneRepor
     let unknown_token_rate = unknown as f64 / total.max(1) as f64;
 
     let e = Tensor::from_vec(emb.to_f32(), (emb.rows, emb.cols), &Device::Cpu).map_err(candle)?;
-    let model = Model::new(e, labels.len(), args.seed).map_err(candle)?;
+    let model = Model::new(e, labels.len(), cfg.seed).map_err(candle)?;
+    let frozen_count = frozen_rows
+        .as_ref()
+        .map(|m| m.iter().filter(|f| **f).count())
+        .unwrap_or(0);
     let opts = TrainOptions {
-        epochs: args.epochs,
-        lr: args.lr,
-        batch_size: args.batch_size,
-        optimizer: match args.optimizer {
-            OptimizerArg::Adam => OptimizerKind::Adam,
-            OptimizerArg::Sgd => OptimizerKind::Sgd,
-        },
-        seed: args.seed,
-        freeze_embeddings: args.freeze_embeddings,
-        frozen_rows: frozen_rows.clone(),
+        epochs: cfg.epochs,
+        lr: cfg.lr,
+        batch_size: cfg.batch_size,
+        optimizer: cfg.optimizer,
+        seed: cfg.seed,
+        freeze_embeddings: cfg.freeze_embeddings,
+        frozen_rows,
     };
-    let bar = (tty && !args.quiet).then(|| {
-        let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} batches",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
-    let epochs = args.epochs;
+    let bar = cfg
+        .progress
+        .then(|| out.progress_bar("epoch {prefix} [{bar:30}] {pos}/{len} batches"));
+    let epochs = cfg.epochs;
     let mut on_batch = |epoch: usize, done: usize, total: usize| {
         if let Some(b) = &bar {
             b.set_prefix(format!("{epoch}/{epochs}"));
@@ -180,7 +149,7 @@ pub fn run(args: &FinetuneArgs, out: &Output, tty: bool) -> Result<FinetuneRepor
         let line = format!(
             "epoch {}/{}: train loss {:.4} acc {:.2}%{valid} ({:.2}s)",
             m.epoch,
-            args.epochs,
+            cfg.epochs,
             m.train_loss,
             100.0 * m.train_accuracy,
             m.seconds
@@ -202,10 +171,9 @@ pub fn run(args: &FinetuneArgs, out: &Output, tty: bool) -> Result<FinetuneRepor
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    writer::check_interrupted()?;
     let (test_loss, test_accuracy) = match &test_set {
         Some(t) => {
-            let (l, a, _) = train::evaluate(&model, t, args.batch_size).map_err(candle)?;
+            let (l, a, _) = train::evaluate(&model, t, cfg.batch_size).map_err(candle)?;
             (Some(l), Some(a))
         }
         None => (None, None),
@@ -226,26 +194,26 @@ pub fn run(args: &FinetuneArgs, out: &Output, tty: bool) -> Result<FinetuneRepor
     put("format", "pt".into());
     put("dtype", "f32".into());
     put("finetuned", "true".into());
-    put("finetune_train", args.train.display().to_string());
-    put("finetune_train_sha256", file_sha256(&args.train)?);
+    put("finetune_train", cfg.train.display().to_string());
+    put("finetune_train_sha256", file_sha256(&cfg.train)?);
     put(
         "finetune_labels",
         serde_json::to_string(&labels).unwrap_or_default(),
     );
-    put("finetune_epochs", args.epochs.to_string());
+    put("finetune_epochs", cfg.epochs.to_string());
     put("finetune_best_epoch", best_epoch.to_string());
-    put("finetune_lr", args.lr.to_string());
-    put("finetune_batch_size", args.batch_size.to_string());
+    put("finetune_lr", cfg.lr.to_string());
+    put("finetune_batch_size", cfg.batch_size.to_string());
     put(
         "finetune_optimizer",
         format!("{:?}", opts.optimizer).to_lowercase(),
     );
-    put("finetune_seed", args.seed.to_string());
+    put("finetune_seed", cfg.seed.to_string());
     put(
         "finetune_frozen",
-        if args.freeze_embeddings {
+        if cfg.freeze_embeddings {
             "embeddings".into()
-        } else if args.freeze_copied {
+        } else if cfg.freeze_copied {
             "copied_rows".into()
         } else {
             "none".into()
@@ -261,8 +229,9 @@ pub fn run(args: &FinetuneArgs, out: &Output, tty: bool) -> Result<FinetuneRepor
         "tool",
         format!("embed-transplant {}", env!("CARGO_PKG_VERSION")),
     );
-    writer::write_tensors(
-        &args.output,
+    let mut batch = Batch::new();
+    batch.tensors(
+        &cfg.output,
         &[TensorOut {
             name: "weight",
             dtype: DType::F32,
@@ -270,9 +239,8 @@ pub fn run(args: &FinetuneArgs, out: &Output, tty: bool) -> Result<FinetuneRepor
             data: &e_bytes,
         }],
         &meta,
-        args.force,
     )?;
-    if let Some(h) = &args.head {
+    if let Some(h) = &cfg.head {
         let w = to_bytes(model.w.as_tensor())?;
         let b = to_bytes(model.b.as_tensor())?;
         let mut hm = BTreeMap::new();
@@ -281,8 +249,11 @@ pub fn run(args: &FinetuneArgs, out: &Output, tty: bool) -> Result<FinetuneRepor
             "labels".to_string(),
             serde_json::to_string(&labels).unwrap_or_default(),
         );
-        hm.insert("embeddings".to_string(), args.output.display().to_string());
-        writer::write_tensors(
+        hm.insert(
+            "embeddings".to_string(),
+            cfg.output.path.display().to_string(),
+        );
+        batch.tensors(
             h,
             &[
                 TensorOut {
@@ -299,12 +270,11 @@ pub fn run(args: &FinetuneArgs, out: &Output, tty: bool) -> Result<FinetuneRepor
                 },
             ],
             &hm,
-            args.force,
         )?;
     }
-    Ok(FinetuneReport {
-        output: args.output.display().to_string(),
-        head: args.head.as_ref().map(|h| h.display().to_string()),
+    let report = FinetuneReport {
+        output: cfg.output.path.display().to_string(),
+        head: cfg.head.as_ref().map(|h| h.path.display().to_string()),
         labels,
         train_examples: train_set.len(),
         valid_examples: valid_set.as_ref().map(Vec::len),
@@ -313,12 +283,13 @@ pub fn run(args: &FinetuneArgs, out: &Output, tty: bool) -> Result<FinetuneRepor
         best_epoch,
         test_loss,
         test_accuracy,
-        frozen_rows: frozen_rows.map(|r| r.len()).unwrap_or(0),
+        frozen_rows: frozen_count,
         unknown_token_rate,
         mean_tokens: total as f64 / train_set.len().max(1) as f64,
-        batches_per_epoch: train_set.len().div_ceil(args.batch_size),
+        batches_per_epoch: train_set.len().div_ceil(cfg.batch_size),
         seconds: start.elapsed().as_secs_f64(),
-    })
+    };
+    Ok(Staged { report, batch })
 }
 
 fn file_sha256(path: &Path) -> Result<String> {

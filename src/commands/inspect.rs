@@ -1,11 +1,12 @@
 //! `embed-transplant inspect`: what a transplant would read and do, from headers only.
 
 use crate::checkpoint::{self, TensorEntry};
-use crate::cli::InspectArgs;
-use crate::error::Result;
-use crate::hub::{self, HubSettings, Provenance};
+use crate::config::InspectConfig;
+use crate::error::{Error, Result};
+use crate::hub::{self, Provenance};
 use crate::matching::{self, Style};
 use crate::model_config::ModelConfig;
+use crate::output::Output;
 use crate::vocab::{self, SourceKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -44,33 +45,53 @@ pub struct DryRun {
     pub counts: BTreeMap<String, usize>,
 }
 
-pub fn run(args: &InspectArgs, hub: &HubSettings) -> Result<Inspection> {
-    let files = hub::resolve_headers_only(&args.model, hub)?;
-    let side = super::source_side(&files, args.source_vocab.as_deref(), &args.model)?;
+pub fn run(cfg: &InspectConfig, out: &Output) -> Result<Inspection> {
+    let files = hub::resolve_headers_only(&cfg.model, &cfg.hub)?;
+    let side = super::source_side(&files, cfg.source_vocab.as_deref(), &cfg.model, out)?;
     let tensors = checkpoint::list_tensors(&files.weights, files.fetcher.as_ref())?;
-    let (embedding, embedding_rule, embedding_error) =
-        match checkpoint::choose_embedding(&files.weights, &tensors, args.tensor.as_deref()) {
-            Ok(c) => (Some(c.name), Some(c.rule), None),
-            Err(e) => (None, None, Some(e.to_string())),
-        };
-    let dry_run = match &args.vocab {
+    let chosen = checkpoint::choose_embedding(&files.weights, &tensors, cfg.tensor.as_deref())
+        .and_then(|c| {
+            // The checks a transplant makes before building anything, from the header alone.
+            if let Some(t) = tensors.iter().find(|t| t.name == c.name) {
+                let file = files.weights.path();
+                if !["f32", "f16", "bf16", "f64"].contains(&t.dtype.as_str()) && t.dtype != "?" {
+                    return Err(Error::tensor(
+                        file,
+                        &t.name,
+                        format!(
+                            "dtype {} is not a float type this tool reads (f32, f16, bf16, f64)",
+                            t.dtype
+                        ),
+                    ));
+                }
+                if let Some(shape) = &t.shape {
+                    let (rows, _) = checkpoint::matrix_shape(file, &t.name, shape)?;
+                    super::check_rows(file, &t.name, rows, &side.vocab)?;
+                }
+            }
+            Ok(c)
+        });
+    let (embedding, embedding_rule, embedding_error) = match chosen {
+        Ok(c) => (Some(c.name), Some(c.rule), None),
+        Err(e) => (None, None, Some(e.to_string())),
+    };
+    let dry_run = match &cfg.vocab {
         Some(path) => {
+            if let Some(e) = &embedding_error {
+                // A dry run must fail where the transplant would.
+                return Err(Error::Invalid(e.clone()));
+            }
             let target = vocab::read_target(path)?;
-            let plan = matching::plan(
-                &target.tokens,
-                &side.vocab,
-                Some(&side.tokenizer),
-                true,
-                "random",
-            )?;
+            super::warn_target(out, &target);
+            let plan = matching::plan(&target.tokens, &side.vocab, Some(&side.tokenizer), true);
             let mut counts = BTreeMap::new();
-            for m in &plan.methods {
-                *counts.entry(m.name("random")).or_default() += 1;
+            for r in &plan.rows {
+                *counts.entry(r.method.name("random")).or_default() += 1;
             }
             Some(DryRun {
                 target_vocab: target.origin,
                 rows: plan.rows.len(),
-                copied: plan.methods.iter().filter(|m| m.is_copy()).count(),
+                copied: plan.copied(),
                 counts,
             })
         }

@@ -1,4 +1,5 @@
-//! One module per subcommand; each takes its validated config and returns what happened.
+//! One module per subcommand; each takes its validated config and returns what happened, with
+//! the files it wrote staged (see [`Staged`]): the caller prints, then commits them.
 
 pub mod evaluate;
 pub mod finetune;
@@ -9,8 +10,17 @@ use crate::error::{Error, Result};
 use crate::hub::ModelFiles;
 use crate::matching::SourceTokenizer;
 use crate::model_config::ModelConfig;
-use crate::vocab::{self, SourceKind, SourceVocab};
+use crate::output::Output;
+use crate::vocab::{self, SourceKind, SourceVocab, TargetVocab};
+use crate::writer::Batch;
 use std::path::Path;
+
+/// A command's result and its files, written to temp files but not yet in place: the caller
+/// prints the report (a failed `--json` write then leaves no file), then commits the batch.
+pub struct Staged<R> {
+    pub report: R,
+    pub batch: Batch,
+}
 
 /// The source side of a model besides its weights: vocabulary, config and tokenizer.
 pub struct SourceSide {
@@ -25,6 +35,7 @@ pub fn source_side(
     files: &ModelFiles,
     source_vocab: Option<&Path>,
     model: &str,
+    out: &Output,
 ) -> Result<SourceSide> {
     let path = source_vocab
         .map(Path::to_path_buf)
@@ -36,6 +47,14 @@ pub fn source_side(
             ))
         })?;
     let vocab = vocab::load_source(&path)?;
+    if vocab.repeated > 0 {
+        out.warn(&format!(
+            "{}: {} token(s) occur on more than one line (e.g. {:?}); the last line's id is used, as transformers does",
+            vocab.path.display(),
+            vocab.repeated,
+            vocab.repeated_examples
+        ));
+    }
     let config = ModelConfig::load(files.config.as_deref(), files.tokenizer_config.as_deref())?;
     let tokenizer = match vocab.kind {
         SourceKind::TokenizerJson => SourceTokenizer::from_file(&vocab.path, &vocab)?,
@@ -49,4 +68,128 @@ pub fn source_side(
         config,
         tokenizer,
     })
+}
+
+/// Warnings about a target vocabulary that are almost always a broken file.
+pub fn warn_target(out: &Output, target: &TargetVocab) {
+    if target.duplicates > 0 {
+        out.warn(&format!(
+            "{}: {} duplicate token line(s) (e.g. {:?}); each line still gets its own row",
+            target.origin, target.duplicates, target.duplicate_examples
+        ));
+    }
+    for (what, lines) in [
+        ("only whitespace", &target.blank_lines),
+        ("an inner carriage return or tab", &target.control_lines),
+    ] {
+        if !lines.is_empty() {
+            let shown: Vec<String> = lines.iter().take(10).map(usize::to_string).collect();
+            out.warn(&format!(
+                "{}: {} line(s) hold {what} (line {}{}): is the file broken?",
+                target.origin,
+                lines.len(),
+                shown.join(", "),
+                if lines.len() > 10 { ", ..." } else { "" }
+            ));
+        }
+    }
+}
+
+/// The embedding must have a row for every token of the source vocabulary.
+pub fn check_rows(file: &Path, tensor: &str, rows: usize, source: &SourceVocab) -> Result<()> {
+    if rows < source.size {
+        return Err(Error::tensor(
+            file,
+            tensor,
+            format!(
+                "has {rows} rows, fewer than the {} tokens of the source vocabulary {}",
+                source.size,
+                source.path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What `finetune` and `evaluate` read first: the target vocabulary, the embedding built for it
+/// (tensor `weight`, one row per line), and the embedding file's metadata.
+pub struct LabelledInput {
+    pub target: TargetVocab,
+    pub emb: crate::checkpoint::Embedding,
+    pub meta: std::collections::BTreeMap<String, String>,
+}
+
+/// Reads the vocabulary and the embedding, and checks that they belong together (row count, and
+/// the `target_vocab_sha256` the transplant recorded) and that the rows are finite.
+pub fn labelled_input(
+    embeddings: &Path,
+    vocab_path: &Path,
+    ignore_vocab_mismatch: bool,
+    allow_nonfinite: bool,
+    out: &Output,
+) -> Result<LabelledInput> {
+    let target = vocab::read_target(vocab_path)?;
+    let file = crate::checkpoint::SafetensorsFile::open(embeddings)?;
+    let meta = file.metadata();
+    let emb = file.matrix("weight")?;
+    if emb.rows != target.tokens.len() {
+        return Err(Error::tensor(
+            embeddings,
+            "weight",
+            format!(
+                "has {} rows but {} has {} lines: not the vocabulary it was built for",
+                emb.rows,
+                target.origin,
+                target.tokens.len()
+            ),
+        ));
+    }
+    if let Some(recorded) = meta.get("target_vocab_sha256") {
+        if *recorded != target.sha256 && !ignore_vocab_mismatch {
+            return Err(Error::file(
+                embeddings,
+                format!(
+                    "was built for another vocabulary than {} (metadata `target_vocab_sha256` differs from the file's sha256 {}): rows would not line up; pass --ignore-vocab-mismatch to use it anyway",
+                    target.origin, target.sha256
+                ),
+            ));
+        }
+    }
+    check_finite(&emb, allow_nonfinite, out)?;
+    Ok(LabelledInput { target, emb, meta })
+}
+
+/// NaN or infinity in a tensor read for training or evaluation: an error, or a warning with
+/// `--allow-nonfinite`.
+pub fn check_finite(
+    t: &crate::checkpoint::Embedding,
+    allow_nonfinite: bool,
+    out: &Output,
+) -> Result<()> {
+    let m = crate::align::Matrix {
+        dtype: t.dtype,
+        rows: t.rows,
+        cols: t.cols,
+        data: t.bytes(),
+    };
+    let bad = m.nonfinite_rows();
+    if let Some(first) = bad.first() {
+        let msg = format!(
+            "{} row(s) hold NaN or infinity (first: row {first})",
+            bad.len()
+        );
+        if !allow_nonfinite {
+            return Err(Error::tensor(
+                &t.file,
+                &t.name,
+                format!("{msg}; pass --allow-nonfinite to use it anyway"),
+            ));
+        }
+        out.warn(&format!(
+            "tensor `{}` in {}: {msg}",
+            t.name,
+            t.file.display()
+        ));
+    }
+    Ok(())
 }

@@ -1,9 +1,9 @@
-//! `embed-transplant [transplant]`: resolve the model, read its embedding, build the new matrix
-//! for the target vocabulary, write it.
+//! `embed-transplant` (the main job): resolve the model, read its embedding, build the new matrix
+//! for the target vocabulary, stage the output (and report) files for the caller to commit.
 
-use crate::align::{self, BuildOptions, Fill, Matrix};
-use crate::checkpoint::{self, DType};
-use crate::cli::{DTypeArg, InitArg};
+use super::Staged;
+use crate::align::{self, BuildOptions, Fill, FillKind, Init, Matrix};
+use crate::checkpoint;
 use crate::config::TransplantConfig;
 use crate::error::{Error, Result};
 use crate::hub;
@@ -11,11 +11,14 @@ use crate::matching;
 use crate::output::Output;
 use crate::report::{self, ReportFile, TransplantReport};
 use crate::vocab;
-use crate::writer;
+use crate::writer::Batch;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
+/// initializer_range values outside this band are not a standard deviation anyone meant.
+const PLAUSIBLE_SIGMA: std::ops::RangeInclusive<f64> = 1e-8..=10.0;
+
+pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantReport>> {
     let start = Instant::now();
     let mut timings: BTreeMap<String, f64> = BTreeMap::new();
     let mut lap = Instant::now();
@@ -23,46 +26,33 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         timings.insert(name.to_string(), lap.elapsed().as_secs_f64());
         lap = Instant::now();
     };
-    // Refuse an unusable output path before downloading anything.
-    writer::check_target(&cfg.output, cfg.force)?;
     let target = vocab::read_target(&cfg.vocab)?;
-    if target.duplicates > 0 {
-        out.warn(&format!(
-            "{}: {} duplicate token line(s) (e.g. {:?}); each line still gets its own row",
-            target.origin, target.duplicates, target.duplicate_examples
-        ));
-    }
-
+    super::warn_target(out, &target);
     mark("read_target_vocab");
     let files = hub::resolve(&cfg.model, &cfg.hub)?;
+    // Now that the model's files are known: no output may name one of them.
+    let mut inputs = cfg.local_inputs();
+    inputs.extend(files.inputs());
+    cfg.output.check(&inputs)?;
+    if let Some(r) = &cfg.report {
+        r.check(&inputs)?;
+    }
     mark("resolve_model");
-    let side = super::source_side(&files, cfg.source_vocab.as_deref(), &cfg.model)?;
+    let side = super::source_side(&files, cfg.source_vocab.as_deref(), &cfg.model, out)?;
     let (source, model_cfg, tokenizer) = (side.vocab, side.config, side.tokenizer);
 
     let tensors = checkpoint::list_tensors(&files.weights, files.fetcher.as_ref())?;
     let choice = checkpoint::choose_embedding(&files.weights, &tensors, cfg.tensor.as_deref())?;
     mark("load_source_vocab");
     let emb = checkpoint::load_embedding(&files.weights, &choice.name, files.fetcher.as_ref())?;
-    writer::check_interrupted()?;
-    if emb.rows < source.size {
-        return Err(Error::tensor(
-            &emb.file,
-            &emb.name,
-            format!(
-                "has {} rows, fewer than the {} tokens of the source vocabulary {}",
-                emb.rows,
-                source.size,
-                source.path.display()
-            ),
-        ));
-    }
+    super::check_rows(&emb.file, &emb.name, emb.rows, &source)?;
     let src = Matrix {
         dtype: emb.dtype,
         rows: emb.rows,
         cols: emb.cols,
         data: emb.bytes(),
     };
-    let bad_rows = nonfinite_rows(src);
+    let bad_rows = src.nonfinite_rows();
     if let Some(&first) = bad_rows.first() {
         let msg = format!(
             "{} row(s) hold NaN or infinity (first: row {first})",
@@ -71,41 +61,57 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         if cfg.strict {
             return Err(Error::tensor(&emb.file, &emb.name, msg));
         }
-        out.warn(&format!("tensor `{}`: {msg}", emb.name));
+        out.warn(&format!(
+            "tensor `{}` in {}: {msg}",
+            emb.name,
+            emb.file.display()
+        ));
     }
 
-    let out_dtype = match cfg.dtype {
-        DTypeArg::Source => emb.dtype,
-        DTypeArg::F32 => DType::F32,
-        DTypeArg::F16 => DType::F16,
-        DTypeArg::Bf16 => DType::BF16,
-    };
-    // A source tokenizer is always at hand here, so compose is the default.
-    let init = cfg.init.unwrap_or(InitArg::Compose);
-    let (fill, sigma, sigma_from) = match init {
-        InitArg::Random | InitArg::Compose => {
+    let out_dtype = cfg.dtype.unwrap_or(emb.dtype);
+    let (fill, sigma, sigma_from) = match cfg.init.fill() {
+        FillKind::Random => {
             let (s, from) = match model_cfg.initializer_range {
-                Some(r) => (r as f32, "config.json initializer_range"),
-                None => (align::std_of(src, source.size), "std of the source matrix"),
+                Some(r) if PLAUSIBLE_SIGMA.contains(&r) => {
+                    (r as f32, "config.json initializer_range".to_string())
+                }
+                Some(r) => {
+                    let s = align::std_of(src, source.size);
+                    out.warn(&format!(
+                        "{}: initializer_range {r} is not a plausible standard deviation; random rows use the source matrix's std {s} instead",
+                        files.config.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "config.json".into())
+                    ));
+                    (
+                        s,
+                        format!(
+                            "std of the source matrix (config.json initializer_range {r} ignored)"
+                        ),
+                    )
+                }
+                None => (
+                    align::std_of(src, source.size),
+                    "std of the source matrix".to_string(),
+                ),
             };
-            (Fill::Random { sigma: s }, Some(s), Some(from.to_string()))
+            (Fill::Random { sigma: s }, Some(s), Some(from))
         }
-        InitArg::Zeros => (Fill::Zeros, None, None),
-        InitArg::Mean => (Fill::Mean, None, None),
+        FillKind::Zeros => (Fill::Zeros, None, None),
+        FillKind::Mean => (Fill::Mean, None, None),
     };
-    let fill_name = match fill {
-        Fill::Random { .. } => "random",
-        Fill::Zeros => "zeros",
-        Fill::Mean => "mean",
-    };
+    let fill_name = cfg.init.fill().name();
     mark("load_embedding");
     let plan = matching::plan(
         &target.tokens,
         &source,
         Some(&tokenizer),
-        init == InitArg::Compose,
-        fill_name,
-    )?;
+        cfg.init == Init::Compose,
+    );
+    if plan.tokenizer_errors > 0 {
+        out.warn(&format!(
+            "the source tokenizer could not encode {} target token(s); they got the {fill_name} fill",
+            plan.tokenizer_errors
+        ));
+    }
     let opts = BuildOptions {
         out: out_dtype,
         fill,
@@ -113,18 +119,17 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         calibrate_norm: cfg.calibrate_norm,
         vocab_rows: source.size,
     };
-    writer::check_interrupted()?;
     mark("match_and_compose");
 
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for m in &plan.methods {
-        *counts.entry(m.name(fill_name)).or_default() += 1;
+    for r in &plan.rows {
+        *counts.entry(r.method.name(fill_name)).or_default() += 1;
     }
-    let copied = plan.rows.iter().filter(|r| r.is_copy()).count();
+    let copied = plan.copied();
     let rows = plan.rows.len();
 
     let mut report = TransplantReport {
-        output: cfg.output.display().to_string(),
+        output: cfg.output.path.display().to_string(),
         source: files.provenance.clone(),
         weights: emb.file.display().to_string(),
         weights_format: files.weights.format().to_string(),
@@ -147,7 +152,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
             100.0 * copied as f64 / rows as f64
         },
         counts,
-        init: init_name(init).to_string(),
+        init: cfg.init.name().to_string(),
         fill: fill_name.to_string(),
         source_tokenizer: tokenizer.style,
         seed: cfg.seed,
@@ -158,6 +163,8 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         median_norm_initialised: None,
         duplicate_lines: target.duplicates,
         nonfinite_source_rows: bad_rows.len(),
+        overflow_rows: 0,
+        tokenizer_errors: plan.tokenizer_errors,
         seconds: 0.0,
         timings: BTreeMap::new(),
     };
@@ -166,65 +173,44 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<TransplantReport> {
         plan.rows
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.is_copy())
+            .filter(|(_, r)| r.source.is_copy())
             .map(|(i, _)| i),
     );
     let meta = metadata(&report, &copied_rows);
-    // The matrix is built block by block straight into the output file.
+    // The matrix is built block by block straight into the output's temp file.
+    let sources = plan.sources();
     let mut stats = align::BuildStats::default();
-    writer::write_matrix_with(
-        &cfg.output,
-        out_dtype,
-        [rows, emb.cols],
-        &meta,
-        cfg.force,
-        |w| {
-            stats = align::build_blocks(&plan.rows, src, &opts, |block| w.write_all(block))?;
-            Ok(())
-        },
-    )?;
+    let mut batch = Batch::new();
+    batch.matrix(&cfg.output, out_dtype, [rows, emb.cols], &meta, |w| {
+        stats = align::build_blocks(&sources, src, &opts, |block| w.write_all(block))?;
+        Ok(())
+    })?;
+    if stats.overflow_rows > 0 {
+        let msg = format!(
+            "{} row(s) overflow to infinity as {}",
+            stats.overflow_rows,
+            out_dtype.name()
+        );
+        if cfg.strict {
+            return Err(Error::file(&cfg.output.path, msg));
+        }
+        out.warn(&format!("{}: {msg}", cfg.output.path.display()));
+    }
+    report.overflow_rows = stats.overflow_rows;
     report.median_norm_copied = stats.median_norm_copied;
     report.median_norm_initialised = stats.median_norm_initialised;
     mark("build_and_write_output");
     report.timings = timings;
     report.seconds = start.elapsed().as_secs_f64();
-    if let Some(path) = &cfg.report {
+    if let Some(report_target) = &cfg.report {
+        let notes = report::notes(&target.tokens, &plan, fill_name);
         let doc = ReportFile {
             summary: &report,
-            rows: &plan.notes,
+            rows: &notes,
         };
-        writer::write_with(path, true, |w| {
-            serde_json::to_writer_pretty(&mut *w, &doc)?;
-            w.write_all(b"\n")
-        })?;
+        batch.json(report_target, &doc)?;
     }
-    Ok(report)
-}
-
-fn init_name(init: InitArg) -> &'static str {
-    match init {
-        InitArg::Compose => "compose",
-        InitArg::Random => "random",
-        InitArg::Zeros => "zeros",
-        InitArg::Mean => "mean",
-    }
-}
-
-/// Indices of rows with a NaN or infinite value (rows scanned in parallel).
-fn nonfinite_rows(src: Matrix<'_>) -> Vec<usize> {
-    use rayon::prelude::*;
-    (0..src.rows)
-        .into_par_iter()
-        .with_min_len(1024)
-        .map_init(
-            || vec![0f32; src.cols],
-            |tmp, i| {
-                src.row_f32(i, tmp);
-                tmp.iter().any(|v| !v.is_finite()).then_some(i)
-            },
-        )
-        .flatten()
-        .collect()
+    Ok(Staged { report, batch })
 }
 
 /// The output's `__metadata__`: strings only, sorted when written.

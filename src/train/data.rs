@@ -1,55 +1,12 @@
-//! Labelled text for fine-tuning: TSV reading and text -> ids by longest match against the
-//! target vocabulary.
+//! Text -> ids for fine-tuning, by longest match against the target vocabulary (no I/O).
 
-use crate::error::{Error, Result};
 use std::collections::HashMap;
-use std::path::Path;
 
 /// One labelled example, tokenized.
 #[derive(Debug, Clone)]
 pub struct Example {
     pub label: usize,
     pub ids: Vec<u32>,
-}
-
-/// Raw rows of a TSV file: (1-based line, label, text).
-pub fn read_tsv(path: &Path) -> Result<Vec<(usize, String, String)>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let origin = path.display().to_string();
-    let err = |line: usize, msg: &str| Error::Line {
-        path: origin.clone(),
-        line,
-        msg: msg.to_string(),
-    };
-    let mut rows = Vec::new();
-    let body = body.strip_suffix(b"\n").unwrap_or(body);
-    if body.is_empty() {
-        return Err(Error::file(path, "no examples"));
-    }
-    for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
-        let line = i + 1;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let text = std::str::from_utf8(raw).map_err(|_| err(line, "invalid UTF-8"))?;
-        if text.trim().is_empty() {
-            return Err(err(line, "empty line"));
-        }
-        let Some((label, sentence)) = text.split_once('\t') else {
-            return Err(err(line, "expected `label<TAB>text`, found no tab"));
-        };
-        if line == 1 && label == "label" && sentence == "text" {
-            continue;
-        }
-        let label = label.trim();
-        if label.is_empty() {
-            return Err(err(line, "empty label"));
-        }
-        rows.push((line, label.to_string(), sentence.to_string()));
-    }
-    if rows.is_empty() {
-        return Err(Error::file(path, "no examples"));
-    }
-    Ok(rows)
 }
 
 /// Longest-match-first segmentation against a vocabulary: works for word-level and
@@ -152,31 +109,5 @@ mod tests {
         assert_eq!(s.segment("中中中中", 2), vec![1, 1]);
         let s = Segmenter::new(&["a".to_string()], "[UNK]");
         assert_eq!(s.segment("ab", 10), vec![0]);
-    }
-
-    #[test]
-    fn tsv_errors_name_file_and_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t.tsv");
-        std::fs::write(&p, "label\ttext\npos\tgood\nneg bad\n").unwrap();
-        let e = read_tsv(&p).unwrap_err().to_string();
-        assert!(
-            e.ends_with("t.tsv line 3: expected `label<TAB>text`, found no tab"),
-            "{e}"
-        );
-        std::fs::write(&p, "label\ttext\npos\tgood\n\tbad\n").unwrap();
-        assert!(read_tsv(&p)
-            .unwrap_err()
-            .to_string()
-            .ends_with("line 3: empty label"));
-        std::fs::write(&p, "label\ttext\npos\tgood\r\nneg\tbad\n").unwrap();
-        let rows = read_tsv(&p).unwrap();
-        assert_eq!(
-            rows,
-            vec![
-                (2, "pos".into(), "good".into()),
-                (3, "neg".into(), "bad".into())
-            ]
-        );
     }
 }

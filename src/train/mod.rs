@@ -22,28 +22,6 @@ pub fn candle_error(doing: &str, e: candle_core::Error) -> crate::Error {
     ))
 }
 
-/// The target vocabulary and the embedding built for it (tensor `weight`, one row per line).
-pub fn embedding_for_vocab(
-    embeddings: &std::path::Path,
-    vocab: &std::path::Path,
-) -> crate::Result<(crate::vocab::TargetVocab, crate::checkpoint::Embedding)> {
-    let target = crate::vocab::read_target(vocab)?;
-    let emb = crate::checkpoint::load_safetensors(embeddings, "weight")?;
-    if emb.rows != target.tokens.len() {
-        return Err(crate::Error::tensor(
-            embeddings,
-            "weight",
-            format!(
-                "has {} rows but {} has {} lines: not the vocabulary it was built for",
-                emb.rows,
-                target.origin,
-                target.tokens.len()
-            ),
-        ));
-    }
-    Ok((target, emb))
-}
-
 /// The trainable model.
 pub struct Model {
     pub emb: Var,
@@ -157,8 +135,8 @@ pub struct TrainOptions {
     pub optimizer: OptimizerKind,
     pub seed: u64,
     pub freeze_embeddings: bool,
-    /// Rows of E kept fixed (the copied ones), when --freeze-copied.
-    pub frozen_rows: Option<Vec<usize>>,
+    /// Rows of E kept fixed (true for the copied ones), when --freeze-copied.
+    pub frozen_rows: Option<Vec<bool>>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -299,14 +277,18 @@ pub fn train(
         OptimizerKind::Sgd => Opt::Sgd(SGD::new(vars, opts.lr)?),
     };
     let row_mask = match &opts.frozen_rows {
-        Some(rows) if !opts.freeze_embeddings => {
-            let mut m = vec![1f32; model.emb.dim(0)?];
-            for &r in rows {
-                if let Some(x) = m.get_mut(r) {
-                    *x = 0.0;
-                }
-            }
-            Some(Tensor::from_vec(m, (model.emb.dim(0)?, 1), &Device::Cpu)?.to_dtype(dtype)?)
+        Some(frozen) if !opts.freeze_embeddings => {
+            let n = model.emb.dim(0)?;
+            let m: Vec<f32> = (0..n)
+                .map(|i| {
+                    if frozen.get(i) == Some(&true) {
+                        0.0
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
+            Some(Tensor::from_vec(m, (n, 1), &Device::Cpu)?.to_dtype(dtype)?)
         }
         _ => None,
     };
@@ -325,6 +307,13 @@ pub fn train(
             let batch = Batch::new(&exs, dtype)?;
             let logits = model.forward(&batch)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+            let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !loss_value.is_finite() {
+                candle_core::bail!(
+                    "the loss became {loss_value} at epoch {epoch}, step {}: training diverged (lower --lr?); nothing was written",
+                    k + 1
+                );
+            }
             let mut grads = loss.backward()?;
             if let Some(mask) = &row_mask {
                 if let Some(g) = grads.remove(model.emb.as_tensor()) {
@@ -332,7 +321,7 @@ pub fn train(
                 }
             }
             opt.step(&grads)?;
-            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * exs.len() as f64;
+            loss_sum += loss_value * exs.len() as f64;
             let preds = logits.argmax(1)?.to_vec1::<u32>()?;
             correct += preds
                 .iter()
@@ -340,6 +329,24 @@ pub fn train(
                 .filter(|(p, e)| **p as usize == e.label)
                 .count();
             on_batch(epoch, k + 1, batches);
+        }
+        for (name, var) in [
+            ("embedding", &model.emb),
+            ("weight", &model.w),
+            ("bias", &model.b),
+        ] {
+            // A NaN or infinity anywhere makes the sum non-finite (so would values near f32's
+            // limit, which are divergence as well).
+            let sum = var
+                .as_tensor()
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            if !sum.is_finite() {
+                candle_core::bail!(
+                    "the {name} parameters hold NaN or infinity after epoch {epoch}, step {batches}: training diverged (lower --lr?); nothing was written"
+                );
+            }
         }
         let n = train.len().max(1) as f64;
         let (valid_loss, valid_accuracy) = match valid {

@@ -1,0 +1,87 @@
+//! Cancellation. SIGINT, SIGTERM and SIGHUP end the run at once with exit code 128 + signal, after
+//! removing every temp file or directory of ours that exists at that moment.
+//!
+//! Nothing long-running has to poll a flag: a thread waits for the signals and ends the process
+//! itself. Writers register their temp paths here and rename them into place under the same lock
+//! ([`commit`]), so the signal thread sees either a temp path (and removes it) or a finished file,
+//! never half of a commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Temp paths of ours that exist now.
+static TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn temps() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    TEMPS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts the thread that handles SIGINT, SIGTERM and SIGHUP. `on_signal(name)` runs on that
+/// thread after the temp paths are gone, just before the process exits (it prints the message).
+#[cfg(unix)]
+pub fn install(on_signal: fn(&str)) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                // Held until exit: no commit can start or finish after this point.
+                let held = temps();
+                for p in held.iter() {
+                    remove(p);
+                }
+                let name = match sig {
+                    SIGINT => "SIGINT",
+                    SIGTERM => "SIGTERM",
+                    _ => "SIGHUP",
+                };
+                on_signal(name);
+                std::process::exit(128 + sig);
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub fn install(_on_signal: fn(&str)) -> std::io::Result<()> {
+    Ok(())
+}
+
+fn remove(p: &Path) {
+    if p.is_dir() {
+        let _ = std::fs::remove_dir_all(p);
+    } else {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// A temp path known to the signal thread for as long as this lives.
+#[derive(Debug)]
+pub struct Registered(PathBuf);
+
+/// Creates a temp file or directory with `create` (which returns it and its path) and registers
+/// the path in one step, so that no signal can fall between the two.
+pub fn register_new<T>(
+    create: impl FnOnce() -> std::io::Result<(T, PathBuf)>,
+) -> std::io::Result<(T, Registered)> {
+    let mut t = temps();
+    let (value, path) = create()?;
+    t.push(path.clone());
+    Ok((value, Registered(path)))
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut t = temps();
+        if let Some(i) = t.iter().position(|p| *p == self.0) {
+            t.swap_remove(i);
+        }
+    }
+}
+
+/// Runs `f` (renames of finished temp paths into place, and forgetting them) so that a signal
+/// waits for all of it or comes before any of it.
+pub fn commit<R>(f: impl FnOnce(&mut Vec<PathBuf>) -> R) -> R {
+    f(&mut temps())
+}

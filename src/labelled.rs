@@ -1,0 +1,153 @@
+//! Labelled text files (`label<TAB>text` per line) for `finetune` and `evaluate`: read once,
+//! streamed with a bound on the line length, labels mapped to class indices.
+
+use crate::error::{Error, Result};
+use crate::train::{Example, Segmenter};
+use std::io::{BufRead, Read};
+use std::path::Path;
+
+/// Longest line accepted: far above any sentence or review, far below a file that is not a TSV.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// One row of a TSV file: 1-based line, label, text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub line: usize,
+    pub label: String,
+    pub text: String,
+}
+
+/// Reads a TSV file; a header line `label<TAB>text` is skipped.
+pub fn read_tsv(path: &Path) -> Result<Vec<Row>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut r = std::io::BufReader::with_capacity(1 << 16, f);
+    let origin = path.display().to_string();
+    let err = |line: usize, msg: &str| Error::Line {
+        path: origin.clone(),
+        line,
+        msg: msg.to_string(),
+    };
+    let mut rows = Vec::new();
+    let mut buf = Vec::new();
+    let mut line = 0;
+    loop {
+        buf.clear();
+        let n = (&mut r)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        line += 1;
+        let ended = buf.last() == Some(&b'\n');
+        if !ended && n > MAX_LINE_BYTES {
+            return Err(err(
+                line,
+                &format!("line is longer than {MAX_LINE_BYTES} bytes: is this a TSV file?"),
+            ));
+        }
+        let mut raw: &[u8] = &buf;
+        if ended {
+            raw = &raw[..raw.len() - 1];
+        }
+        if line == 1 {
+            raw = raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw);
+        }
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let text = std::str::from_utf8(raw).map_err(|_| err(line, "invalid UTF-8"))?;
+        if text.trim().is_empty() {
+            return Err(err(line, "empty line"));
+        }
+        let Some((label, sentence)) = text.split_once('\t') else {
+            return Err(err(line, "expected `label<TAB>text`, found no tab"));
+        };
+        if line == 1 && label == "label" && sentence == "text" {
+            continue;
+        }
+        let label = label.trim();
+        if label.is_empty() {
+            return Err(err(line, "empty label"));
+        }
+        rows.push(Row {
+            line,
+            label: label.to_string(),
+            text: sentence.to_string(),
+        });
+    }
+    if rows.is_empty() {
+        return Err(Error::file(path, "no examples"));
+    }
+    Ok(rows)
+}
+
+/// The sorted distinct labels of rows.
+pub fn labels_of(rows: &[Row]) -> Vec<String> {
+    let mut labels: Vec<String> = rows.iter().map(|r| r.label.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    labels
+}
+
+/// Tokenized examples with class indices. A label outside `labels` is an error naming the line;
+/// `unknown_label` says what the labels are (training data, or a head).
+pub fn examples(
+    path: &Path,
+    rows: &[Row],
+    labels: &[String],
+    seg: &Segmenter,
+    max_len: usize,
+    unknown_label: &str,
+) -> Result<Vec<Example>> {
+    rows.iter()
+        .map(|r| {
+            let label = labels
+                .iter()
+                .position(|l| *l == r.label)
+                .ok_or_else(|| Error::Line {
+                    path: path.display().to_string(),
+                    line: r.line,
+                    msg: format!("label `{}` {unknown_label} {labels:?}", r.label),
+                })?;
+            Ok(Example {
+                label,
+                ids: seg.segment(&r.text, max_len),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tsv_errors_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.tsv");
+        std::fs::write(&p, "label\ttext\npos\tgood\nneg bad\n").unwrap();
+        let e = read_tsv(&p).unwrap_err().to_string();
+        assert!(
+            e.ends_with("t.tsv line 3: expected `label<TAB>text`, found no tab"),
+            "{e}"
+        );
+        std::fs::write(&p, "label\ttext\npos\tgood\n\tbad\n").unwrap();
+        assert!(read_tsv(&p)
+            .unwrap_err()
+            .to_string()
+            .ends_with("line 3: empty label"));
+        std::fs::write(&p, "label\ttext\npos\tgood\r\nneg\tbad\n").unwrap();
+        let rows = read_tsv(&p).unwrap();
+        let got: Vec<(usize, &str, &str)> = rows
+            .iter()
+            .map(|r| (r.line, r.label.as_str(), r.text.as_str()))
+            .collect();
+        assert_eq!(got, vec![(2, "pos", "good"), (3, "neg", "bad")]);
+        let long = format!("pos\t{}\n", "x".repeat(MAX_LINE_BYTES + 10));
+        std::fs::write(&p, long).unwrap();
+        assert!(read_tsv(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("line 1: line is longer"));
+    }
+}

@@ -1,0 +1,328 @@
+//! Which source row each target token takes: an exact match; else the same token after the source
+//! tokenizer's normalisation (case, accents) or NFKC (full-width to half-width); else its WordPiece
+//! continuation form (`x` <-> `##x`); else, for byte-level BPE and SentencePiece sources, the source
+//! token that decodes to it; else (with `compose`) the mean of its pieces under the source
+//! tokenizer; else the fill method. Every row records its method for counts and reports.
+
+mod tokenizer;
+
+pub use tokenizer::{SourceTokenizer, Style};
+
+use crate::align::RowSource;
+use crate::vocab::SourceVocab;
+use rayon::prelude::*;
+use tokenizer::byte_level;
+use unicode_normalization::UnicodeNormalization;
+
+/// How a row was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Exact,
+    /// Equal after the source's normalisation or NFKC.
+    Normalized,
+    /// `x` matched `##x` or the reverse.
+    Continuation,
+    /// A byte-level BPE or SentencePiece token that decodes to the target token.
+    Decoded,
+    /// The mean of the token's pieces.
+    Composed,
+    /// The fill method (random, zeros, mean).
+    Fill,
+}
+
+impl Method {
+    pub fn is_copy(self) -> bool {
+        matches!(
+            self,
+            Method::Exact | Method::Normalized | Method::Continuation | Method::Decoded
+        )
+    }
+
+    pub fn name(self, fill: &str) -> String {
+        match self {
+            Method::Exact => "exact".into(),
+            Method::Normalized => "normalized".into(),
+            Method::Continuation => "continuation".into(),
+            Method::Decoded => "decoded".into(),
+            Method::Composed => "composed".into(),
+            Method::Fill => fill.into(),
+        }
+    }
+}
+
+/// One output row: where it comes from, how that was decided, and the source tokens it was built
+/// from (the match, or the pieces; empty for exact copies and fills).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub source: RowSource,
+    pub method: Method,
+    pub pieces: Vec<String>,
+}
+
+/// One row per target token, in target order.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub rows: Vec<Row>,
+    /// Tokens the source tokenizer failed to encode (they got the fill).
+    pub tokenizer_errors: usize,
+}
+
+impl Plan {
+    pub fn sources(&self) -> Vec<RowSource> {
+        self.rows.iter().map(|r| r.source.clone()).collect()
+    }
+
+    pub fn copied(&self) -> usize {
+        self.rows.iter().filter(|r| r.source.is_copy()).count()
+    }
+}
+
+/// Finds a copy for one token: exact, normalised, continuation or decoded.
+fn find_copy(
+    t: &str,
+    source: &SourceVocab,
+    tok: Option<&SourceTokenizer>,
+    style: Style,
+) -> Option<(u32, Method, String)> {
+    let look = |s: &str| source.ids.get(s).map(|&id| (id, s.to_string()));
+    if let Some(id) = source.ids.get(t) {
+        return Some((*id, Method::Exact, t.to_string()));
+    }
+    // Most tokens are already in NFKC and unchanged by the source's normaliser: no allocation then.
+    let nfkc: Option<String> = match unicode_normalization::is_nfkc_quick(t.chars()) {
+        unicode_normalization::IsNormalized::Yes => None,
+        _ => Some(t.nfkc().collect::<String>()).filter(|n| n != t),
+    };
+    let mut forms: Vec<String> = Vec::new();
+    if let Some(n) = &nfkc {
+        forms.push(n.clone());
+    }
+    if let Some(tok) = tok {
+        forms.extend(tok.normalize(t));
+        if let Some(n) = &nfkc {
+            forms.extend(tok.normalize(n));
+        }
+    }
+    forms.retain(|f| f != t && !f.is_empty());
+    forms.dedup();
+    for f in &forms {
+        if let Some((id, s)) = look(f) {
+            return Some((id, Method::Normalized, s));
+        }
+    }
+    if style == Style::WordPiece {
+        let mut all = vec![t.to_string()];
+        all.extend(forms.iter().cloned());
+        for f in &all {
+            let other = match f.strip_prefix("##") {
+                Some(rest) if !rest.is_empty() => rest.to_string(),
+                Some(_) => continue,
+                None => format!("##{f}"),
+            };
+            if let Some((id, s)) = look(&other) {
+                return Some((id, Method::Continuation, s));
+            }
+        }
+    }
+    match style {
+        Style::ByteLevel => {
+            for f in std::iter::once(t.to_string()).chain(forms.iter().cloned()) {
+                let Some(b) = byte_level(&f) else { continue };
+                for cand in [b.clone(), format!("\u{120}{b}")] {
+                    if let Some((id, s)) = look(&cand) {
+                        return Some((id, Method::Decoded, s));
+                    }
+                }
+            }
+        }
+        Style::SentencePiece => {
+            for f in std::iter::once(t.to_string()).chain(forms.iter().cloned()) {
+                let spaced = f.replace(' ', "\u{2581}");
+                for cand in [format!("\u{2581}{spaced}"), spaced] {
+                    if let Some((id, s)) = look(&cand) {
+                        return Some((id, Method::Decoded, s));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    None
+}
+
+/// How many tokens are tokenized in one batch: bounds the memory of encodings.
+const BATCH: usize = 8192;
+
+/// Matches every target token and, with `compose`, builds the others from their pieces.
+pub fn plan(
+    tokens: &[String],
+    source: &SourceVocab,
+    tok: Option<&SourceTokenizer>,
+    compose: bool,
+) -> Plan {
+    // Without a tokenizer, the vocabulary itself says whether it is WordPiece (decided once).
+    let style = match tok {
+        Some(t) => t.style,
+        None if source.ids.keys().any(|k| k.starts_with("##")) => Style::WordPiece,
+        None => Style::Other,
+    };
+    let found: Vec<Option<(u32, Method, String)>> = tokens
+        .par_iter()
+        .map(|t| find_copy(t, source, tok, style))
+        .collect();
+    let mut oov = Vec::new();
+    let mut rows: Vec<Row> = found
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| match f {
+            Some((id, method, s)) => Row {
+                source: RowSource::Copy(id),
+                method,
+                pieces: if method == Method::Exact {
+                    Vec::new()
+                } else {
+                    vec![s]
+                },
+            },
+            None => {
+                oov.push(i);
+                Row {
+                    source: RowSource::Fill,
+                    method: Method::Fill,
+                    pieces: Vec::new(),
+                }
+            }
+        })
+        .collect();
+    let mut tokenizer_errors = 0;
+    if let (true, Some(tok)) = (compose, tok) {
+        let id_to_token: std::collections::HashMap<u32, &str> =
+            source.ids.iter().map(|(k, v)| (*v, k.as_str())).collect();
+        for chunk in oov.chunks(BATCH) {
+            let texts: Vec<&str> = chunk.iter().map(|&i| tokens[i].as_str()).collect();
+            for (&i, ids) in chunk.iter().zip(tok.pieces(&texts)) {
+                let Some(ids) = ids else {
+                    tokenizer_errors += 1;
+                    continue;
+                };
+                // Pieces outside the embedding's vocabulary (added tokens past the matrix) cannot
+                // be averaged; a token left with none falls back to the fill method.
+                let ids: Vec<u32> = ids
+                    .into_iter()
+                    .filter(|&id| (id as usize) < source.size)
+                    .collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                rows[i] = Row {
+                    pieces: ids
+                        .iter()
+                        .map(|id| id_to_token.get(id).copied().unwrap_or("?").to_string())
+                        .collect(),
+                    source: RowSource::Composed(ids),
+                    method: Method::Composed,
+                };
+            }
+        }
+    }
+    Plan {
+        rows,
+        tokenizer_errors,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::SourceKind;
+    use std::collections::HashMap;
+
+    fn source(tokens: &[&str]) -> SourceVocab {
+        let ids: HashMap<String, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
+        SourceVocab {
+            size: tokens.len(),
+            ids,
+            kind: SourceKind::VocabTxt,
+            path: "vocab.txt".into(),
+            special: tokens
+                .iter()
+                .filter(|t| t.starts_with('['))
+                .map(|t| t.to_string())
+                .collect(),
+            repeated: 0,
+            repeated_examples: Vec::new(),
+        }
+    }
+
+    fn tokens(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn exact_normalized_continuation_composed_fill() {
+        let src = source(&["[PAD]", "[UNK]", "abc", "##ing", "中", "国", "run", "café"]);
+        let tok = SourceTokenizer::from_wordpiece_vocab(&src, true).unwrap();
+        let target = tokens(&["abc", "ＡＢＣ", "ABC", "ing", "##run", "中国", "😀", "cafe"]);
+        let p = plan(&target, &src, Some(&tok), true);
+        let methods: Vec<Method> = p.rows.iter().map(|r| r.method).collect();
+        assert_eq!(
+            methods,
+            vec![
+                Method::Exact,
+                Method::Normalized,
+                Method::Normalized,
+                Method::Continuation,
+                Method::Continuation,
+                Method::Composed,
+                Method::Fill,
+                Method::Fill,
+            ]
+        );
+        assert_eq!(p.rows[1].source, RowSource::Copy(2));
+        assert_eq!(p.rows[3].source, RowSource::Copy(3));
+        assert_eq!(p.rows[5].source, RowSource::Composed(vec![4, 5]));
+        assert_eq!(p.rows[5].pieces, vec!["中", "国"]);
+        assert_eq!(p.rows[1].pieces, vec!["abc"]);
+        assert!(p.rows[0].pieces.is_empty());
+        assert_eq!(p.tokenizer_errors, 0);
+    }
+
+    #[test]
+    fn cased_source_does_not_lowercase() {
+        let src = source(&["[UNK]", "abc"]);
+        let tok = SourceTokenizer::from_wordpiece_vocab(&src, false).unwrap();
+        let p = plan(&tokens(&["ABC"]), &src, Some(&tok), false);
+        assert_eq!(p.rows[0].method, Method::Fill);
+    }
+
+    #[test]
+    fn sentencepiece_tokens_match_without_the_word_marker() {
+        let src = source(&["<unk>", "\u{2581}hello", "\u{2581}new\u{2581}york", "world"]);
+        let mut tok = SourceTokenizer::from_wordpiece_vocab(&src, false).unwrap();
+        tok.style = Style::SentencePiece;
+        let p = plan(
+            &tokens(&["hello", "new york", "world"]),
+            &src,
+            Some(&tok),
+            false,
+        );
+        let methods: Vec<Method> = p.rows.iter().map(|r| r.method).collect();
+        assert_eq!(
+            methods,
+            vec![Method::Decoded, Method::Decoded, Method::Exact]
+        );
+        assert_eq!(p.rows[0].source, RowSource::Copy(1));
+        assert_eq!(p.rows[1].source, RowSource::Copy(2));
+    }
+
+    #[test]
+    fn byte_level_tokens_match_their_human_form() {
+        assert_eq!(byte_level("中").unwrap(), "ä¸Ń");
+        assert_eq!(byte_level(" a").unwrap(), "Ġa");
+    }
+}

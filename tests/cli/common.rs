@@ -1,0 +1,398 @@
+//! Helpers shared by every CLI test: the sandbox (own temp dir, own HF_HOME, cleaned environment),
+//! fixture paths, and readers for what the binary writes.
+
+pub use crate::fake_hub::{FakeHub, Fault, RepoSpec, PROXY_ENV_VARS};
+pub use assert_cmd::Command;
+pub use std::collections::HashMap;
+pub use std::path::{Path, PathBuf};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+pub fn bert_dir() -> PathBuf {
+    fixtures().join("tiny-bert-chinese")
+}
+
+pub fn target_vocab() -> PathBuf {
+    fixtures().join("target-vocab.txt")
+}
+
+/// A sandbox: temp working dir and HF_HOME, cleaned environment.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Sandbox {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn hf_home(&self) -> PathBuf {
+        self.path("hf-home")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = assert_cmd::cargo::cargo_bin_cmd!("embed-transplant");
+        c.current_dir(self.dir.path());
+        for v in [
+            "HF_TOKEN",
+            "HF_ENDPOINT",
+            "HF_HUB_OFFLINE",
+            "HF_HUB_CACHE",
+            "HUGGINGFACE_HUB_CACHE",
+            "HF_TOKEN_PATH",
+            "XDG_CACHE_HOME",
+        ]
+        .into_iter()
+        .chain(PROXY_ENV_VARS)
+        {
+            c.env_remove(v);
+        }
+        c.env("HF_HOME", self.hf_home());
+        c
+    }
+
+    /// A transplant of `model` onto the bundled target vocabulary; add the rest.
+    pub fn transplant(&self, model: &Path) -> Command {
+        let mut c = self.cmd();
+        c.arg("-m").arg(model).arg("-v").arg(target_vocab());
+        c
+    }
+
+    /// The files in the working dir (to check that failures leave nothing behind).
+    pub fn files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "hf-home")
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// A safetensors file read back: tensors as (dtype, shape, bytes) and the metadata.
+pub struct St {
+    pub tensors: HashMap<String, (String, Vec<usize>, Vec<u8>)>,
+    pub meta: HashMap<String, String>,
+}
+
+pub fn read_st(path: &Path) -> St {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            (
+                n,
+                (
+                    format!("{:?}", t.dtype()),
+                    t.shape().to_vec(),
+                    t.data().to_vec(),
+                ),
+            )
+        })
+        .collect();
+    St {
+        tensors,
+        meta: meta.metadata().clone().unwrap_or_default(),
+    }
+}
+
+pub fn lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.strip_suffix('\n')
+        .unwrap_or(&text)
+        .split('\n')
+        .map(String::from)
+        .collect()
+}
+
+pub fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Checks that every target token the source vocab has got the source row, bit for bit.
+pub fn assert_copied_rows(out: &Path, source_st: &Path, tensor: &str, vocab_txt: &Path) -> usize {
+    let out = read_st(out);
+    let src = read_st(source_st);
+    let (_, oshape, odata) = &out.tensors["weight"];
+    let (_, sshape, sdata) = &src.tensors[tensor];
+    assert_eq!(oshape[1], sshape[1]);
+    let dim = sshape[1] * 4;
+    let ids: HashMap<String, usize> = lines(vocab_txt)
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, i))
+        .collect();
+    let target = lines(&target_vocab());
+    assert_eq!(oshape[0], target.len());
+    let mut copied = 0;
+    for (i, t) in target.iter().enumerate() {
+        if let Some(&id) = ids.get(t) {
+            assert_eq!(
+                &odata[i * dim..(i + 1) * dim],
+                &sdata[id * dim..(id + 1) * dim],
+                "row {i} {t}"
+            );
+            copied += 1;
+        }
+    }
+    copied
+}
+
+pub fn stderr_of(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stderr).into_owned()
+}
+
+pub fn stdout_of(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stdout).into_owned()
+}
+
+/// Runs a transplant and returns the output tensor's bytes.
+pub fn weight_of(
+    sb: &Sandbox,
+    model: &Path,
+    extra: &[&str],
+    out: &str,
+) -> (String, Vec<usize>, Vec<u8>) {
+    sb.transplant(model)
+        .args(["-o", out, "-q"])
+        .args(if extra.contains(&"--init") {
+            &[][..]
+        } else {
+            &["--init", "random"][..]
+        })
+        .args(extra)
+        .assert()
+        .success();
+    read_st(&sb.path(out)).tensors.remove("weight").unwrap()
+}
+
+// ---------------------------------------------------------------- the hub
+
+pub fn hub_with_bert(hidden: &[&str]) -> FakeHub {
+    let mut spec = RepoSpec::new("some-org/tiny-bert-chinese", bert_dir());
+    for h in hidden {
+        spec = spec.hide(h);
+    }
+    FakeHub::start(vec![spec])
+}
+
+// ---------------------------------------------------------------- bad input
+
+/// Runs with the given vocab bytes and returns stderr; asserts exit 1 and no output file.
+pub fn vocab_error(bytes: &[u8]) -> String {
+    let sb = Sandbox::new();
+    std::fs::write(sb.path("v.txt"), bytes).unwrap();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(bert_dir())
+        .args(["-v", "v.txt", "-o", "out.safetensors"])
+        .assert()
+        .code(1);
+    assert_eq!(sb.files(), vec!["v.txt"]);
+    let err = stderr_of(&a);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+/// Writes a one-tensor safetensors file with the given shape (f32 zeros).
+pub fn write_tiny_st(path: &Path, name: &str, shape: [usize; 2]) {
+    let data = vec![0u8; shape[0] * shape[1] * 4];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), &data)
+        .unwrap();
+    safetensors::serialize_to_file([(name, view)], None, path).unwrap();
+}
+
+// ---------------------------------------------------------------- composition and matching (issue 3)
+
+/// Runs with the given target tokens on stdin and returns (summary JSON, report JSON, output).
+pub fn run_tokens(
+    model: &Path,
+    tokens: &str,
+    extra: &[&str],
+) -> (serde_json::Value, serde_json::Value, St) {
+    let sb = Sandbox::new();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(model)
+        .args([
+            "-v",
+            "-",
+            "-o",
+            "out.safetensors",
+            "--json",
+            "--report",
+            "report.json",
+            "-q",
+        ])
+        .args(extra)
+        .write_stdin(tokens)
+        .assert()
+        .success();
+    let summary = serde_json::from_str(&stdout_of(&a)).unwrap();
+    let report =
+        serde_json::from_str(&std::fs::read_to_string(sb.path("report.json")).unwrap()).unwrap();
+    (summary, report, read_st(&sb.path("out.safetensors")))
+}
+
+/// Source rows by token, as f32.
+pub fn source_rows(dir: &Path, tensor: &str) -> (HashMap<String, usize>, Vec<f32>, usize) {
+    let st = read_st(&dir.join("model.safetensors"));
+    let (_, shape, data) = &st.tensors[tensor];
+    let ids = lines(&dir.join("vocab.txt"))
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, i))
+        .collect();
+    (ids, f32s(data), shape[1])
+}
+
+pub fn out_row(st: &St, i: usize) -> Vec<f32> {
+    let (_, shape, data) = &st.tensors["weight"];
+    let dim = shape[1];
+    f32s(&data[i * dim * 4..(i + 1) * dim * 4])
+}
+
+pub fn assert_mean_of(
+    st: &St,
+    row: usize,
+    pieces: &[&str],
+    ids: &HashMap<String, usize>,
+    src: &[f32],
+    dim: usize,
+) {
+    let got = out_row(st, row);
+    for (c, g) in got.iter().enumerate() {
+        let want = pieces
+            .iter()
+            .map(|p| src[ids[*p] * dim + c] as f64)
+            .sum::<f64>()
+            / pieces.len() as f64;
+        assert!(
+            (*g as f64 - want).abs() < 1e-6,
+            "row {row} col {c}: {g} vs {want}"
+        );
+    }
+}
+
+/// Writes a zip `.bin` with the given data.pkl bytes (stored, as torch writes it).
+pub fn write_zip_bin(path: &Path, entries: &[(&str, &[u8])]) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut z = zip::ZipWriter::new(f);
+    for (name, data) in entries {
+        z.start_file(
+            *name,
+            zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored),
+        )
+        .unwrap();
+        std::io::Write::write_all(&mut z, data).unwrap();
+    }
+    z.finish().unwrap();
+}
+
+// ---------------------------------------------------------------- finetune and evaluate (issue 4)
+
+/// A small synthetic sentiment set whose label is decided by which tokens occur: each sentence has
+/// neutral characters plus two from its class's set. Deterministic (a tiny LCG).
+pub fn synthetic(dir: &Path) {
+    let pos = ["好", "棒", "赞", "喜", "爱", "美", "乐", "优"];
+    let neg = ["差", "坏", "烂", "恨", "丑", "苦", "劣", "糟"];
+    let neutral = ["的", "了", "是", "我", "你", "他", "这", "那", "有", "在"];
+    let mut vocab: Vec<&str> = vec!["[PAD]", "[UNK]"];
+    vocab.extend(pos);
+    vocab.extend(neg);
+    vocab.extend(neutral);
+    vocab.push("好的"); // a word the source lacks: composed from 好 and 的
+    std::fs::write(dir.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
+    let mut state: u64 = 12345;
+    let mut next = |n: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % n
+    };
+    for (name, n) in [("train.tsv", 240), ("dev.tsv", 60), ("test.tsv", 60)] {
+        let mut out = String::from("label\ttext\n");
+        for i in 0..n {
+            let (label, set) = if i % 2 == 0 {
+                ("pos", &pos)
+            } else {
+                ("neg", &neg)
+            };
+            let mut s = String::new();
+            for _ in 0..4 {
+                s.push_str(neutral[next(neutral.len())]);
+            }
+            s.push_str(set[next(set.len())]);
+            s.push_str(set[next(set.len())]);
+            if i % 4 == 0 {
+                s.push_str("好的"); // the composed word, so that a non-copied row is trained
+            }
+            s.push('?'); // not in the vocabulary: [UNK]
+            out.push_str(&format!("{label}\t{s}\n"));
+        }
+        std::fs::write(dir.join(name), out).unwrap();
+    }
+}
+
+/// Transplants the synthetic vocabulary from the tiny BERT and returns the sandbox.
+pub fn finetune_sandbox() -> Sandbox {
+    let sb = Sandbox::new();
+    synthetic(sb.dir.path());
+    sb.cmd()
+        .arg("-m")
+        .arg(bert_dir())
+        .args(["-v", "vocab.txt", "-o", "emb.safetensors", "-q"])
+        .assert()
+        .success();
+    sb
+}
+
+pub fn finetune(sb: &Sandbox, out: &str, extra: &[&str]) -> serde_json::Value {
+    let a = sb
+        .cmd()
+        .args([
+            "finetune",
+            "--embeddings",
+            "emb.safetensors",
+            "-v",
+            "vocab.txt",
+            "--train",
+            "train.tsv",
+        ])
+        .args([
+            "--valid", "dev.tsv", "--test", "test.tsv", "-o", out, "--json", "--lr", "0.05",
+        ])
+        .args(extra)
+        .assert()
+        .success();
+    serde_json::from_str(&stdout_of(&a)).unwrap()
+}
+
+/// A safetensors file from a raw JSON header and data bytes.
+pub fn raw_st(path: &Path, header: &str, data: &[u8]) {
+    let mut h = header.as_bytes().to_vec();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut b = (h.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(&h);
+    b.extend_from_slice(data);
+    std::fs::write(path, b).unwrap();
+}

@@ -1,0 +1,534 @@
+//! Bad input of every kind: one-line errors, exit code 1, nothing left behind.
+
+use crate::common::*;
+
+#[test]
+fn vocab_errors_name_the_line() {
+    assert_eq!(
+        vocab_error(b"a\n\nb\n"),
+        "error: v.txt line 2: empty line (every line must hold a token)\n"
+    );
+    assert!(vocab_error(b"a\nb\nc\xff\n").starts_with("error: v.txt line 3: invalid UTF-8"));
+    assert!(vocab_error(b"a\nb\0\n").starts_with("error: v.txt line 2: contains a NUL byte"));
+    assert_eq!(vocab_error(b""), "error: v.txt: the vocabulary is empty\n");
+    assert!(vocab_error(b"\n\n\n").starts_with("error: v.txt line 1: empty line"));
+    let mut long = b"a\n".to_vec();
+    long.extend(std::iter::repeat_n(b'x', 1 << 20));
+    assert!(vocab_error(&long).starts_with("error: v.txt line 2: line is longer than 1024 bytes"));
+}
+
+#[test]
+fn missing_files_and_bad_model_paths() {
+    let sb = Sandbox::new();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(bert_dir())
+        .args(["-v", "nope.txt"])
+        .assert()
+        .code(1);
+    assert!(
+        stderr_of(&a).starts_with("error: nope.txt: No such file"),
+        "{}",
+        stderr_of(&a)
+    );
+    let a = sb
+        .cmd()
+        .args(["-m", "./no/such/dir", "-v"])
+        .arg(target_vocab())
+        .assert()
+        .code(1);
+    assert!(stderr_of(&a).contains("./no/such/dir: no such file or directory, and not a hub id"));
+    let empty = sb.path("empty-model");
+    std::fs::create_dir(&empty).unwrap();
+    let a = sb.transplant(&empty).assert().code(1);
+    assert!(
+        stderr_of(&a).contains("no weights found"),
+        "{}",
+        stderr_of(&a)
+    );
+    assert_eq!(sb.files(), vec!["empty-model"]);
+}
+
+#[test]
+fn output_path_problems() {
+    let sb = Sandbox::new();
+    let run = |out: &Path| sb.transplant(&bert_dir()).arg("-o").arg(out).assert();
+    std::fs::write(sb.path("exists.safetensors"), b"keep me").unwrap();
+    let a = run(&sb.path("exists.safetensors")).code(1);
+    assert!(stderr_of(&a).contains("exists; pass --force to replace it"));
+    assert_eq!(
+        std::fs::read(sb.path("exists.safetensors")).unwrap(),
+        b"keep me"
+    );
+    let a = run(&sb.path("missing-dir/out.safetensors")).code(1);
+    assert!(
+        stderr_of(&a).contains("the output directory does not exist"),
+        "{}",
+        stderr_of(&a)
+    );
+    std::fs::create_dir(sb.path("adir")).unwrap();
+    let a = run(&sb.path("adir")).code(1);
+    assert!(stderr_of(&a).contains("--output names a directory"));
+    sb.transplant(&bert_dir())
+        .args(["-o", "exists.safetensors", "--force", "-q"])
+        .assert()
+        .success();
+    assert_ne!(
+        std::fs::read(sb.path("exists.safetensors")).unwrap(),
+        b"keep me"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn read_only_output_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let ro = sb.path("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // Root ignores directory permissions; the check is only meaningful for other users.
+    if std::fs::write(ro.join("probe"), b"").is_ok() {
+        std::fs::remove_file(ro.join("probe")).unwrap();
+        return;
+    }
+    let a = sb
+        .transplant(&bert_dir())
+        .arg("-o")
+        .arg(ro.join("out.safetensors"))
+        .assert()
+        .code(1);
+    assert!(stderr_of(&a).contains("ro"), "{}", stderr_of(&a));
+}
+
+#[test]
+fn embedding_with_fewer_rows_than_the_vocab() {
+    let sb = Sandbox::new();
+    let dir = sb.path("small");
+    std::fs::create_dir(&dir).unwrap();
+    write_tiny_st(
+        &dir.join("model.safetensors"),
+        "embeddings.word_embeddings.weight",
+        [3, 4],
+    );
+    std::fs::write(dir.join("vocab.txt"), "a\nb\nc\nd\n").unwrap();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(&dir)
+        .args(["-v", "-", "-o", "x.safetensors"])
+        .write_stdin("a\n")
+        .assert()
+        .code(1);
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("tensor `embeddings.word_embeddings.weight`")
+            && err.contains("has 3 rows, fewer than the 4 tokens"),
+        "{err}"
+    );
+    // More rows than the vocabulary (padding) is fine.
+    write_tiny_st(
+        &dir.join("model.safetensors"),
+        "embeddings.word_embeddings.weight",
+        [8, 4],
+    );
+    sb.cmd()
+        .arg("-m")
+        .arg(&dir)
+        .args(["-v", "-", "-o", "x.safetensors", "-q"])
+        .write_stdin("a\nzz\n")
+        .assert()
+        .success();
+}
+
+#[test]
+fn nan_rows_warn_or_fail_with_strict() {
+    let sb = Sandbox::new();
+    let dir = sb.path("nan");
+    std::fs::create_dir(&dir).unwrap();
+    let mut vals = [0.5f32; 3 * 2];
+    vals[3] = f32::NAN;
+    let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![3, 2], &data).unwrap();
+    safetensors::serialize_to_file([("wte.weight", view)], None, &dir.join("model.safetensors"))
+        .unwrap();
+    std::fs::write(dir.join("vocab.txt"), "a\nb\nc\n").unwrap();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(&dir)
+        .args(["-v", "-", "-o", "x.safetensors", "--json"])
+        .write_stdin("a\nb\n")
+        .assert()
+        .success();
+    assert!(stderr_of(&a).contains("1 row(s) hold NaN or infinity (first: row 1)"));
+    let json: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
+    assert_eq!(json["nonfinite_source_rows"], 1);
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(&dir)
+        .args(["-v", "-", "-o", "y.safetensors", "--strict"])
+        .write_stdin("a\n")
+        .assert()
+        .code(1);
+    assert!(stderr_of(&a).contains("NaN"));
+    assert!(!sb.path("y.safetensors").exists());
+}
+
+#[test]
+fn broken_checkpoints_are_one_line_errors() {
+    let sb = Sandbox::new();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty.safetensors", vec![], "the file is empty"),
+        (
+            "trunc.safetensors",
+            {
+                let mut b = std::fs::read(bert_dir().join("model.safetensors")).unwrap();
+                b.truncate(b.len() / 2);
+                b
+            },
+            "truncated",
+        ),
+        (
+            "huge.safetensors",
+            {
+                let mut b = (1u64 << 63).to_le_bytes().to_vec();
+                b.extend_from_slice(b"{}");
+                b
+            },
+            "header length exceeds the file",
+        ),
+        (
+            "notjson.safetensors",
+            {
+                let mut b = 8u64.to_le_bytes().to_vec();
+                b.extend_from_slice(b"not json");
+                b
+            },
+            "header is not valid",
+        ),
+        (
+            "notzip.bin",
+            b"hello world, not a checkpoint".to_vec(),
+            "not a PyTorch checkpoint",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        std::fs::write(sb.path(name), &bytes).unwrap();
+        let a = sb
+            .cmd()
+            .args(["-m", name, "--source-vocab"])
+            .arg(bert_dir().join("vocab.txt"))
+            .arg("-v")
+            .arg(target_vocab())
+            .args(["-o", "out.safetensors"])
+            .assert()
+            .code(1);
+        let err = stderr_of(&a);
+        assert!(err.contains(name) && err.contains(want), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!sb.path("out.safetensors").exists());
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let sb = Sandbox::new();
+    sb.cmd().args(["-m", "x"]).assert().code(2);
+    sb.cmd().args(["-v", "x"]).assert().code(2);
+    sb.cmd()
+        .args(["-m", "x", "-v", "y", "--init", "bogus"])
+        .assert()
+        .code(2);
+    let a = sb
+        .cmd()
+        .args(["-m", "x", "-v", "y", "-o", "r.json", "--report", "r.json"])
+        .assert()
+        .code(2);
+    assert!(stderr_of(&a).contains("same file"));
+    let help = sb.cmd().arg("--help").assert().success();
+    assert!(stdout_of(&help).contains("Exit codes"));
+}
+
+#[test]
+fn hostile_pickles_are_refused_never_run() {
+    let sb = Sandbox::new();
+    let marker = sb.path("pwned");
+    // pickle protocol 2: os.system("touch <marker>") as a REDUCE, then STOP.
+    let cmd = format!("touch {}", marker.display());
+    let mut pkl = b"\x80\x02cos\nsystem\nq\x00X".to_vec();
+    pkl.extend_from_slice(&(cmd.len() as u32).to_le_bytes());
+    pkl.extend_from_slice(cmd.as_bytes());
+    pkl.extend_from_slice(b"\x85R.");
+    type Entries<'a> = Vec<(&'a str, &'a [u8])>;
+    let cases: Vec<(&str, Entries, &str)> = vec![
+        (
+            "system.bin",
+            vec![("archive/data.pkl", &pkl[..])],
+            "refers to `os.system`",
+        ),
+        (
+            "nopkl.bin",
+            vec![("archive/other", b"x")],
+            "without data.pkl",
+        ),
+        (
+            "badop.bin",
+            vec![("archive/data.pkl", b"\x80\x02\xff.")],
+            "unreadable pickle",
+        ),
+        (
+            "notdict.bin",
+            vec![("archive/data.pkl", b"\x80\x02K\x01.")],
+            "does not hold a state dict",
+        ),
+    ];
+    for (name, entries, want) in cases {
+        write_zip_bin(&sb.path(name), &entries);
+        let a = sb
+            .cmd()
+            .args(["-m", name, "--source-vocab"])
+            .arg(bert_dir().join("vocab.txt"))
+            .arg("-v")
+            .arg(target_vocab())
+            .args(["-o", "out.safetensors"])
+            .assert()
+            .code(1);
+        let err = stderr_of(&a);
+        assert!(err.contains(name) && err.contains(want), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    assert!(!marker.exists());
+    assert!(!sb.path("out.safetensors").exists());
+}
+
+#[test]
+fn sharded_index_naming_a_missing_shard() {
+    let sb = Sandbox::new();
+    let dir = sb.path("sharded");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("model.safetensors.index.json"),
+        r#"{"weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors"}}"#,
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures().join("tiny-llama-sharded/tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+    let a = sb
+        .transplant(&dir)
+        .args(["-o", "x.safetensors"])
+        .assert()
+        .code(1);
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("model-00001-of-00002.safetensors, which does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_safetensors_headers() {
+    let sb = Sandbox::new();
+    let cases = [
+        (
+            "overlap.safetensors",
+            r#"{"a.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"wte.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[8,24]}}"#,
+            24,
+            "overlap or leave gaps",
+        ),
+        (
+            "outofrange.safetensors",
+            r#"{"wte.weight":{"dtype":"F32","shape":[32,32],"data_offsets":[0,4096]}}"#,
+            16,
+            "truncated",
+        ),
+        (
+            "dtype.safetensors",
+            r#"{"wte.weight":{"dtype":"Q4","shape":[2,2],"data_offsets":[0,16]}}"#,
+            16,
+            "header is not valid",
+        ),
+        (
+            "shape.safetensors",
+            r#"{"wte.weight":{"dtype":"F32","shape":[3,2],"data_offsets":[0,16]}}"#,
+            16,
+            "shape disagrees with its byte length",
+        ),
+        (
+            "int.safetensors",
+            r#"{"wte.weight":{"dtype":"I64","shape":[2,2],"data_offsets":[0,32]}}"#,
+            32,
+            "is not a float type",
+        ),
+    ];
+    std::fs::write(sb.path("vocab.txt"), "a\nb\n").unwrap();
+    for (name, header, len, want) in cases {
+        raw_st(&sb.path(name), header, &vec![0u8; len]);
+        let a = sb
+            .cmd()
+            .args([
+                "-m",
+                name,
+                "--source-vocab",
+                "vocab.txt",
+                "-v",
+                "vocab.txt",
+                "-o",
+                "out.safetensors",
+            ])
+            .assert()
+            .code(1);
+        let err = stderr_of(&a);
+        assert!(err.contains(name) && err.contains(want), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!sb.path("out.safetensors").exists());
+    }
+}
+
+#[test]
+fn unwritable_output_directory_even_for_root() {
+    // /proc is not writable for anyone, root included: the temp file cannot be created there.
+    let sb = Sandbox::new();
+    let a = sb
+        .transplant(&bert_dir())
+        .args(["-o", "/proc/embeddings.safetensors"])
+        .assert()
+        .code(1);
+    let err = stderr_of(&a);
+    assert!(err.starts_with("error: /proc"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn closed_stdout_is_not_an_error() {
+    let sb = Sandbox::new();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("embed-transplant"))
+        .current_dir(sb.dir.path())
+        .env("HF_HOME", sb.hf_home())
+        .args(["inspect", "--json", "-m"])
+        .arg(bert_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close our end of the pipe before the child writes its JSON.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn ten_million_line_vocabulary() {
+    let sb = Sandbox::new();
+    let dir = sb.path("m");
+    std::fs::create_dir(&dir).unwrap();
+    // A 2-row, 1-dim model keeps the output small (10M x 1 f32 = 40 MB).
+    raw_st(
+        &dir.join("model.safetensors"),
+        r#"{"wte.weight":{"dtype":"F32","shape":[2,1],"data_offsets":[0,8]}}"#,
+        &[0, 0, 128, 63, 0, 0, 0, 64],
+    );
+    std::fs::write(dir.join("vocab.txt"), "w0\nw1\n").unwrap();
+    let mut v = String::with_capacity(100 << 20);
+    for i in 0..10_000_000u32 {
+        v.push('w');
+        v.push_str(&i.to_string());
+        v.push('\n');
+    }
+    std::fs::write(sb.path("big.txt"), v).unwrap();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(&dir)
+        .args([
+            "-v",
+            "big.txt",
+            "-o",
+            "out.safetensors",
+            "--init",
+            "zeros",
+            "--json",
+            "-q",
+        ])
+        .assert()
+        .success();
+    let j: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
+    assert_eq!(j["rows"], 10_000_000);
+    assert_eq!(j["copied"], 2);
+    let out = std::fs::read(sb.path("out.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&out).unwrap();
+    let w = st.tensor("weight").unwrap();
+    assert_eq!(w.shape(), &[10_000_000, 1]);
+    assert_eq!(&w.data()[4..8], &2f32.to_le_bytes());
+}
+
+/// Every input a fuzzer once failed on (tests/fuzz_regressions/<target>/) is now read without a
+/// panic, a hang or an outsized allocation: a clean error, or a result.
+#[test]
+fn fuzz_regressions_stay_fixed() {
+    use embed_transplant::checkpoint::{self, pickle::PthFile, FetchFile, Weights};
+    struct NoFetch;
+    impl FetchFile for NoFetch {
+        fn fetch(&self, name: &str) -> embed_transplant::Result<PathBuf> {
+            Err(embed_transplant::Error::Hub(format!("no {name}")))
+        }
+        fn local(&self, _: &str) -> Option<PathBuf> {
+            None
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for target in std::fs::read_dir(&root).unwrap() {
+        let target = target.unwrap().path();
+        for input in std::fs::read_dir(&target).unwrap() {
+            let input = input.unwrap().path();
+            let bytes = std::fs::read(&input).unwrap();
+            n += 1;
+            match target.file_name().unwrap().to_str().unwrap() {
+                "vocab" => {
+                    let _ = embed_transplant::vocab::parse_target(&bytes, "fuzz");
+                }
+                "safetensors_header" => {
+                    let p = dir.path().join("x.safetensors");
+                    std::fs::write(&p, &bytes).unwrap();
+                    let w = Weights::Safetensors(p);
+                    if let Ok(list) = checkpoint::list_tensors(&w, &NoFetch) {
+                        for t in list
+                            .iter()
+                            .filter(|t| t.shape.as_ref().is_some_and(|s| s.len() == 2))
+                        {
+                            let _ = checkpoint::load_embedding(&w, &t.name, &NoFetch);
+                        }
+                    }
+                }
+                "pickle" => {
+                    let p = dir.path().join("x.bin");
+                    std::fs::write(&p, &bytes).unwrap();
+                    if let Ok(f) = PthFile::open(&p) {
+                        for e in &f.entries {
+                            let _ = f.read(e);
+                        }
+                    }
+                }
+                other => panic!("unknown fuzz target directory {other}"),
+            }
+        }
+    }
+    assert!(n > 0);
+}
