@@ -1,5 +1,5 @@
 """Writes the hand-made reproducers of the pickle reader's failures into
-tests/fuzz_regressions/pickle/ (replayed by tests/cli.rs `fuzz_regressions_stay_fixed`).
+tests/fuzz_regressions/pickle/ (replayed by tests/cli/errors.rs `fuzz_regressions_stay_fixed`, against tests/fuzz_regressions/expected.tsv).
 
 Each was confirmed against the `pickle` fuzz target (see the fuzzing report); the names say what
 the input does. Run with any python3:  python3 fuzz/make_repros.py

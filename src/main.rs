@@ -1,5 +1,7 @@
 //! The binary: parse, build the config, run, print, commit the files, exit code. Nothing else.
 
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use clap::{CommandFactory, Parser};
 use embed_transplant::cli::{Cli, Command};
 use embed_transplant::output::{self, Output};

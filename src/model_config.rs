@@ -30,10 +30,8 @@ impl ModelConfig {
                 .or_else(|| v.get("d_model"))
                 .and_then(|x| x.as_u64());
             c.vocab_size = v.get("vocab_size").and_then(|x| x.as_u64());
-            c.initializer_range = v
-                .get("initializer_range")
-                .and_then(|x| x.as_f64())
-                .filter(|x| x.is_finite() && *x > 0.0);
+            // As written: the transplant judges whether it is plausible (and says so).
+            c.initializer_range = v.get("initializer_range").and_then(|x| x.as_f64());
         }
         if let Some(p) = tokenizer_config {
             let v = read_json(p)?;

@@ -2,6 +2,8 @@
 //! stdout. A closed stdout (a pipe whose reader went away) is not an error. Clippy's
 //! `print_stdout`/`print_stderr` lints are denied everywhere else (see lib.rs and main.rs).
 
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use crate::commands::finetune::FinetuneReport;
 use crate::report::TransplantReport;
 use std::io::Write;

@@ -1,5 +1,5 @@
 """Loads embed-transplant outputs in PyTorch the two documented ways and checks shape, dtype and
-copied rows against the source checkpoint. Called by tests/cli.rs: check_torch.py OUTDIR MODELDIR VOCAB."""
+copied rows against the source checkpoint. Called by tests/cli/formats.rs: check_torch.py OUTDIR MODELDIR VOCAB."""
 import sys
 from pathlib import Path
 

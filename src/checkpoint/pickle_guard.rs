@@ -255,6 +255,22 @@ pub fn check(bytes: &[u8]) -> Result<usize, String> {
 mod tests {
     use super::*;
 
+    /// The guard knows exactly the opcodes candle's pickle machine knows: an upgrade of candle that
+    /// adds or drops one fails here instead of drifting silently.
+    #[test]
+    fn guard_and_candle_agree_on_every_opcode() {
+        for b in 0..=255u8 {
+            let candle_knows = candle_core::pickle::OpCode::try_from(b).is_ok();
+            let verdict = check(&[b, 0, 0, 0, 0, 0, 0, 0, 0]);
+            let refused = format!("unsupported pickle opcode 0x{b:02x} at byte 0");
+            let guard_refuses = verdict.as_ref().is_err_and(|e| *e == refused);
+            assert_eq!(
+                candle_knows, !guard_refuses,
+                "opcode 0x{b:02x}: candle knows it: {candle_knows}; guard says {verdict:?}"
+            );
+        }
+    }
+
     #[test]
     fn accepts_a_small_dict_and_measures_it() {
         // {'a': 1} protocol 2

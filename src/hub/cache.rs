@@ -172,6 +172,7 @@ pub(super) fn resolve_hub(
     hub: &HubSettings,
     headers_only: bool,
 ) -> Result<ModelFiles> {
+    check_cache_readable(model, hub)?;
     let endpoint = hub.endpoint();
     let api = if hub.offline {
         None
@@ -268,4 +269,25 @@ pub(super) fn resolve_hub(
         weights,
         fetcher: Box::new(repo),
     })
+}
+
+/// A cache we cannot read is reported as such, not as "not in the cache": hf-hub's lookups turn
+/// every I/O error into a miss.
+fn check_cache_readable(model: &str, hub: &HubSettings) -> Result<()> {
+    let repo_dir = hub
+        .cache_dir
+        .join(Repo::model(model.to_string()).folder_name());
+    for dir in [&hub.cache_dir, &repo_dir] {
+        match std::fs::read_dir(dir) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => {
+                return Err(Error::file(
+                    dir,
+                    format!("the hub cache cannot be read: {e}"),
+                ))
+            }
+        }
+    }
+    Ok(())
 }

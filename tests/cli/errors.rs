@@ -492,42 +492,70 @@ fn fuzz_regressions_stay_fixed() {
         }
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
+    let expected: HashMap<String, String> = std::fs::read_to_string(root.join("expected.tsv"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once('\t').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let mut n = 0;
     for target in std::fs::read_dir(&root).unwrap() {
         let target = target.unwrap().path();
+        if !target.is_dir() {
+            continue;
+        }
+        let kind = target.file_name().unwrap().to_str().unwrap().to_string();
         for input in std::fs::read_dir(&target).unwrap() {
             let input = input.unwrap().path();
+            let key = format!("{kind}/{}", input.file_name().unwrap().to_string_lossy());
+            let want = expected
+                .get(&key)
+                .unwrap_or_else(|| panic!("{key}: no line in expected.tsv"));
             let bytes = std::fs::read(&input).unwrap();
             n += 1;
-            match target.file_name().unwrap().to_str().unwrap() {
-                "vocab" => {
-                    let _ = embed_transplant::vocab::parse_target(&bytes, "fuzz");
-                }
+            // The first error the reader gives, with the path it names.
+            let (err, path): (Option<String>, PathBuf) = match kind.as_str() {
+                "vocab" => (
+                    embed_transplant::vocab::parse_target(&bytes, "fuzz")
+                        .err()
+                        .map(|e| e.to_string()),
+                    PathBuf::from("fuzz"),
+                ),
                 "safetensors_header" => {
                     let p = dir.path().join("x.safetensors");
                     std::fs::write(&p, &bytes).unwrap();
-                    let w = Weights::Safetensors(p);
-                    if let Ok(list) = checkpoint::list_tensors(&w, &NoFetch) {
-                        for t in list
+                    let w = Weights::Safetensors(p.clone());
+                    let err = match checkpoint::list_tensors(&w, &NoFetch) {
+                        Err(e) => Some(e.to_string()),
+                        Ok(list) => list
                             .iter()
                             .filter(|t| t.shape.as_ref().is_some_and(|s| s.len() == 2))
-                        {
-                            let _ = checkpoint::load_embedding(&w, &t.name, &NoFetch);
-                        }
-                    }
+                            .find_map(|t| checkpoint::load_embedding(&w, &t.name, &NoFetch).err())
+                            .map(|e| e.to_string()),
+                    };
+                    (err, p)
                 }
                 "pickle" => {
                     let p = dir.path().join("x.bin");
                     std::fs::write(&p, &bytes).unwrap();
-                    if let Ok(f) = PthFile::open(&p) {
-                        for e in &f.entries {
-                            let _ = f.read(e);
-                        }
-                    }
+                    let err = match PthFile::open(&p) {
+                        Err(e) => Some(e.to_string()),
+                        Ok(f) => f
+                            .entries
+                            .iter()
+                            .find_map(|e| f.read(e).err())
+                            .map(|e| e.to_string()),
+                    };
+                    (err, p)
                 }
                 other => panic!("unknown fuzz target directory {other}"),
-            }
+            };
+            let err = err.unwrap_or_else(|| panic!("{key}: accepted, expected an error"));
+            assert_eq!(err, format!("{}: {want}", path.display()), "{key}");
         }
     }
     assert!(n > 0);

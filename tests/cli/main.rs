@@ -9,6 +9,7 @@ mod common;
 mod errors;
 mod finetune;
 mod formats;
+mod hostile;
 mod hub;
 mod inspect;
 mod signals;
