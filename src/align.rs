@@ -1,6 +1,8 @@
 //! The pure core: given where each output row comes from, build the new matrix. No I/O, no flags.
 //! Rows are filled in parallel; each random row draws from its own seeded stream, so the bytes do
 //! not depend on thread count or order.
+//!
+//! (Over 400 lines because half of it is the unit tests on tiny matrices that pin every init method.)
 
 use crate::dtype::DType;
 use rand::SeedableRng;

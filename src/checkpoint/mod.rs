@@ -1,5 +1,8 @@
 //! Finding and reading the word-embedding tensor of a checkpoint, and nothing else of it:
 //! safetensors by mmap (single or sharded), PyTorch `.bin` through the pickle reader.
+//!
+//! (Over 400 lines: the reader front for every weights format, whose pieces share the `Weights`,
+//! `Embedding` and mmap types; the format parsers themselves live in `pickle` and `names`.)
 
 pub mod names;
 pub mod pickle;

@@ -1,6 +1,9 @@
 //! PyTorch `.bin` checkpoints: the zip format (torch >= 1.6) and the legacy pre-1.6 stream, both
 //! through candle's pickle reader, which builds plain objects and never executes pickle code.
 //! Only the embedding's storage bytes are read.
+//!
+//! (Over 400 lines: one format, zip and legacy `.bin`, whose readers share the tensor-record
+//! decoding; the budget check is split out into `pickle_guard`.)
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};

@@ -1,6 +1,9 @@
 //! Fine-tuning (candle-nn): the tokens of a sentence are looked up in the embedding E, mean-pooled
 //! to h (padding masked out), and p = softmax(W h + b); cross-entropy loss; E, W and b updated by
 //! Adam (or SGD). Copied rows can be kept fixed by zeroing their gradient rows.
+//!
+//! (Over 400 lines: the model, its optimisers and the loop share private state; a third is the
+//! gradient and optimiser checks.)
 
 pub mod data;
 

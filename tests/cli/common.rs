@@ -60,7 +60,7 @@ impl Sandbox {
     }
 
     /// A transplant of `model` onto the bundled target vocabulary; add the rest.
-    pub fn transplant(&self, model: &Path) -> Command {
+    pub fn transplant(&self, model: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = self.cmd();
         c.arg("-m").arg(model).arg("-v").arg(target_vocab());
         c

@@ -53,7 +53,7 @@ fn missing_files_and_bad_model_paths() {
 #[test]
 fn output_path_problems() {
     let sb = Sandbox::new();
-    let run = |out: &Path| sb.transplant(&bert_dir()).arg("-o").arg(out).assert();
+    let run = |out: &Path| sb.transplant(bert_dir()).arg("-o").arg(out).assert();
     std::fs::write(sb.path("exists.safetensors"), b"keep me").unwrap();
     let a = run(&sb.path("exists.safetensors")).code(1);
     assert!(stderr_of(&a).contains("exists; pass --force to replace it"));
@@ -70,7 +70,7 @@ fn output_path_problems() {
     std::fs::create_dir(sb.path("adir")).unwrap();
     let a = run(&sb.path("adir")).code(1);
     assert!(stderr_of(&a).contains("--output names a directory"));
-    sb.transplant(&bert_dir())
+    sb.transplant(bert_dir())
         .args(["-o", "exists.safetensors", "--force", "-q"])
         .assert()
         .success();
@@ -78,28 +78,6 @@ fn output_path_problems() {
         std::fs::read(sb.path("exists.safetensors")).unwrap(),
         b"keep me"
     );
-}
-
-#[cfg(unix)]
-#[test]
-fn read_only_output_directory() {
-    use std::os::unix::fs::PermissionsExt;
-    let sb = Sandbox::new();
-    let ro = sb.path("ro");
-    std::fs::create_dir(&ro).unwrap();
-    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
-    // Root ignores directory permissions; the check is only meaningful for other users.
-    if std::fs::write(ro.join("probe"), b"").is_ok() {
-        std::fs::remove_file(ro.join("probe")).unwrap();
-        return;
-    }
-    let a = sb
-        .transplant(&bert_dir())
-        .arg("-o")
-        .arg(ro.join("out.safetensors"))
-        .assert()
-        .code(1);
-    assert!(stderr_of(&a).contains("ro"), "{}", stderr_of(&a));
 }
 
 #[test]
@@ -219,11 +197,9 @@ fn broken_checkpoints_are_one_line_errors() {
     for (name, bytes, want) in cases {
         std::fs::write(sb.path(name), &bytes).unwrap();
         let a = sb
-            .cmd()
-            .args(["-m", name, "--source-vocab"])
+            .transplant(name)
+            .args(["--source-vocab"])
             .arg(bert_dir().join("vocab.txt"))
-            .arg("-v")
-            .arg(target_vocab())
             .args(["-o", "out.safetensors"])
             .assert()
             .code(1);
@@ -289,11 +265,9 @@ fn hostile_pickles_are_refused_never_run() {
     for (name, entries, want) in cases {
         write_zip_bin(&sb.path(name), &entries);
         let a = sb
-            .cmd()
-            .args(["-m", name, "--source-vocab"])
+            .transplant(name)
+            .args(["--source-vocab"])
             .arg(bert_dir().join("vocab.txt"))
-            .arg("-v")
-            .arg(target_vocab())
             .args(["-o", "out.safetensors"])
             .assert()
             .code(1);
@@ -396,7 +370,7 @@ fn unwritable_output_directory_even_for_root() {
     // /proc is not writable for anyone, root included: the temp file cannot be created there.
     let sb = Sandbox::new();
     let a = sb
-        .transplant(&bert_dir())
+        .transplant(bert_dir())
         .args(["-o", "/proc/embeddings.safetensors"])
         .assert()
         .code(1);

@@ -65,7 +65,7 @@ fn pytorch_loads_the_output() {
         ("bf16.safetensors", "bf16"),
         ("f16.safetensors", "f16"),
     ] {
-        sb.transplant(&bert_dir())
+        sb.transplant(bert_dir())
             .args(["-o", name, "-q", "--dtype", extra])
             .assert()
             .success();

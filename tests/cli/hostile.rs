@@ -331,18 +331,10 @@ fn tokens_and_endpoint_passwords_never_print() {
     }
     // A trailing newline is trimmed and the token works.
     let hub = hub_with_bert(&[]);
-    sb.cmd()
+    sb.transplant("some-org/tiny-bert-chinese")
         .env("HF_ENDPOINT", hub.endpoint())
         .env("HF_TOKEN", "hf_secret\n")
-        .args([
-            "-m",
-            "some-org/tiny-bert-chinese",
-            "-o",
-            "a.safetensors",
-            "-q",
-        ])
-        .arg("-v")
-        .arg(target_vocab())
+        .args(["-o", "a.safetensors", "-q"])
         .assert()
         .success();
     let auth: Vec<String> = hub
@@ -354,12 +346,10 @@ fn tokens_and_endpoint_passwords_never_print() {
     assert!(auth.iter().all(|a| a == "Bearer hf_secret"), "{auth:?}");
     // userinfo in the endpoint is never printed.
     let a = sb
-        .cmd()
+        .transplant("org/model")
         .env("HF_ENDPOINT", "http://user:pa55word@127.0.0.1:9")
         .env("HF_TOKEN", "hf_tok")
-        .args(["-m", "org/model", "-o", "b.safetensors"])
-        .arg("-v")
-        .arg(target_vocab())
+        .args(["-o", "b.safetensors"])
         .assert()
         .code(1);
     let err = stderr_of(&a);
@@ -759,7 +749,7 @@ fn overflow_on_conversion_is_reported() {
 fn dash_outputs_and_dangling_links() {
     let sb = Sandbox::new();
     for flag in ["-o", "--report"] {
-        let mut c = sb.transplant(&bert_dir());
+        let mut c = sb.transplant(bert_dir());
         if flag == "--report" {
             c.args(["-o", "x.safetensors"]);
         }
@@ -773,7 +763,7 @@ fn dash_outputs_and_dangling_links() {
     }
     std::os::unix::fs::symlink(sb.path("nowhere"), sb.path("link.safetensors")).unwrap();
     let a = sb
-        .transplant(&bert_dir())
+        .transplant(bert_dir())
         .args(["-o", "link.safetensors"])
         .assert()
         .code(1);
@@ -979,12 +969,10 @@ fn an_unreadable_cache_is_not_a_cache_miss() {
     let sb = Sandbox::new();
     std::fs::write(sb.path("not-a-dir"), b"x").unwrap();
     let a = sb
-        .cmd()
+        .transplant("org/model")
         .env("HF_HUB_CACHE", sb.path("not-a-dir"))
         .env("HF_HUB_OFFLINE", "1")
-        .args(["-m", "org/model", "-o", "o.safetensors"])
-        .arg("-v")
-        .arg(target_vocab())
+        .args(["-o", "o.safetensors"])
         .assert()
         .code(1);
     let err = stderr_of(&a);

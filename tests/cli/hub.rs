@@ -7,19 +7,9 @@ fn hub_download_then_offline_from_cache() {
     let sb = Sandbox::new();
     let hub = hub_with_bert(&[]);
     let a = sb
-        .cmd()
+        .transplant("some-org/tiny-bert-chinese")
         .env("HF_ENDPOINT", hub.endpoint())
-        .args([
-            "-m",
-            "some-org/tiny-bert-chinese",
-            "-o",
-            "a.safetensors",
-            "--json",
-            "--init",
-            "random",
-        ])
-        .arg("-v")
-        .arg(target_vocab())
+        .args(["-o", "a.safetensors", "--json", "--init", "random"])
         .assert()
         .success();
     let reqs = hub.requests();
@@ -51,20 +41,10 @@ fn hub_download_then_offline_from_cache() {
     drop(hub);
 
     // Offline: the hub is gone, the cache serves.
-    sb.cmd()
+    sb.transplant("some-org/tiny-bert-chinese")
         .env("HF_HUB_OFFLINE", "1")
         .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .args([
-            "-m",
-            "some-org/tiny-bert-chinese",
-            "-o",
-            "b.safetensors",
-            "-q",
-            "--init",
-            "random",
-        ])
-        .arg("-v")
-        .arg(target_vocab())
+        .args(["-o", "b.safetensors", "-q", "--init", "random"])
         .assert()
         .success();
     assert_eq!(
@@ -77,16 +57,8 @@ fn hub_download_then_offline_from_cache() {
 fn offline_flag_with_empty_cache_says_so() {
     let sb = Sandbox::new();
     let a = sb
-        .cmd()
-        .args([
-            "-m",
-            "some-org/tiny-bert-chinese",
-            "--offline",
-            "-o",
-            "x.safetensors",
-        ])
-        .arg("-v")
-        .arg(target_vocab())
+        .transplant("some-org/tiny-bert-chinese")
+        .args(["--offline", "-o", "x.safetensors"])
         .assert()
         .code(1);
     let err = stderr_of(&a);
@@ -107,17 +79,9 @@ fn hub_404_for_safetensors_falls_back_to_pytorch_bin() {
     let sb = Sandbox::new();
     let hub = hub_with_bert(&["model.safetensors"]);
     let a = sb
-        .cmd()
+        .transplant("some-org/tiny-bert-chinese")
         .env("HF_ENDPOINT", hub.endpoint())
-        .args([
-            "-m",
-            "some-org/tiny-bert-chinese",
-            "-o",
-            "a.safetensors",
-            "--json",
-        ])
-        .arg("-v")
-        .arg(target_vocab())
+        .args(["-o", "a.safetensors", "--json"])
         .assert()
         .success();
     let json: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
@@ -135,11 +99,9 @@ fn hub_sharded_fetches_only_the_embedding_shard() {
         "org/tiny-llama",
         fixtures().join("tiny-llama-sharded"),
     )]);
-    sb.cmd()
+    sb.transplant("org/tiny-llama")
         .env("HF_ENDPOINT", hub.endpoint())
-        .args(["-m", "org/tiny-llama", "-o", "a.safetensors", "-q"])
-        .arg("-v")
-        .arg(target_vocab())
+        .args(["-o", "a.safetensors", "-q"])
         .assert()
         .success();
     let reqs = hub.requests();
@@ -164,28 +126,16 @@ fn legacy_hub_id_redirect_and_commit_revision() {
         bert_dir(),
     )])
     .with_redirect("bert-base-chinese", "google-bert/bert-base-chinese");
-    sb.cmd()
+    sb.transplant("bert-base-chinese")
         .env("HF_ENDPOINT", hub.endpoint())
-        .args(["-m", "bert-base-chinese", "-o", "a.safetensors", "-q"])
-        .arg("-v")
-        .arg(target_vocab())
+        .args(["-o", "a.safetensors", "-q"])
         .assert()
         .success();
     let commit = hub.commit_of("google-bert/bert-base-chinese");
     let sb2 = Sandbox::new();
-    sb2.cmd()
+    sb2.transplant("google-bert/bert-base-chinese")
         .env("HF_ENDPOINT", hub.endpoint())
-        .args([
-            "-m",
-            "google-bert/bert-base-chinese",
-            "--revision",
-            &commit,
-            "-o",
-            "b.safetensors",
-            "-q",
-        ])
-        .arg("-v")
-        .arg(target_vocab())
+        .args(["--revision", &commit, "-o", "b.safetensors", "-q"])
         .assert()
         .success();
     assert_eq!(
@@ -208,11 +158,9 @@ fn connection_refused_is_one_clear_line() {
         .unwrap()
         .port();
     let a = sb
-        .cmd()
+        .transplant("org/model")
         .env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"))
-        .args(["-m", "org/model", "-o", "x.safetensors"])
-        .arg("-v")
-        .arg(target_vocab())
+        .args(["-o", "x.safetensors"])
         .assert()
         .code(1);
     let err = stderr_of(&a);
@@ -228,11 +176,9 @@ fn hub_500_and_dropped_download_are_errors() {
     let hub = hub_with_bert(&[]);
     hub.set_fault(Fault::Status500);
     let a = sb
-        .cmd()
+        .transplant("some-org/tiny-bert-chinese")
         .env("HF_ENDPOINT", hub.endpoint())
-        .args(["-m", "some-org/tiny-bert-chinese", "-o", "x.safetensors"])
-        .arg("-v")
-        .arg(target_vocab())
+        .args(["-o", "x.safetensors"])
         .assert()
         .code(1);
     assert!(
@@ -242,11 +188,9 @@ fn hub_500_and_dropped_download_are_errors() {
     );
     hub.set_fault(Fault::DropMidBody);
     let a = sb
-        .cmd()
+        .transplant("some-org/tiny-bert-chinese")
         .env("HF_ENDPOINT", hub.endpoint())
-        .args(["-m", "some-org/tiny-bert-chinese", "-o", "x.safetensors"])
-        .arg("-v")
-        .arg(target_vocab())
+        .args(["-o", "x.safetensors"])
         .assert()
         .code(1);
     let err = stderr_of(&a);
@@ -260,11 +204,9 @@ fn unknown_hub_model_is_an_error() {
     let sb = Sandbox::new();
     let hub = hub_with_bert(&[]);
     let a = sb
-        .cmd()
+        .transplant("nobody/nothing")
         .env("HF_ENDPOINT", hub.endpoint())
-        .args(["-m", "nobody/nothing", "-o", "x.safetensors"])
-        .arg("-v")
-        .arg(target_vocab())
+        .args(["-o", "x.safetensors"])
         .assert()
         .code(1);
     assert!(
@@ -280,20 +222,10 @@ fn token_is_sent_but_never_printed() {
     let hub = hub_with_bert(&[]);
     let secret = "hf_SECRETsecretSECRET123";
     let a = sb
-        .cmd()
+        .transplant("some-org/tiny-bert-chinese")
         .env("HF_ENDPOINT", hub.endpoint())
         .env("HF_TOKEN", secret)
-        .args([
-            "-m",
-            "some-org/tiny-bert-chinese",
-            "-o",
-            "a.safetensors",
-            "--json",
-            "--report",
-            "r.json",
-        ])
-        .arg("-v")
-        .arg(target_vocab())
+        .args(["-o", "a.safetensors", "--json", "--report", "r.json"])
         .assert()
         .success();
     let sent = hub.recorded();
@@ -388,4 +320,115 @@ fn inspect_on_the_hub_reads_headers_not_weights() {
         .map(|r| r.line())
         .collect();
     assert!(full.is_empty(), "downloaded shards: {full:?}");
+}
+
+/// 401 and 403 (private or gated repos) say what to do, and never print the token.
+#[test]
+fn gated_and_private_repos_say_set_hf_token() {
+    let sb = Sandbox::new();
+    let hub = hub_with_bert(&[]);
+    for code in [401, 403] {
+        hub.set_fault(Fault::Status(code));
+        let a = sb
+            .transplant("some-org/tiny-bert-chinese")
+            .env("HF_ENDPOINT", hub.endpoint())
+            .env("HF_TOKEN", "hf_not_allowed")
+            .args(["-o", "x.safetensors"])
+            .assert()
+            .code(1);
+        let err = stderr_of(&a);
+        assert!(
+            err.contains(&format!(
+                "hub refused some-org/tiny-bert-chinese@main config.json ({code})"
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains("set HF_TOKEN to a token that can read it"),
+            "{err}"
+        );
+        assert!(!err.contains("hf_not_allowed"), "{err}");
+        assert!(sb.files().is_empty());
+    }
+}
+
+/// Weights served the way the real hub serves LFS files (302 to an absolute CDN URL) download,
+/// and give the same matrix as the local model.
+#[test]
+fn lfs_redirected_weights_download() {
+    let sb = Sandbox::new();
+    let hub = hub_with_bert(&[]).with_lfs_redirect(".safetensors");
+    sb.transplant("some-org/tiny-bert-chinese")
+        .env("HF_ENDPOINT", hub.endpoint())
+        .args(["-o", "hub.safetensors", "-q"])
+        .assert()
+        .success();
+    assert!(
+        hub.requests().iter().any(|r| r.contains("/_lfs/")),
+        "{:?}",
+        hub.requests()
+    );
+    sb.transplant(bert_dir())
+        .args(["-o", "local.safetensors", "-q"])
+        .assert()
+        .success();
+    assert_eq!(
+        read_st(&sb.path("hub.safetensors")).tensors["weight"],
+        read_st(&sb.path("local.safetensors")).tensors["weight"]
+    );
+}
+
+/// A download dropped once mid-body is retried, and the run succeeds with the right bytes.
+#[test]
+fn a_download_dropped_once_is_retried() {
+    let sb = Sandbox::new();
+    let hub = hub_with_bert(&[]);
+    hub.set_fault_times(Fault::DropMidBody, 1);
+    sb.transplant("some-org/tiny-bert-chinese")
+        .env("HF_ENDPOINT", hub.endpoint())
+        .args(["-o", "hub.safetensors", "-q"])
+        .assert()
+        .success();
+    sb.transplant(bert_dir())
+        .args(["-o", "local.safetensors", "-q"])
+        .assert()
+        .success();
+    assert_eq!(
+        read_st(&sb.path("hub.safetensors")).tensors["weight"],
+        read_st(&sb.path("local.safetensors")).tensors["weight"]
+    );
+}
+
+/// `inspect`'s remote header read works against a server that ignores `Range` (it answers the
+/// whole file with 200): the reader skips to the bytes it asked for.
+#[test]
+fn inspect_survives_a_server_that_ignores_range() {
+    let sb = Sandbox::new();
+    let hub = hub_with_bert(&[]);
+    let inspect = || {
+        let a = sb
+            .cmd()
+            .env("HF_ENDPOINT", hub.endpoint())
+            .args(["inspect", "--json", "-m", "some-org/tiny-bert-chinese"])
+            .assert()
+            .success();
+        serde_json::from_str::<serde_json::Value>(&stdout_of(&a)).unwrap()
+    };
+    // First run caches config and tokenizer; the second only reads the weights' header.
+    let normal = inspect();
+    hub.clear_requests();
+    hub.set_fault(Fault::IgnoreRange);
+    let ignored = inspect();
+    assert_eq!(normal["tensors"], ignored["tensors"]);
+    assert_eq!(
+        ignored["embedding"],
+        "bert.embeddings.word_embeddings.weight"
+    );
+    let answered: Vec<String> = hub
+        .recorded()
+        .iter()
+        .filter(|r| r.line().ends_with("model.safetensors"))
+        .map(|r| r.header("range").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(answered.len(), 2, "{answered:?}");
 }

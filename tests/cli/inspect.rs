@@ -28,7 +28,7 @@ fn inspect_lists_tensors_vocab_config_and_dry_run() {
     assert_eq!(j["dry_run"]["rows"], 2000);
     // The dry run agrees with a real transplant.
     let b = sb
-        .transplant(&bert_dir())
+        .transplant(bert_dir())
         .args(["--json", "-q"])
         .assert()
         .success();

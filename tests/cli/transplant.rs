@@ -65,7 +65,7 @@ fn default_output_name_and_transplant_subcommand() {
 fn same_seed_same_bytes_other_seed_other_bytes() {
     let sb = Sandbox::new();
     let run = |out: &str, seed: &str| {
-        sb.transplant(&bert_dir())
+        sb.transplant(bert_dir())
             .args(["-o", out, "-q", "--init", "random", "--seed", seed])
             .assert()
             .success();
@@ -159,7 +159,7 @@ fn duplicate_lines_warn_with_count() {
 fn tensor_override_and_candidate_lists() {
     let sb = Sandbox::new();
     let a = sb
-        .transplant(&bert_dir())
+        .transplant(bert_dir())
         .args(["--tensor", "nope", "-o", "x.safetensors"])
         .assert()
         .code(1);
@@ -171,7 +171,7 @@ fn tensor_override_and_candidate_lists() {
     );
     // A 2-D tensor that is not the embedding but has enough rows is accepted when forced.
     let a = sb
-        .transplant(&bert_dir().join("pytorch_model.bin"))
+        .transplant(bert_dir().join("pytorch_model.bin"))
         .args([
             "--tensor",
             "cls.predictions.decoder.weight",
@@ -306,7 +306,7 @@ fn counts_add_up_and_compose_is_deterministic() {
     let sb = Sandbox::new();
     let run = |out: &str| {
         let a = sb
-            .transplant(&bert_dir())
+            .transplant(bert_dir())
             .args(["-o", out, "--json", "-q"])
             .assert()
             .success();

@@ -93,6 +93,9 @@ pub enum Fault {
     /// half the body, then close. hf-hub's `Range: bytes=0-0` metadata request (1-byte body) is
     /// answered normally, so the fault hits the download itself.
     DropMidBody,
+    /// Answer file requests whole (200, no `content-range`) whatever their `Range` header says,
+    /// as some proxies and mirrors do.
+    IgnoreRange,
 }
 
 /// One request as the server received it.
@@ -750,7 +753,14 @@ impl Shared {
     /// 200/206/416 for `content` according to the request's Range, with the body fault applied.
     fn serve_bytes(&self, content: Vec<u8>, request: &RecordedRequest) -> Response {
         let size = content.len();
-        let (status, body, content_range) = match parse_range(request.header("range"), size) {
+        let ignore_range = request.header("range").is_some()
+            && self.claim_fault(|f| f == Fault::IgnoreRange) == Fault::IgnoreRange;
+        let range = if ignore_range {
+            ByteRange::Full
+        } else {
+            parse_range(request.header("range"), size)
+        };
+        let (status, body, content_range) = match range {
             ByteRange::Full => (200, content, None),
             ByteRange::Part(first, last) => (
                 206,
