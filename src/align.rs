@@ -71,6 +71,12 @@ impl RowSource {
     }
 }
 
+impl AsRef<RowSource> for RowSource {
+    fn as_ref(&self) -> &RowSource {
+        self
+    }
+}
+
 /// How rows the source vocabulary lacks are initialised, as chosen by the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Init {
@@ -156,8 +162,8 @@ const BLOCK_ROWS: usize = 4096;
 
 /// Builds the output matrix block by block, in row order, handing each block's bytes to `sink`
 /// (the output file). Only one block is in memory; rows within a block are built in parallel.
-pub fn build_blocks(
-    rows: &[RowSource],
+pub fn build_blocks<R: AsRef<RowSource> + Sync>(
+    rows: &[R],
     src: Matrix<'_>,
     opts: &BuildOptions,
     mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
@@ -175,7 +181,7 @@ pub fn build_blocks(
     // Copied rows keep their source norms, so the calibration target is known before building.
     let median_copied = median(
         rows.iter()
-            .filter_map(|r| match r {
+            .filter_map(|r| match r.as_ref() {
                 RowSource::Copy(id) => Some(*id as usize),
                 _ => None,
             })
@@ -211,7 +217,7 @@ pub fn build_blocks(
             .for_each_init(
                 || (vec![0f32; cols], vec![0f32; cols]),
                 |(acc, tmp), (k, ((out, norm), overflow))| {
-                    let row = &block_rows[k];
+                    let row = block_rows[k].as_ref();
                     match row {
                         RowSource::Copy(id) => {
                             let id = *id as usize;
@@ -266,7 +272,7 @@ pub fn build_blocks(
     let initialised: Vec<f32> = rows
         .iter()
         .zip(&norms)
-        .filter(|(r, _)| !r.is_copy())
+        .filter(|(r, _)| !r.as_ref().is_copy())
         .map(|(_, n)| *n)
         .collect();
     Ok(BuildStats {

@@ -3,6 +3,7 @@
 
 use crate::hub::Provenance;
 use crate::matching::{Method, Plan};
+use crate::vocab::SourceVocab;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -136,8 +137,15 @@ pub fn parse_ranges(s: &str, rows: usize) -> Result<Vec<bool>, String> {
     Ok(mask)
 }
 
-/// The `--report` notes: every row that is not an exact copy, with how it was made.
-pub fn notes(tokens: &[String], plan: &Plan, fill: &str) -> Vec<RowNote> {
+/// The `--report` notes: every row that is not an exact copy, with how it was made and the source
+/// tokens it was built from.
+pub fn notes(tokens: &[String], plan: &Plan, source: &SourceVocab, fill: &str) -> Vec<RowNote> {
+    let mut names: Vec<&str> = vec!["?"; source.size];
+    for (t, &id) in &source.ids {
+        if let Some(n) = names.get_mut(id as usize) {
+            *n = t;
+        }
+    }
     plan.rows
         .iter()
         .enumerate()
@@ -146,7 +154,11 @@ pub fn notes(tokens: &[String], plan: &Plan, fill: &str) -> Vec<RowNote> {
             line: i + 1,
             token: tokens[i].clone(),
             method: r.method.name(fill),
-            pieces: r.pieces.clone(),
+            pieces: r
+                .pieces()
+                .iter()
+                .map(|&id| names.get(id as usize).copied().unwrap_or("?").to_string())
+                .collect(),
         })
         .collect()
 }

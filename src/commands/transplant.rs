@@ -178,11 +178,10 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     );
     let meta = metadata(&report, &copied_rows);
     // The matrix is built block by block straight into the output's temp file.
-    let sources = plan.sources();
     let mut stats = align::BuildStats::default();
     let mut batch = Batch::new();
     batch.matrix(&cfg.output, out_dtype, [rows, emb.cols], &meta, |w| {
-        stats = align::build_blocks(&sources, src, &opts, |block| w.write_all(block))?;
+        stats = align::build_blocks(&plan.rows, src, &opts, |block| w.write_all(block))?;
         Ok(())
     })?;
     if stats.overflow_rows > 0 {
@@ -203,7 +202,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     report.timings = timings;
     report.seconds = start.elapsed().as_secs_f64();
     if let Some(report_target) = &cfg.report {
-        let notes = report::notes(&target.tokens, &plan, fill_name);
+        let notes = report::notes(&target.tokens, &plan, &source, fill_name);
         let doc = ReportFile {
             summary: &report,
             rows: &notes,

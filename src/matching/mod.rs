@@ -51,13 +51,30 @@ impl Method {
     }
 }
 
-/// One output row: where it comes from, how that was decided, and the source tokens it was built
-/// from (the match, or the pieces; empty for exact copies and fills).
+/// One output row: where it comes from and how that was decided. The source token ids it was built
+/// from (the match, or the pieces) are in `source`; their names are looked up only when a report
+/// asks (strings per row would dominate the memory of a multi-million-line vocabulary).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub source: RowSource,
     pub method: Method,
-    pub pieces: Vec<String>,
+}
+
+impl Row {
+    /// The source ids the row was built from: the copied token, or the pieces (none for a fill).
+    pub fn pieces(&self) -> &[u32] {
+        match &self.source {
+            RowSource::Copy(id) => std::slice::from_ref(id),
+            RowSource::Composed(ids) => ids,
+            RowSource::Fill => &[],
+        }
+    }
+}
+
+impl AsRef<RowSource> for Row {
+    fn as_ref(&self) -> &RowSource {
+        &self.source
+    }
 }
 
 /// One row per target token, in target order.
@@ -69,10 +86,6 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn sources(&self) -> Vec<RowSource> {
-        self.rows.iter().map(|r| r.source.clone()).collect()
-    }
-
     pub fn copied(&self) -> usize {
         self.rows.iter().filter(|r| r.source.is_copy()).count()
     }
@@ -84,10 +97,10 @@ fn find_copy(
     source: &SourceVocab,
     tok: Option<&SourceTokenizer>,
     style: Style,
-) -> Option<(u32, Method, String)> {
-    let look = |s: &str| source.ids.get(s).map(|&id| (id, s.to_string()));
+) -> Option<(u32, Method)> {
+    let look = |s: &str| source.ids.get(s).copied();
     if let Some(id) = source.ids.get(t) {
-        return Some((*id, Method::Exact, t.to_string()));
+        return Some((*id, Method::Exact));
     }
     // Most tokens are already in NFKC and unchanged by the source's normaliser: no allocation then.
     let nfkc: Option<String> = match unicode_normalization::is_nfkc_quick(t.chars()) {
@@ -107,8 +120,8 @@ fn find_copy(
     forms.retain(|f| f != t && !f.is_empty());
     forms.dedup();
     for f in &forms {
-        if let Some((id, s)) = look(f) {
-            return Some((id, Method::Normalized, s));
+        if let Some(id) = look(f) {
+            return Some((id, Method::Normalized));
         }
     }
     if style == Style::WordPiece {
@@ -120,8 +133,8 @@ fn find_copy(
                 Some(_) => continue,
                 None => format!("##{f}"),
             };
-            if let Some((id, s)) = look(&other) {
-                return Some((id, Method::Continuation, s));
+            if let Some(id) = look(&other) {
+                return Some((id, Method::Continuation));
             }
         }
     }
@@ -130,8 +143,8 @@ fn find_copy(
             for f in std::iter::once(t.to_string()).chain(forms.iter().cloned()) {
                 let Some(b) = byte_level(&f) else { continue };
                 for cand in [b.clone(), format!("\u{120}{b}")] {
-                    if let Some((id, s)) = look(&cand) {
-                        return Some((id, Method::Decoded, s));
+                    if let Some(id) = look(&cand) {
+                        return Some((id, Method::Decoded));
                     }
                 }
             }
@@ -140,8 +153,8 @@ fn find_copy(
             for f in std::iter::once(t.to_string()).chain(forms.iter().cloned()) {
                 let spaced = f.replace(' ', "\u{2581}");
                 for cand in [format!("\u{2581}{spaced}"), spaced] {
-                    if let Some((id, s)) = look(&cand) {
-                        return Some((id, Method::Decoded, s));
+                    if let Some(id) = look(&cand) {
+                        return Some((id, Method::Decoded));
                     }
                 }
             }
@@ -167,7 +180,7 @@ pub fn plan(
         None if source.ids.keys().any(|k| k.starts_with("##")) => Style::WordPiece,
         None => Style::Other,
     };
-    let found: Vec<Option<(u32, Method, String)>> = tokens
+    let found: Vec<Option<(u32, Method)>> = tokens
         .par_iter()
         .map(|t| find_copy(t, source, tok, style))
         .collect();
@@ -176,29 +189,21 @@ pub fn plan(
         .into_iter()
         .enumerate()
         .map(|(i, f)| match f {
-            Some((id, method, s)) => Row {
+            Some((id, method)) => Row {
                 source: RowSource::Copy(id),
                 method,
-                pieces: if method == Method::Exact {
-                    Vec::new()
-                } else {
-                    vec![s]
-                },
             },
             None => {
                 oov.push(i);
                 Row {
                     source: RowSource::Fill,
                     method: Method::Fill,
-                    pieces: Vec::new(),
                 }
             }
         })
         .collect();
     let mut tokenizer_errors = 0;
     if let (true, Some(tok)) = (compose, tok) {
-        let id_to_token: std::collections::HashMap<u32, &str> =
-            source.ids.iter().map(|(k, v)| (*v, k.as_str())).collect();
         for chunk in oov.chunks(BATCH) {
             let texts: Vec<&str> = chunk.iter().map(|&i| tokens[i].as_str()).collect();
             for (&i, ids) in chunk.iter().zip(tok.pieces(&texts)) {
@@ -216,10 +221,6 @@ pub fn plan(
                     continue;
                 }
                 rows[i] = Row {
-                    pieces: ids
-                        .iter()
-                        .map(|id| id_to_token.get(id).copied().unwrap_or("?").to_string())
-                        .collect(),
                     source: RowSource::Composed(ids),
                     method: Method::Composed,
                 };
@@ -286,9 +287,9 @@ mod tests {
         assert_eq!(p.rows[1].source, RowSource::Copy(2));
         assert_eq!(p.rows[3].source, RowSource::Copy(3));
         assert_eq!(p.rows[5].source, RowSource::Composed(vec![4, 5]));
-        assert_eq!(p.rows[5].pieces, vec!["中", "国"]);
-        assert_eq!(p.rows[1].pieces, vec!["abc"]);
-        assert!(p.rows[0].pieces.is_empty());
+        assert_eq!(p.rows[5].pieces(), &[4, 5]);
+        assert_eq!(p.rows[1].pieces(), &[2]);
+        assert!(p.rows[6].pieces().is_empty());
         assert_eq!(p.tokenizer_errors, 0);
     }
 
