@@ -82,6 +82,8 @@ impl AsRef<RowSource> for RowSource {
 pub enum Init {
     /// The mean of the token's pieces; tokens with no usable piece get the random fill.
     Compose,
+    /// Compose, then the fitted map ([`crate::compose_fit`]).
+    ComposeFit,
     /// Every such row gets the fill.
     Fill(FillKind),
 }
@@ -90,6 +92,7 @@ impl Init {
     pub fn name(self) -> &'static str {
         match self {
             Init::Compose => "compose",
+            Init::ComposeFit => "compose-fit",
             Init::Fill(f) => f.name(),
         }
     }
@@ -97,9 +100,14 @@ impl Init {
     /// What rows with nothing to copy or compose get.
     pub fn fill(self) -> FillKind {
         match self {
-            Init::Compose => FillKind::Random,
+            Init::Compose | Init::ComposeFit => FillKind::Random,
             Init::Fill(f) => f,
         }
+    }
+
+    /// Whether out-of-vocabulary tokens are composed from their pieces.
+    pub fn composes(self) -> bool {
+        matches!(self, Init::Compose | Init::ComposeFit)
     }
 }
 
@@ -133,7 +141,7 @@ pub enum Fill {
     Mean,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub out: DType,
     pub fill: Fill,
@@ -142,6 +150,8 @@ pub struct BuildOptions {
     pub calibrate_norm: bool,
     /// Source rows 0..vocab_rows are the vocabulary's (the rest is padding), for the mean.
     pub vocab_rows: usize,
+    /// `compose-fit`: the map applied to every composed row after the mean.
+    pub compose_map: Option<std::sync::Arc<crate::compose_fit::LinearMap>>,
 }
 
 /// What was noticed while building.
@@ -239,6 +249,9 @@ pub fn build_blocks<R: AsRef<RowSource> + Sync>(
                             }
                             let n = ids.len().max(1) as f32;
                             acc.iter_mut().for_each(|a| *a /= n);
+                            if let Some(map) = &opts.compose_map {
+                                map.apply(acc, tmp);
+                            }
                         }
                         RowSource::Fill => match opts.fill {
                             Fill::Zeros => acc.fill(0.0),
@@ -382,6 +395,7 @@ mod tests {
             seed: 7,
             calibrate_norm: false,
             vocab_rows: 5,
+            compose_map: None,
         }
     }
 

@@ -46,6 +46,10 @@ pub enum Command {
     Finetune(FinetuneArgs),
     /// Accuracy and per-class precision/recall of a fine-tuned embedding and head on a data set.
     Evaluate(EvaluateArgs),
+    /// How well each init method rebuilds rows the model knows: source tokens are held out (the
+    /// tokenizer rebuilt without them), re-initialised from their pieces, and compared with their
+    /// true rows. Writes nothing.
+    Score(ScoreArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -81,6 +85,40 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct ScoreArgs {
+    /// Source model: a hub id, a model directory, or a weights file.
+    #[arg(short, long)]
+    pub model: String,
+
+    /// Target vocabulary: held-out tokens that also occur in it are preferred (`-` for stdin).
+    #[arg(short, long, value_name = "PATH")]
+    pub vocab: Option<PathBuf>,
+
+    /// Held-out tokens to score.
+    #[arg(long, default_value_t = 2000)]
+    pub sample: usize,
+
+    /// Seed of the sample, the fit's validation split and the random rows.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Name of the embedding tensor, when the automatic choice is wrong or ambiguous.
+    #[arg(long, value_name = "NAME")]
+    pub tensor: Option<String>,
+
+    /// Source vocabulary (tokenizer.json or vocab.txt) instead of the model's own.
+    #[arg(long, value_name = "PATH")]
+    pub source_vocab: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub hub: HubArgs,
+
+    /// Print the scores as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Output element type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DTypeArg {
@@ -97,6 +135,9 @@ pub enum InitArg {
     /// The mean of the token's pieces under the source tokenizer (e.g. a Chinese word from its
     /// characters); tokens with no known piece fall back to random.
     Compose,
+    /// compose, then an affine map fitted by ridge regression on the source's own multi-piece
+    /// tokens (mean of pieces -> true row; lambda by a held-out split).
+    ComposeFit,
     /// N(0, sigma): sigma is config.json's initializer_range, else the source matrix's std.
     Random,
     /// All zeros.

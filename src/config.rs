@@ -3,7 +3,7 @@
 
 use crate::align::{FillKind, Init};
 use crate::cli::{
-    DTypeArg, EvaluateArgs, FinetuneArgs, HubArgs, InitArg, InspectArgs, OptimizerArg,
+    DTypeArg, EvaluateArgs, FinetuneArgs, HubArgs, InitArg, InspectArgs, OptimizerArg, ScoreArgs,
     TransplantArgs,
 };
 use crate::dtype::DType;
@@ -54,6 +54,19 @@ impl TransplantConfig {
 pub struct InspectConfig {
     pub model: String,
     pub vocab: Option<PathBuf>,
+    pub tensor: Option<String>,
+    pub source_vocab: Option<PathBuf>,
+    pub hub: HubSettings,
+    pub json: bool,
+}
+
+/// `score`'s settings.
+#[derive(Debug, Clone)]
+pub struct ScoreConfig {
+    pub model: String,
+    pub vocab: Option<PathBuf>,
+    pub sample: usize,
+    pub seed: u64,
     pub tensor: Option<String>,
     pub source_vocab: Option<PathBuf>,
     pub hub: HubSettings,
@@ -141,6 +154,7 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
         source_vocab: args.source_vocab,
         init: match args.init {
             InitArg::Compose => Init::Compose,
+            InitArg::ComposeFit => Init::ComposeFit,
             InitArg::Random => Init::Fill(FillKind::Random),
             InitArg::Zeros => Init::Fill(FillKind::Zeros),
             InitArg::Mean => Init::Fill(FillKind::Mean),
@@ -189,6 +203,23 @@ pub fn inspect(args: InspectArgs, stderr_is_terminal: bool) -> Result<InspectCon
     Ok(InspectConfig {
         model: args.model,
         vocab: args.vocab,
+        tensor: args.tensor,
+        source_vocab: args.source_vocab,
+        hub,
+        json: args.json,
+    })
+}
+
+pub fn score(args: ScoreArgs, stderr_is_terminal: bool) -> Result<ScoreConfig> {
+    if args.sample == 0 {
+        return Err(Error::Usage("--sample must be at least 1".into()));
+    }
+    let hub = hub_settings(args.hub, stderr_is_terminal && !args.json)?;
+    Ok(ScoreConfig {
+        model: args.model,
+        vocab: args.vocab,
+        sample: args.sample,
+        seed: args.seed,
         tensor: args.tensor,
         source_vocab: args.source_vocab,
         hub,

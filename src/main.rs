@@ -86,6 +86,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Some(Command::Score(a)) => {
+            let cfg = config::score(a, tty)?;
+            let out = Output { quiet: false };
+            let s = commands::score::run(&cfg, &out)?;
+            if cfg.json {
+                output::print_json(&s)?;
+            } else {
+                out.score_table(&s);
+            }
+            return Ok(());
+        }
         Some(Command::Completions { shell }) => {
             let mut cmd = Cli::command();
             let mut buf = Vec::new();

@@ -74,6 +74,49 @@ impl Output {
 }
 
 impl Output {
+    /// `score`'s table: one line per method.
+    pub fn score_table(&self, r: &crate::commands::score::ScoreReport) {
+        if self.quiet {
+            return;
+        }
+        let in_target = r
+            .in_target
+            .map(|n| format!(", {n} in the target vocabulary"))
+            .unwrap_or_default();
+        let mut lines = vec![format!(
+            "{}: {} held-out tokens scored against {} source rows (dim {}; seed {}{in_target})",
+            r.model, r.scored, r.source_shape[0], r.source_shape[1], r.seed
+        )];
+        lines.push(format!(
+            "{:<12} {:>11} {:>7} {:>7} {:>11} {:>10}",
+            "method", "mean cosine", "top-1", "top-10", "median rank", "norm ratio"
+        ));
+        for s in &r.scores {
+            lines.push(format!(
+                "{:<12} {:>11.3} {:>6.1}% {:>6.1}% {:>11} {:>10.2}",
+                s.method,
+                s.mean_cosine,
+                100.0 * s.top1,
+                100.0 * s.top10,
+                s.median_rank,
+                s.norm_ratio
+            ));
+        }
+        if let Some(f) = r.compose_fit.as_ref().filter(|f| f.identity) {
+            lines.push(format!(
+                "compose-fit: plain mean of pieces won the validation split ({:.3} on {} tokens): the map is the identity",
+                f.validation_cosine_plain, f.fit_size
+            ));
+        } else if let Some(f) = &r.compose_fit {
+            lines.push(format!(
+                "compose-fit: ridge alpha {} (lambda {:.4}) on {} tokens; validation cosine {:.3} (plain mean {:.3})",
+                f.alpha, f.lambda, f.fit_size, f.validation_cosine, f.validation_cosine_plain
+            ));
+        }
+        lines.push(format!("in {:.2}s", r.seconds));
+        self.info(&lines.join("\n"));
+    }
+
     pub fn finetune_summary(&self, r: &FinetuneReport) {
         match r.test_accuracy {
             Some(acc) => self.info(&format!(

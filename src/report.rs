@@ -54,6 +54,9 @@ pub struct TransplantReport {
     pub overflow_rows: usize,
     /// Target tokens the source tokenizer failed to encode (they got the fill).
     pub tokenizer_errors: usize,
+    /// `--init compose-fit`: the fitted map.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compose_fit: Option<crate::compose_fit::FitSummary>,
     pub seconds: f64,
     /// Seconds per stage.
     pub timings: BTreeMap<String, f64>,
@@ -75,6 +78,9 @@ pub struct RowNote {
 #[derive(Debug, Serialize)]
 pub struct ReportFile<'a> {
     pub summary: &'a TransplantReport,
+    /// The held-out score of the init method used (see `embed-transplant score`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<&'a crate::quality::ReportScore>,
     pub rows: &'a [RowNote],
 }
 

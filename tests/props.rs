@@ -239,6 +239,7 @@ fn build(c: &Case, rows: &[RowSource], src: &SourceVocab) -> Built {
         seed: c.seed,
         calibrate_norm: c.calibrate,
         vocab_rows: src.size,
+        compose_map: None,
     };
     let mut data = Vec::new();
     let stats = align::build_blocks(rows, m, &opts, |b| {

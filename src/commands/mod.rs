@@ -4,6 +4,7 @@
 pub mod evaluate;
 pub mod finetune;
 pub mod inspect;
+pub mod score;
 pub mod transplant;
 
 use crate::error::{Error, Result};

@@ -1,6 +1,7 @@
 //! `embed-transplant` (the main job): resolve the model, read its embedding, build the new matrix
 //! for the target vocabulary, stage the output (and report) files for the caller to commit.
 
+use super::score;
 use super::Staged;
 use crate::align::{self, BuildOptions, Fill, FillKind, Init, Matrix};
 use crate::checkpoint;
@@ -9,11 +10,16 @@ use crate::error::{Error, Result};
 use crate::hub;
 use crate::matching;
 use crate::output::Output;
+use crate::quality::ReportScore;
 use crate::report::{self, ReportFile, TransplantReport};
 use crate::vocab;
 use crate::writer::Batch;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
+
+/// Held-out tokens scored for `--report`.
+const REPORT_SAMPLE: usize = 2000;
 
 /// initializer_range values outside this band are not a standard deviation anyone meant.
 const PLAUSIBLE_SIGMA: std::ops::RangeInclusive<f64> = 1e-8..=10.0;
@@ -104,7 +110,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         &target.tokens,
         &source,
         Some(&tokenizer),
-        cfg.init == Init::Compose,
+        cfg.init.composes(),
     );
     if plan.tokenizer_errors > 0 {
         out.warn(&format!(
@@ -112,14 +118,37 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
             plan.tokenizer_errors
         ));
     }
+    mark("match_and_compose");
+    // compose-fit: the map from the mean of pieces to the row, fitted on the source's own
+    // multi-piece tokens (every one that can be held out, in a seeded order).
+    let compose_map = if cfg.init == Init::ComposeFit {
+        let cands = score::ordered_candidates(&tokenizer, source.size, cfg.seed, None);
+        let refs: Vec<&_> = cands.iter().collect();
+        let map = score::fit_map(
+            &tokenizer,
+            src,
+            source.size,
+            &refs,
+            &HashSet::new(),
+            cfg.seed,
+        )
+        .map_err(|e| match e {
+            Error::Invalid(m) => Error::Invalid(format!("{}: {m}", cfg.model)),
+            e => e,
+        })?;
+        mark("fit_composition");
+        Some(Arc::new(map))
+    } else {
+        None
+    };
     let opts = BuildOptions {
         out: out_dtype,
         fill,
         seed: cfg.seed,
         calibrate_norm: cfg.calibrate_norm,
         vocab_rows: source.size,
+        compose_map: compose_map.clone(),
     };
-    mark("match_and_compose");
 
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for r in &plan.rows {
@@ -165,6 +194,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         nonfinite_source_rows: bad_rows.len(),
         overflow_rows: 0,
         tokenizer_errors: plan.tokenizer_errors,
+        compose_fit: compose_map.as_ref().map(|m| m.summary()),
         seconds: 0.0,
         timings: BTreeMap::new(),
     };
@@ -199,12 +229,52 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     report.median_norm_copied = stats.median_norm_copied;
     report.median_norm_initialised = stats.median_norm_initialised;
     mark("build_and_write_output");
+    // The report says how well the chosen method rebuilds rows the model knows.
+    let held_out = match &cfg.report {
+        Some(_) => {
+            let prefer: HashSet<String> = target.tokens.iter().cloned().collect();
+            let method = score::Method::of_init(cfg.init);
+            let ev = score::evaluate(
+                &tokenizer,
+                src,
+                source.size,
+                &score::EvalOptions {
+                    sample: REPORT_SAMPLE,
+                    seed: cfg.seed,
+                    sigma: sigma.unwrap_or_else(|| score::sigma(None, src, source.size)),
+                    methods: &[method],
+                    prefer: Some(&prefer),
+                },
+            );
+            Some(match ev {
+                Ok(ev) => ReportScore {
+                    scored: ev.scored,
+                    in_target: ev.in_target,
+                    seed: cfg.seed,
+                    score: ev.scores.into_iter().next(),
+                    note: ev.notes.into_iter().next(),
+                },
+                // A vocabulary with nothing to hold out (or a tokenizer that cannot): no score.
+                Err(Error::Invalid(m)) => ReportScore {
+                    scored: 0,
+                    in_target: None,
+                    seed: cfg.seed,
+                    score: None,
+                    note: Some(m),
+                },
+                Err(e) => return Err(e),
+            })
+        }
+        None => None,
+    };
+    mark("held_out_score");
     report.timings = timings;
     report.seconds = start.elapsed().as_secs_f64();
     if let Some(report_target) = &cfg.report {
         let notes = report::notes(&target.tokens, &plan, &source, fill_name);
         let doc = ReportFile {
             summary: &report,
+            score: held_out.as_ref(),
             rows: &notes,
         };
         batch.json(report_target, &doc)?;
@@ -253,5 +323,19 @@ fn metadata(r: &TransplantReport, copied_rows: &str) -> BTreeMap<String, String>
     );
     put("copied_rows", copied_rows.to_string());
     put("target_vocab_sha256", r.target_vocab_sha256.clone());
+    if let Some(f) = &r.compose_fit {
+        put("compose_fit_identity", f.identity.to_string());
+        put("compose_fit_alpha", f.alpha.to_string());
+        put("compose_fit_lambda", f.lambda.to_string());
+        put("compose_fit_size", f.fit_size.to_string());
+        put(
+            "compose_fit_validation_cosine",
+            format!("{:.6}", f.validation_cosine),
+        );
+        put(
+            "compose_fit_validation_cosine_plain",
+            format!("{:.6}", f.validation_cosine_plain),
+        );
+    }
     m
 }

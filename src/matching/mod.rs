@@ -4,6 +4,7 @@
 //! token that decodes to it; else (with `compose`) the mean of its pieces under the source
 //! tokenizer; else the fill method. Every row records its method for counts and reports.
 
+pub mod holdout;
 mod tokenizer;
 
 pub use tokenizer::{SourceTokenizer, Style};

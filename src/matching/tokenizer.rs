@@ -119,6 +119,27 @@ impl SourceTokenizer {
         }
     }
 
+    /// The tokenizers-crate tokenizer inside (for rebuilding it without some tokens).
+    pub(super) fn inner(&self) -> &Tokenizer {
+        &self.tok
+    }
+
+    /// The same source tokenizer with another tokenizers-crate model (see `holdout`).
+    pub(super) fn replaced(&self, tok: Tokenizer) -> Self {
+        SourceTokenizer {
+            tok,
+            style: self.style,
+            lowercase: self.lowercase,
+            strip_accents: self.strip_accents,
+            special_ids: self.special_ids.clone(),
+        }
+    }
+
+    /// Whether the id is a special token (never sampled, never a piece).
+    pub(super) fn is_special(&self, id: u32) -> bool {
+        self.special_ids.contains(&id)
+    }
+
     /// The token as the source would normalise it (case, accents); None when that changes nothing.
     pub(super) fn normalize(&self, s: &str) -> Option<String> {
         let lower = self.lowercase && s.chars().any(char::is_uppercase);

@@ -1,0 +1,595 @@
+//! Static word vectors (word2vec, GloVe, fastText, Tencent AI Lab): text with or without the
+//! `count dim` header line, word2vec binary, and `.npy` with a word list. Files are streamed in
+//! blocks and only the rows a caller wants are kept; text blocks are parsed in parallel.
+//!
+//! Every text line's field count is checked (a ragged row is an error naming its line), but the
+//! values are parsed only on the rows that are kept: a bad number in a row nobody needs is not
+//! noticed. A header's count and dimension are checked against the file.
+//!
+//! `.npy` (a 2-D `<f4` or `<f8` array, C order) takes its words, one per line, from the file
+//! with the same name and `.txt` in place of `.npy` (`glove.npy` -> `glove.txt`), else
+//! `vocab.txt` beside it.
+
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The kept rows of a static-vector file.
+#[derive(Debug, Clone)]
+pub struct Vectors {
+    pub path: PathBuf,
+    pub dim: usize,
+    /// Vectors in the file (kept or not).
+    pub total: usize,
+    pub words: Vec<String>,
+    /// words.len() x dim, row-major.
+    pub data: Vec<f32>,
+    index: HashMap<String, usize>,
+}
+
+impl Vectors {
+    pub fn get(&self, word: &str) -> Option<&[f32]> {
+        self.index
+            .get(word)
+            .map(|&i| &self.data[i * self.dim..(i + 1) * self.dim])
+    }
+
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    fn push(&mut self, word: String, v: &[f32]) {
+        if self.index.contains_key(&word) {
+            return; // the first occurrence wins
+        }
+        self.index.insert(word.clone(), self.words.len());
+        self.words.push(word);
+        self.data.extend_from_slice(v);
+    }
+}
+
+/// Bytes read and parsed per block of a text file.
+const BLOCK: usize = 32 << 20;
+
+/// Reads the rows of `path` whose word `wanted` accepts.
+pub fn read(path: &Path, wanted: &(dyn Fn(&str) -> bool + Sync)) -> Result<Vectors> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(Error::file(path, "is a directory, not a vector file"));
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "npy" => read_npy(path, f, wanted),
+        "bin" => read_binary(path, f, wanted),
+        _ => read_text(path, f, wanted),
+    }
+}
+
+fn empty(path: &Path, dim: usize) -> Vectors {
+    Vectors {
+        path: path.to_path_buf(),
+        dim,
+        total: 0,
+        words: Vec::new(),
+        data: Vec::new(),
+        index: HashMap::new(),
+    }
+}
+
+fn line_err(path: &Path, line: usize, msg: impl Into<String>) -> Error {
+    Error::Line {
+        path: path.display().to_string(),
+        line,
+        msg: msg.into(),
+    }
+}
+
+/// `count dim` (two non-negative integers and nothing else).
+fn parse_header(line: &str) -> Option<(usize, usize)> {
+    let mut it = line.split_ascii_whitespace();
+    let (a, b) = (it.next()?, it.next()?);
+    if it.next().is_some() {
+        return None;
+    }
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// What one block of lines gave: lines seen, rows kept, and the first error (by local line).
+struct BlockOut {
+    lines: usize,
+    kept: Vec<(String, Vec<f32>)>,
+    error: Option<(usize, String)>,
+}
+
+fn parse_block(block: &[u8], dim: usize, wanted: &(dyn Fn(&str) -> bool + Sync)) -> BlockOut {
+    let mut out = BlockOut {
+        lines: 0,
+        kept: Vec::new(),
+        error: None,
+    };
+    for raw in block.split(|&b| b == b'\n') {
+        out.lines += 1;
+        let mut line = raw;
+        while let Some((&last, rest)) = line.split_last() {
+            if last == b'\r' || last == b' ' || last == b'\t' {
+                line = rest;
+            } else {
+                break;
+            }
+        }
+        let fail = |msg: String| Some((out.lines, msg));
+        if line.is_empty() {
+            out.error = fail("empty line".into());
+            return out;
+        }
+        let Some(sp) = line.iter().position(|&b| b == b' ') else {
+            out.error = fail(format!("a word and no values (expected {dim})"));
+            return out;
+        };
+        let (word, values) = (&line[..sp], &line[sp + 1..]);
+        let fields = values.iter().filter(|&&b| b == b' ').count() + 1;
+        let fields = if fields == dim {
+            fields
+        } else {
+            // Runs of spaces or tabs: count properly before calling the row ragged.
+            values
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|s| !s.is_empty())
+                .count()
+        };
+        if fields != dim {
+            out.error = fail(format!("{fields} values, expected {dim}"));
+            return out;
+        }
+        let Ok(word) = std::str::from_utf8(word) else {
+            out.error = fail("the word is not UTF-8".into());
+            return out;
+        };
+        if !wanted(word) {
+            continue;
+        }
+        let mut v = Vec::with_capacity(dim);
+        for s in values
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|s| !s.is_empty())
+        {
+            match std::str::from_utf8(s)
+                .ok()
+                .and_then(|t| t.parse::<f32>().ok())
+            {
+                Some(x) if x.is_finite() => v.push(x),
+                _ => {
+                    out.error = fail(format!(
+                        "`{}` is not a finite number",
+                        String::from_utf8_lossy(s)
+                    ));
+                    return out;
+                }
+            }
+        }
+        out.kept.push((word.to_string(), v));
+    }
+    out
+}
+
+fn read_text(
+    path: &Path,
+    mut f: std::fs::File,
+    wanted: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Vectors> {
+    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + (1 << 16));
+    let mut carry: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; BLOCK];
+    let mut header: Option<(usize, usize)> = None;
+    let mut dim: Option<usize> = None;
+    let mut line_no = 0usize; // lines before the current block
+    let mut out = empty(path, 0);
+    let mut eof = false;
+    while !eof {
+        let n = f.read(&mut chunk).map_err(|e| Error::io(path, e))?;
+        eof = n == 0;
+        buf.clear();
+        buf.append(&mut carry);
+        buf.extend_from_slice(&chunk[..n]);
+        // Whole lines only; the tail waits for the next read.
+        let end = if eof {
+            buf.len()
+        } else {
+            buf.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1)
+        };
+        carry.extend_from_slice(&buf[end..]);
+        if carry.len() > BLOCK {
+            return Err(line_err(
+                path,
+                line_no + 1,
+                "a line over 32 MiB: not a vector file",
+            ));
+        }
+        if end == 0 {
+            continue;
+        }
+        let mut body = &buf[..end];
+        if let Some(stripped) = body.strip_suffix(b"\n") {
+            body = stripped;
+        }
+        if body.is_empty() {
+            continue;
+        }
+        if dim.is_none() {
+            // The first line: a header, or the first vector (which sets the dimension).
+            let first_end = body.iter().position(|&b| b == b'\n').unwrap_or(body.len());
+            let first = String::from_utf8_lossy(&body[..first_end]);
+            let first = first.trim_start_matches('\u{feff}');
+            if let Some((count, d)) = parse_header(first) {
+                if d == 0 {
+                    return Err(line_err(path, 1, "the header says dimension 0"));
+                }
+                header = Some((count, d));
+                dim = Some(d);
+                line_no = 1;
+                body = body.get(first_end + 1..).unwrap_or(&[]);
+            } else {
+                let fields = first.split_ascii_whitespace().count();
+                if fields < 2 {
+                    return Err(line_err(
+                        path,
+                        1,
+                        "neither a `count dim` header nor a word followed by its values",
+                    ));
+                }
+                dim = Some(fields - 1);
+            }
+            if body.is_empty() {
+                continue;
+            }
+        }
+        let d = dim.unwrap_or(0);
+        // Split the block at line ends into one piece per worker.
+        let parts = rayon::current_num_threads().max(1) * 4;
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(parts);
+        let mut rest = body;
+        while !rest.is_empty() {
+            let target = (body.len() / parts).max(1 << 16).min(rest.len());
+            let cut = match rest[target..].iter().position(|&b| b == b'\n') {
+                Some(p) => target + p,
+                None => rest.len(),
+            };
+            pieces.push(&rest[..cut]);
+            rest = rest.get(cut + 1..).unwrap_or(&[]);
+        }
+        let results: Vec<BlockOut> = pieces
+            .par_iter()
+            .map(|p| parse_block(p, d, wanted))
+            .collect();
+        for r in results {
+            if let Some((local, msg)) = r.error {
+                return Err(line_err(path, line_no + local, msg));
+            }
+            for (w, v) in r.kept {
+                out.push(w, &v);
+            }
+            line_no += r.lines;
+            out.total += r.lines;
+        }
+    }
+    out.dim = dim.unwrap_or(0);
+    if let Some((count, _)) = header {
+        if count != out.total {
+            return Err(Error::file(
+                path,
+                format!(
+                    "the header (line 1) says {count} vectors but the file has {}",
+                    out.total
+                ),
+            ));
+        }
+    }
+    if out.total == 0 {
+        return Err(Error::file(path, "holds no vectors"));
+    }
+    Ok(out)
+}
+
+fn read_binary(
+    path: &Path,
+    f: std::fs::File,
+    wanted: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Vectors> {
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = r.read(&mut byte).map_err(|e| Error::io(path, e))?;
+        if n == 0 || byte[0] == b'\n' {
+            break;
+        }
+        head.push(byte[0]);
+        if head.len() > 100 {
+            break;
+        }
+    }
+    let (count, dim) = parse_header(&String::from_utf8_lossy(&head))
+        .filter(|&(_, d)| d > 0)
+        .ok_or_else(|| {
+            line_err(
+                path,
+                1,
+                "a word2vec binary file starts with a `count dim` line",
+            )
+        })?;
+    let mut out = empty(path, dim);
+    let mut vals = vec![0u8; dim * 4];
+    let mut v = vec![0f32; dim];
+    let mut word = Vec::new();
+    for k in 0..count {
+        word.clear();
+        loop {
+            let n = r.read(&mut byte).map_err(|e| Error::io(path, e))?;
+            if n == 0 {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "the header says {count} vectors but the file ends in vector {}",
+                        k + 1
+                    ),
+                ));
+            }
+            match byte[0] {
+                b' ' => break,
+                b'\n' if word.is_empty() => {}
+                b => word.push(b),
+            }
+            if word.len() > 4096 {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "vector {}: a word over 4 KiB: not a word2vec binary file",
+                        k + 1
+                    ),
+                ));
+            }
+        }
+        r.read_exact(&mut vals).map_err(|_| {
+            Error::file(
+                path,
+                format!(
+                    "the header says {count} vectors of {dim} values but the file ends in vector {}",
+                    k + 1
+                ),
+            )
+        })?;
+        let w = String::from_utf8_lossy(&word).into_owned();
+        if wanted(&w) {
+            for (x, b) in v.iter_mut().zip(vals.chunks_exact(4)) {
+                *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(Error::file(
+                    path,
+                    format!("vector {} (`{w}`) holds NaN or infinity", k + 1),
+                ));
+            }
+            out.push(w, &v);
+        }
+        out.total += 1;
+    }
+    Ok(out)
+}
+
+fn read_npy(
+    path: &Path,
+    mut f: std::fs::File,
+    wanted: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Vectors> {
+    let bad = |m: &str| Error::file(path, format!("not a 2-D float .npy array: {m}"));
+    let mut magic = [0u8; 8];
+    f.read_exact(&mut magic).map_err(|_| bad("too short"))?;
+    if &magic[..6] != b"\x93NUMPY" {
+        return Err(bad("no NUMPY magic"));
+    }
+    let hlen = if magic[6] == 1 {
+        let mut b = [0u8; 2];
+        f.read_exact(&mut b).map_err(|_| bad("too short"))?;
+        u16::from_le_bytes(b) as usize
+    } else {
+        let mut b = [0u8; 4];
+        f.read_exact(&mut b).map_err(|_| bad("too short"))?;
+        u32::from_le_bytes(b) as usize
+    };
+    if hlen > 1 << 16 {
+        return Err(bad("header too long"));
+    }
+    let mut h = vec![0u8; hlen];
+    f.read_exact(&mut h).map_err(|_| bad("too short"))?;
+    let h = String::from_utf8_lossy(&h);
+    let width = if h.contains("'<f4'") {
+        4
+    } else if h.contains("'<f8'") {
+        8
+    } else {
+        return Err(bad("dtype is not <f4 or <f8"));
+    };
+    if h.contains("'fortran_order': True") {
+        return Err(bad("Fortran order"));
+    }
+    let shape = h
+        .split("'shape':")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .map(|s| s.trim().trim_start_matches('('))
+        .ok_or_else(|| bad("no shape"))?;
+    let dims: Vec<usize> = shape
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| bad("bad shape")))
+        .collect::<Result<_>>()?;
+    let [rows, dim] = dims[..] else {
+        return Err(bad("not 2-D"));
+    };
+    let words_path = [
+        path.with_extension("txt"),
+        path.parent().unwrap_or(Path::new(".")).join("vocab.txt"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .ok_or_else(|| {
+        Error::file(
+            path,
+            format!(
+                "no word list beside it ({} or vocab.txt, one word per line)",
+                path.with_extension("txt").display()
+            ),
+        )
+    })?;
+    let text = std::fs::read_to_string(&words_path).map_err(|e| Error::io(&words_path, e))?;
+    let words: Vec<&str> = text.split('\n').collect();
+    let words = match words.last() {
+        Some(&"") => &words[..words.len() - 1],
+        _ => &words[..],
+    };
+    if words.len() != rows {
+        return Err(Error::file(
+            &words_path,
+            format!(
+                "has {} lines but {} holds {rows} vectors",
+                words.len(),
+                path.display()
+            ),
+        ));
+    }
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    let mut out = empty(path, dim);
+    let mut raw = vec![0u8; dim * width];
+    let mut v = vec![0f32; dim];
+    for (k, w) in words.iter().enumerate() {
+        r.read_exact(&mut raw).map_err(|_| {
+            Error::file(
+                path,
+                format!("shape says {rows} rows but the data ends in row {k}"),
+            )
+        })?;
+        let w = w.strip_suffix('\r').unwrap_or(w);
+        if wanted(w) {
+            for (x, b) in v.iter_mut().zip(raw.chunks_exact(width)) {
+                *x = if width == 4 {
+                    f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+                } else {
+                    f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32
+                };
+            }
+            out.push(w.to_string(), &v);
+        }
+    }
+    out.total = rows;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn all(_: &str) -> bool {
+        true
+    }
+
+    #[test]
+    fn text_with_and_without_header_binary_and_npy_agree() {
+        let d = tempfile::tempdir().unwrap();
+        let plain = write(d.path(), "a.txt", b"the 0.5 -1 2\nof 1e-3 0 3.25 \n");
+        let header = write(d.path(), "b.vec", b"2 3\nthe 0.5 -1 2\r\nof 1e-3 0 3.25\n");
+        let mut bin = b"2 3\n".to_vec();
+        for (w, v) in [("the", [0.5f32, -1.0, 2.0]), ("of", [1e-3, 0.0, 3.25])] {
+            bin.extend_from_slice(w.as_bytes());
+            bin.push(b' ');
+            v.iter()
+                .for_each(|x| bin.extend_from_slice(&x.to_le_bytes()));
+            bin.push(b'\n');
+        }
+        let bin = write(d.path(), "c.bin", &bin);
+        let hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+        let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+        npy.extend_from_slice(&(hdr.len() as u16).to_le_bytes());
+        npy.extend_from_slice(hdr.as_bytes());
+        for x in [0.5f32, -1.0, 2.0, 1e-3, 0.0, 3.25] {
+            npy.extend_from_slice(&x.to_le_bytes());
+        }
+        let npy = write(d.path(), "g.npy", &npy);
+        write(d.path(), "g.txt", b"the\nof\n");
+        for p in [plain, header, bin, npy] {
+            let v = read(&p, &all).unwrap();
+            assert_eq!((v.dim, v.total, v.len()), (3, 2, 2), "{p:?}");
+            assert_eq!(v.get("of").unwrap(), &[1e-3, 0.0, 3.25]);
+            assert_eq!(v.get("the").unwrap(), &[0.5, -1.0, 2.0]);
+        }
+        // Only the wanted rows are kept.
+        let p = d.path().join("a.txt");
+        let v = read(&p, &|w: &str| w == "of").unwrap();
+        assert_eq!((v.len(), v.total), (1, 2));
+    }
+
+    #[test]
+    fn broken_files_name_the_line() {
+        let d = tempfile::tempdir().unwrap();
+        let err = |name: &str, bytes: &[u8]| {
+            let p = write(d.path(), name, bytes);
+            read(&p, &all).unwrap_err().to_string()
+        };
+        let e = err("ragged.txt", b"a 1 2 3\nb 1 2\nc 1 2 3\n");
+        assert!(
+            e.ends_with("ragged.txt line 2: 2 values, expected 3"),
+            "{e}"
+        );
+        let e = err("float.txt", b"a 1 2 3\nb 1 x 3\n");
+        assert!(
+            e.ends_with("float.txt line 2: `x` is not a finite number"),
+            "{e}"
+        );
+        let e = err("dim.txt", b"3 4\na 1 2 3\n");
+        assert!(e.ends_with("dim.txt line 2: 3 values, expected 4"), "{e}");
+        let e = err("lies.txt", b"3 2\na 1 2\nb 1 2\n");
+        assert!(
+            e.contains("the header (line 1) says 3 vectors but the file has 2"),
+            "{e}"
+        );
+        let e = err("empty.txt", b"a 1 2\n\nb 1 2\n");
+        assert!(e.ends_with("empty.txt line 2: empty line"), "{e}");
+        let e = err("trunc.bin", b"2 3\nthe \x00\x00\x80\x3f");
+        assert!(e.contains("ends in vector 1"), "{e}");
+        let e = err("nowords.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f4'}");
+        assert!(e.contains("no shape"), "{e}");
+    }
+
+    #[test]
+    fn line_numbers_hold_across_blocks() {
+        // More lines than one worker's piece, the bad one late.
+        let d = tempfile::tempdir().unwrap();
+        let mut s = String::new();
+        for i in 0..50_000 {
+            s.push_str(&format!("w{i} 1 2\n"));
+        }
+        s.push_str("bad 1\n");
+        let p = write(d.path(), "big.txt", s.as_bytes());
+        let e = read(&p, &|w: &str| w == "w49999").unwrap_err().to_string();
+        assert!(
+            e.ends_with("big.txt line 50001: 1 values, expected 2"),
+            "{e}"
+        );
+    }
+}

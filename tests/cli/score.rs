@@ -1,0 +1,281 @@
+//! `score` (issue 11): held-out quality of every init method, and `--init compose-fit`.
+
+use crate::common::*;
+
+const DIM: usize = 16;
+
+/// A deterministic stream of values in [-1, 1) (an LCG).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// A WordPiece model (vocab.txt, no tokenizer.json) of 12 letters, their `##` forms and every
+/// 3-letter word of strictly increasing letters (220). Held out, a word splits into its three
+/// letters (no word is a prefix of another). Each word's row is `distort` applied to the mean of
+/// its letters' rows; `##x` has x's row.
+fn synthetic_model(dir: &Path, distort: impl Fn(&[f32]) -> Vec<f32>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let letters: Vec<char> = "abcdefghijkl".chars().collect();
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut rng = Lcg(7);
+    let mut rows: Vec<Vec<f32>> = (0..5)
+        .map(|_| (0..DIM).map(|_| rng.next()).collect())
+        .collect();
+    let letter_rows: Vec<Vec<f32>> = letters
+        .iter()
+        .map(|_| (0..DIM).map(|_| rng.next()).collect())
+        .collect();
+    for (c, r) in letters.iter().zip(&letter_rows) {
+        vocab.push(c.to_string());
+        rows.push(r.clone());
+    }
+    for (c, r) in letters.iter().zip(&letter_rows) {
+        vocab.push(format!("##{c}"));
+        rows.push(r.clone());
+    }
+    for i in 0..12 {
+        for j in i + 1..12 {
+            for k in j + 1..12 {
+                vocab.push([letters[i], letters[j], letters[k]].iter().collect());
+                let mean: Vec<f32> = (0..DIM)
+                    .map(|c| (letter_rows[i][c] + letter_rows[j][c] + letter_rows[k][c]) / 3.0)
+                    .collect();
+                rows.push(distort(&mean));
+            }
+        }
+    }
+    std::fs::write(dir.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        format!(r#"{{"model_type":"bert","hidden_size":{DIM},"initializer_range":0.02}}"#),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"do_lower_case":true}"#,
+    )
+    .unwrap();
+    let data: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows.len(), DIM], &data)
+            .unwrap();
+    safetensors::serialize_to_file(
+        [("embeddings.word_embeddings.weight", view)],
+        None,
+        &dir.join("model.safetensors"),
+    )
+    .unwrap();
+}
+
+/// A fixed linear distortion: y = A x + b with A = I + G (G seeded, entries in [-0.8, 0.8)).
+fn distortion() -> impl Fn(&[f32]) -> Vec<f32> {
+    let mut rng = Lcg(99);
+    let a: Vec<f32> = (0..DIM * DIM)
+        .map(|k| if k % (DIM + 1) == 0 { 1.0 } else { 0.0 } + 0.8 * rng.next())
+        .collect();
+    let b: Vec<f32> = (0..DIM).map(|_| 0.5 * rng.next()).collect();
+    move |x: &[f32]| {
+        (0..DIM)
+            .map(|j| (0..DIM).map(|i| a[j * DIM + i] * x[i]).sum::<f32>() + b[j])
+            .collect()
+    }
+}
+
+fn score_json(sb: &Sandbox, model: &str, extra: &[&str]) -> serde_json::Value {
+    let a = sb
+        .cmd()
+        .args(["score", "-m", model, "--sample", "40", "--json"])
+        .args(extra)
+        .assert()
+        .success();
+    serde_json::from_str(&stdout_of(&a)).unwrap()
+}
+
+fn method<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    v["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["method"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {v}"))
+}
+
+#[test]
+fn composition_scores_one_when_words_are_the_mean_of_their_letters() {
+    let sb = Sandbox::new();
+    synthetic_model(&sb.path("m"), |x| x.to_vec());
+    let v = score_json(&sb, "m", &[]);
+    assert_eq!(v["scored"], 40);
+    let c = method(&v, "compose");
+    assert!(c["mean_cosine"].as_f64().unwrap() > 0.99999, "{c}");
+    assert_eq!(c["top1"], 1.0);
+    assert_eq!(c["median_rank"], 1.0);
+    assert!((c["norm_ratio"].as_f64().unwrap() - 1.0).abs() < 1e-4);
+    // Nothing to learn: the fit keeps composition as it is.
+    let f = method(&v, "compose-fit");
+    assert!(f["mean_cosine"].as_f64().unwrap() > 0.999, "{f}");
+    for other in ["mean", "random", "zeros"] {
+        let o = method(&v, other);
+        assert!(o["mean_cosine"].as_f64().unwrap() < 0.9, "{o}");
+        assert!(o["top1"].as_f64().unwrap() < 0.5, "{o}");
+    }
+    // Same seed, same numbers; another seed, another sample.
+    let again = score_json(&sb, "m", &[]);
+    assert_eq!(v["scores"], again["scores"]);
+}
+
+#[test]
+fn the_fitted_map_beats_the_mean_under_a_linear_distortion() {
+    let sb = Sandbox::new();
+    synthetic_model(&sb.path("m"), distortion());
+    let v = score_json(&sb, "m", &[]);
+    let plain = method(&v, "compose");
+    let fitted = method(&v, "compose-fit");
+    let (p, f) = (
+        plain["mean_cosine"].as_f64().unwrap(),
+        fitted["mean_cosine"].as_f64().unwrap(),
+    );
+    assert!(p < 0.95, "{plain}");
+    assert!(f > 0.99, "{fitted}");
+    assert!(fitted["top1"].as_f64().unwrap() > plain["top1"].as_f64().unwrap());
+    assert_eq!(v["compose_fit"]["identity"], false);
+    // The held-out tokens were never fitted on: fit set + held out <= candidates.
+    let fit_size = v["compose_fit"]["fit_size"].as_u64().unwrap();
+    assert!(fit_size + v["held_out"].as_u64().unwrap() <= v["candidates"].as_u64().unwrap());
+}
+
+#[test]
+fn score_prints_a_table_and_prefers_target_tokens() {
+    let sb = Sandbox::new();
+    synthetic_model(&sb.path("m"), |x| x.to_vec());
+    std::fs::write(sb.path("v.txt"), "abc\nabd\nxyz\n").unwrap();
+    let a = sb
+        .cmd()
+        .args(["score", "-m", "m", "--sample", "5", "-v", "v.txt"])
+        .assert()
+        .success();
+    let err = stderr_of(&a);
+    assert!(err.contains("5 held-out tokens scored"), "{err}");
+    assert!(err.contains("2 in the target vocabulary"), "{err}");
+    for m in ["compose ", "compose-fit", "mean", "random", "zeros"] {
+        assert!(err.contains(m), "{err}");
+    }
+    assert!(stdout_of(&a).is_empty());
+}
+
+#[test]
+fn score_runs_on_every_fixture_family() {
+    let sb = Sandbox::new();
+    for m in [
+        "tiny-bert-uncased",
+        "tiny-bert-chinese",
+        "tiny-llama-sharded",
+    ] {
+        let v = score_json(&sb, fixtures().join(m).to_str().unwrap(), &[]);
+        assert!(v["scored"].as_u64().unwrap() > 0, "{m}: {v}");
+        assert_eq!(method(&v, "zeros")["top10"], 0.0);
+    }
+}
+
+#[test]
+fn score_errors() {
+    let sb = Sandbox::new();
+    synthetic_model(&sb.path("m"), |x| x.to_vec());
+    let a = sb
+        .cmd()
+        .args(["score", "-m", "m", "--sample", "0"])
+        .assert()
+        .code(2);
+    assert!(stderr_of(&a).contains("--sample must be at least 1"));
+    // Letters only: nothing splits into pieces.
+    std::fs::create_dir_all(sb.path("letters")).unwrap();
+    std::fs::write(sb.path("letters/vocab.txt"), "[UNK]\na\nb\n").unwrap();
+    write_tiny_st(
+        &sb.path("letters/model.safetensors"),
+        "embeddings.word_embeddings.weight",
+        [3, 4],
+    );
+    let a = sb.cmd().args(["score", "-m", "letters"]).assert().code(1);
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("letters: no source token splits into 2 or more pieces"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn transplant_compose_fit_applies_the_map_and_reports_its_score() {
+    let sb = Sandbox::new();
+    let distort = distortion();
+    synthetic_model(&sb.path("m"), distortion());
+    // `lkj` is no source token: composed from l, ##k, ##j; its "true" row follows the same law.
+    std::fs::write(sb.path("v.txt"), "abc\nlkj\n").unwrap();
+    let run = |init: &str, out: &str| {
+        sb.cmd()
+            .args(["-m", "m", "-v", "v.txt", "-o", out, "--init", init, "-q"])
+            .args(["--report", &format!("{out}.json")])
+            .assert()
+            .success();
+        let st = read_st(&sb.path(out));
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(sb.path(&format!("{out}.json"))).unwrap(),
+        )
+        .unwrap();
+        (st, report)
+    };
+    let (st, report) = run("compose-fit", "fit.safetensors");
+    let (plain_st, plain_report) = run("compose", "plain.safetensors");
+    let (_, rows, _) = source_rows(&sb.path("m"), "embeddings.word_embeddings.weight");
+    let letter = |c: usize| rows[(5 + c) * DIM..(6 + c) * DIM].to_vec();
+    let (l, k, j) = (letter(11), letter(10), letter(9));
+    let mean: Vec<f32> = (0..DIM).map(|i| (l[i] + k[i] + j[i]) / 3.0).collect();
+    let truth = distort(&mean);
+    let cos = |a: &[f32], b: &[f32]| {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (n(a) * n(b))
+    };
+    let fitted = out_row(&st, 1);
+    let plain = out_row(&plain_st, 1);
+    assert!(cos(&fitted, &truth) > 0.99, "{}", cos(&fitted, &truth));
+    assert!(cos(&plain, &truth) < cos(&fitted, &truth) - 0.02);
+    // Copied rows stay bit for bit.
+    assert_eq!(out_row(&st, 0), out_row(&plain_st, 0));
+    assert_eq!(st.meta["init"], "compose-fit");
+    assert_eq!(st.meta["compose_fit_identity"], "false");
+    assert!(st.meta["compose_fit_size"].parse::<usize>().unwrap() >= 100);
+    assert!(st.meta.contains_key("compose_fit_lambda"));
+    assert!(!plain_st.meta.contains_key("compose_fit_lambda"));
+    // Each report scores its own method on held-out tokens.
+    assert_eq!(report["score"]["score"]["method"], "compose-fit");
+    assert_eq!(plain_report["score"]["score"]["method"], "compose");
+    assert!(
+        report["score"]["score"]["mean_cosine"].as_f64().unwrap()
+            > plain_report["score"]["score"]["mean_cosine"]
+                .as_f64()
+                .unwrap()
+    );
+    assert_eq!(report["summary"]["compose_fit"]["identity"], false);
+    // Deterministic.
+    run("compose-fit", "again.safetensors");
+    assert_eq!(
+        std::fs::read(sb.path("fit.safetensors")).unwrap(),
+        std::fs::read(sb.path("again.safetensors")).unwrap()
+    );
+}
