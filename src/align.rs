@@ -61,6 +61,8 @@ pub enum RowSource {
     Copy(u32),
     /// The mean of these source rows (the token's pieces under the source tokenizer).
     Composed(Vec<u32>),
+    /// A weighted sum of these source rows (static vectors as a guide; weights sum to 1).
+    Weighted(Vec<(u32, f32)>),
     /// Left to the fill method.
     Fill,
 }
@@ -253,6 +255,15 @@ pub fn build_blocks<R: AsRef<RowSource> + Sync>(
                                 map.apply(acc, tmp);
                             }
                         }
+                        RowSource::Weighted(parts) => {
+                            acc.fill(0.0);
+                            for &(id, w) in parts {
+                                src.row_f32(id as usize, tmp);
+                                for (a, t) in acc.iter_mut().zip(tmp.iter()) {
+                                    *a += w * *t;
+                                }
+                            }
+                        }
                         RowSource::Fill => match opts.fill {
                             Fill::Zeros => acc.fill(0.0),
                             Fill::Mean => acc.copy_from_slice(mean.as_deref().unwrap_or(&[])),
@@ -413,13 +424,15 @@ mod tests {
             RowSource::Fill,
             RowSource::Composed(vec![1, 2]),
             RowSource::Copy(0),
+            RowSource::Weighted(vec![(1, 0.75), (3, 0.25)]),
         ];
         let built = build(&rows, matrix(&b), &opts(Fill::Zeros));
-        assert_eq!(built.rows, 4);
+        assert_eq!(built.rows, 5);
         assert_eq!(&built.data[..16], matrix(&b).row_bytes(3));
         assert_eq!(row(&built, 1), vec![0.0; 4]);
         assert_eq!(row(&built, 2), vec![15.0, 16.0, 17.0, 18.0]);
         assert_eq!(row(&built, 3), vec![0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(row(&built, 4), vec![15.0, 16.0, 17.0, 18.0]);
     }
 
     #[test]

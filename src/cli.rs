@@ -103,6 +103,11 @@ pub struct ScoreArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
+    /// Static word vectors (word2vec/GloVe/fastText text, word2vec .bin, or .npy with a word
+    /// list): also score the `guide` method (nearest anchors in the static space).
+    #[arg(long, value_name = "FILE")]
+    pub aux_vectors: Option<PathBuf>,
+
     /// Name of the embedding tensor, when the automatic choice is wrong or ambiguous.
     #[arg(long, value_name = "NAME")]
     pub tensor: Option<String>,
@@ -177,6 +182,12 @@ pub struct TransplantArgs {
     /// compose falls back to random for tokens with no known piece.
     #[arg(long, value_enum, default_value_t = InitArg::Compose)]
     pub init: InitArg,
+
+    /// Static word vectors (word2vec/GloVe/fastText text, word2vec .bin, or .npy with a word
+    /// list) as a guide: a token the source lacks but the file knows gets the similarity-weighted
+    /// mean of the source rows of its nearest anchors (tokens in both); others as --init says.
+    #[arg(long, value_name = "FILE")]
+    pub aux_vectors: Option<PathBuf>,
 
     /// Scale every initialised row to the median L2 norm of the copied rows.
     #[arg(long)]

@@ -22,6 +22,7 @@ pub struct TransplantConfig {
     pub tensor: Option<String>,
     pub source_vocab: Option<PathBuf>,
     pub init: Init,
+    pub aux_vectors: Option<PathBuf>,
     pub calibrate_norm: bool,
     pub seed: u64,
     /// None: the source tensor's own type.
@@ -39,6 +40,7 @@ impl TransplantConfig {
     pub fn local_inputs(&self) -> Vec<PathBuf> {
         let mut v = vec![self.vocab.clone()];
         v.extend(self.source_vocab.clone());
+        v.extend(self.aux_vectors.clone());
         let m = Path::new(&self.model);
         if m.is_file() {
             v.push(m.to_path_buf());
@@ -67,6 +69,7 @@ pub struct ScoreConfig {
     pub vocab: Option<PathBuf>,
     pub sample: usize,
     pub seed: u64,
+    pub aux_vectors: Option<PathBuf>,
     pub tensor: Option<String>,
     pub source_vocab: Option<PathBuf>,
     pub hub: HubSettings,
@@ -159,6 +162,7 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
             InitArg::Zeros => Init::Fill(FillKind::Zeros),
             InitArg::Mean => Init::Fill(FillKind::Mean),
         },
+        aux_vectors: args.aux_vectors,
         calibrate_norm: args.calibrate_norm,
         seed: args.seed,
         dtype: match args.dtype {
@@ -220,6 +224,7 @@ pub fn score(args: ScoreArgs, stderr_is_terminal: bool) -> Result<ScoreConfig> {
         vocab: args.vocab,
         sample: args.sample,
         seed: args.seed,
+        aux_vectors: args.aux_vectors,
         tensor: args.tensor,
         source_vocab: args.source_vocab,
         hub,

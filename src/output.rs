@@ -113,6 +113,12 @@ impl Output {
                 f.alpha, f.lambda, f.fit_size, f.validation_cosine, f.validation_cosine_plain
             ));
         }
+        if let Some(g) = &r.guide {
+            lines.push(format!(
+                "guide: {} ({} vectors), {} anchors; {} of the scored tokens had a vector (the rest composed); top {} softmax at temperature {}",
+                g.file, g.vectors_in_file, g.anchors, g.guided, g.top_k, g.temperature
+            ));
+        }
         lines.push(format!("in {:.2}s", r.seconds));
         self.info(&lines.join("\n"));
     }

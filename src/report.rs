@@ -54,6 +54,9 @@ pub struct TransplantReport {
     pub overflow_rows: usize,
     /// Target tokens the source tokenizer failed to encode (they got the fill).
     pub tokenizer_errors: usize,
+    /// `--aux-vectors`: the static-vector file that guided rows (method `guided`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_vectors: Option<String>,
     /// `--init compose-fit`: the fitted map.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compose_fit: Option<crate::compose_fit::FitSummary>,
@@ -160,11 +163,20 @@ pub fn notes(tokens: &[String], plan: &Plan, source: &SourceVocab, fill: &str) -
             line: i + 1,
             token: tokens[i].clone(),
             method: r.method.name(fill),
-            pieces: r
-                .pieces()
-                .iter()
-                .map(|&id| names.get(id as usize).copied().unwrap_or("?").to_string())
-                .collect(),
+            pieces: match &r.source {
+                // Guided rows: each anchor with its weight.
+                crate::align::RowSource::Weighted(parts) => parts
+                    .iter()
+                    .map(|&(id, w)| {
+                        format!("{}:{w:.3}", names.get(id as usize).copied().unwrap_or("?"))
+                    })
+                    .collect(),
+                _ => r
+                    .pieces()
+                    .iter()
+                    .map(|&id| names.get(id as usize).copied().unwrap_or("?").to_string())
+                    .collect(),
+            },
         })
         .collect()
 }

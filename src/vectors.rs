@@ -36,6 +36,22 @@ impl Vectors {
             .map(|&i| &self.data[i * self.dim..(i + 1) * self.dim])
     }
 
+    /// A token's vector: the token itself, else trimmed, else lower-cased (GloVe is lower-case).
+    pub fn lookup(&self, token: &str) -> Option<&[f32]> {
+        self.get(token)
+            .or_else(|| self.get(token.trim()))
+            .or_else(|| self.get(&token.trim().to_lowercase()))
+    }
+
+    /// The forms [`Vectors::lookup`] tries, for choosing which rows to keep while reading.
+    pub fn forms(token: &str) -> [String; 3] {
+        [
+            token.to_string(),
+            token.trim().to_string(),
+            token.trim().to_lowercase(),
+        ]
+    }
+
     pub fn len(&self) -> usize {
         self.words.len()
     }
@@ -419,9 +435,7 @@ fn read_npy(
     } else {
         return Err(bad("dtype is not <f4 or <f8"));
     };
-    if h.contains("'fortran_order': True") {
-        return Err(bad("Fortran order"));
-    }
+    let fortran = h.contains("'fortran_order': True");
     let shape = h
         .split("'shape':")
         .nth(1)
@@ -470,25 +484,50 @@ fn read_npy(
     }
     let mut r = std::io::BufReader::with_capacity(1 << 20, f);
     let mut out = empty(path, dim);
-    let mut raw = vec![0u8; dim * width];
-    let mut v = vec![0f32; dim];
-    for (k, w) in words.iter().enumerate() {
-        r.read_exact(&mut raw).map_err(|_| {
-            Error::file(
-                path,
-                format!("shape says {rows} rows but the data ends in row {k}"),
-            )
-        })?;
-        let w = w.strip_suffix('\r').unwrap_or(w);
-        if wanted(w) {
-            for (x, b) in v.iter_mut().zip(raw.chunks_exact(width)) {
-                *x = if width == 4 {
-                    f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-                } else {
-                    f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32
-                };
+    let decode = |b: &[u8]| -> f32 {
+        if width == 4 {
+            f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        } else {
+            f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32
+        }
+    };
+    let ends = |what: String| {
+        Error::file(
+            path,
+            format!("shape says {rows} x {dim} but the data ends in {what}"),
+        )
+    };
+    if fortran {
+        // Column-major (numpy's Fortran order): one column at a time, scattered to kept rows.
+        let mut kept: Vec<usize> = Vec::new();
+        for (k, w) in words.iter().enumerate() {
+            let w = w.strip_suffix('\r').unwrap_or(w);
+            if wanted(w) && out.get(w).is_none() {
+                out.push(w.to_string(), &vec![0.0; dim]);
+                kept.push(k);
             }
-            out.push(w.to_string(), &v);
+        }
+        let mut col = vec![0u8; rows * width];
+        for c in 0..dim {
+            r.read_exact(&mut col)
+                .map_err(|_| ends(format!("column {c}")))?;
+            for (o, &k) in kept.iter().enumerate() {
+                out.data[o * dim + c] = decode(&col[k * width..(k + 1) * width]);
+            }
+        }
+    } else {
+        let mut raw = vec![0u8; dim * width];
+        let mut v = vec![0f32; dim];
+        for (k, w) in words.iter().enumerate() {
+            r.read_exact(&mut raw)
+                .map_err(|_| ends(format!("row {k}")))?;
+            let w = w.strip_suffix('\r').unwrap_or(w);
+            if wanted(w) {
+                for (x, b) in v.iter_mut().zip(raw.chunks_exact(width)) {
+                    *x = decode(b);
+                }
+                out.push(w.to_string(), &v);
+            }
         }
     }
     out.total = rows;
@@ -532,7 +571,16 @@ mod tests {
         }
         let npy = write(d.path(), "g.npy", &npy);
         write(d.path(), "g.txt", b"the\nof\n");
-        for p in [plain, header, bin, npy] {
+        let hdr = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }";
+        let mut f = b"\x93NUMPY\x01\x00".to_vec();
+        f.extend_from_slice(&(hdr.len() as u16).to_le_bytes());
+        f.extend_from_slice(hdr.as_bytes());
+        for x in [0.5f32, 1e-3, -1.0, 0.0, 2.0, 3.25] {
+            f.extend_from_slice(&x.to_le_bytes());
+        }
+        let fortran = write(d.path(), "f.npy", &f);
+        write(d.path(), "f.txt", b"the\nof\n");
+        for p in [plain, header, bin, npy, fortran] {
             let v = read(&p, &all).unwrap();
             assert_eq!((v.dim, v.total, v.len()), (3, 2, 2), "{p:?}");
             assert_eq!(v.get("of").unwrap(), &[1e-3, 0.0, 3.25]);

@@ -306,6 +306,8 @@ proptest! {
                 Method::Decoded => 3,
                 Method::Composed => 4,
                 Method::Fill => 5,
+                // The plan never guides: only --aux-vectors does, after planning.
+                Method::Guided => return Err(TestCaseError::fail(format!("row {i} {t:?}: guided"))),
             }] += 1;
             // A token of the source vocabulary is always an exact copy of its own row.
             if let Some(&id) = src.ids.get(t) {
@@ -352,6 +354,7 @@ proptest! {
                     }
                 }
                 Method::Fill => prop_assert_eq!(r, &RowSource::Fill),
+                Method::Guided => unreachable!("counted above"),
                 Method::Decoded => {
                     return Err(TestCaseError::fail(format!("row {i} {t:?}: decoded from a WordPiece source")));
                 }

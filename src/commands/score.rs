@@ -9,11 +9,13 @@ use crate::checkpoint;
 use crate::compose_fit::{self, FitSummary, LinearMap};
 use crate::config::ScoreConfig;
 use crate::error::{Error, Result};
+use crate::guide::{self, Anchors};
 use crate::hub;
 use crate::matching::holdout::{self, Candidate, Decomposed};
 use crate::matching::SourceTokenizer;
 use crate::output::Output;
 use crate::quality::{self, MethodScore};
+use crate::vectors::{self, Vectors};
 use crate::vocab;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -36,6 +38,8 @@ pub enum Method {
     Mean,
     Random,
     Zeros,
+    /// Static vectors as a guide ([`crate::guide`]); composition where the token has none.
+    Guide,
 }
 
 impl Method {
@@ -54,6 +58,7 @@ impl Method {
             Method::Mean => "mean",
             Method::Random => "random",
             Method::Zeros => "zeros",
+            Method::Guide => "guide",
         }
     }
 
@@ -87,7 +92,32 @@ pub struct ScoreReport {
     pub scores: Vec<MethodScore>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compose_fit: Option<FitSummary>,
+    /// With --aux-vectors: the file, its anchors (source tokens it has a vector for) and the
+    /// scored tokens it had a vector for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guide: Option<GuideSummary>,
     pub seconds: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GuideSummary {
+    pub file: String,
+    pub vectors_in_file: usize,
+    pub anchors: usize,
+    pub guided: usize,
+    pub top_k: usize,
+    pub temperature: f32,
+}
+
+/// Anchors: held-out candidates (whole words) the static file has a vector for.
+pub fn anchors(cands: &[Candidate], vectors: &Vectors) -> Anchors {
+    let mut a = Anchors::new(vectors.dim);
+    for c in cands {
+        if let Some(v) = vectors.lookup(&c.text) {
+            a.push(c.id, &c.text, v);
+        }
+    }
+    a
 }
 
 /// The held-out evaluation, shared by `score` and the transplant's `--report`.
@@ -100,10 +130,19 @@ pub struct Evaluation {
     pub fit: Option<FitSummary>,
     /// Methods left out, and why.
     pub notes: Vec<String>,
+    /// Scored tokens the guide had a static vector for (the rest were composed).
+    pub guided: Option<usize>,
+}
+
+/// Static vectors as a guide: the anchors and the vectors of the tokens to place.
+pub struct Guide<'a> {
+    pub anchors: &'a Anchors,
+    pub vectors: &'a Vectors,
 }
 
 /// Settings of one evaluation.
 pub struct EvalOptions<'a> {
+    pub guide: Option<Guide<'a>>,
     pub sample: usize,
     pub seed: u64,
     pub sigma: f32,
@@ -132,15 +171,34 @@ pub fn run(cfg: &ScoreConfig, out: &Output) -> Result<ScoreReport> {
         data: emb.bytes(),
     };
     let sigma = sigma(side.config.initializer_range, src, side.vocab.size);
+    let cands = holdout::candidates(&side.tokenizer, side.vocab.size);
+    let vectors = match &cfg.aux_vectors {
+        Some(p) => {
+            let wanted: HashSet<String> =
+                cands.iter().flat_map(|c| Vectors::forms(&c.text)).collect();
+            Some(vectors::read(p, &|w: &str| wanted.contains(w))?)
+        }
+        None => None,
+    };
+    let anchors = vectors.as_ref().map(|v| anchors(&cands, v));
+    let mut methods = Method::ALL.to_vec();
+    if vectors.is_some() {
+        methods.push(Method::Guide);
+    }
     let ev = evaluate(
         &side.tokenizer,
         src,
         side.vocab.size,
+        cands,
         &EvalOptions {
+            guide: vectors.as_ref().zip(anchors.as_ref()).map(|(v, a)| Guide {
+                anchors: a,
+                vectors: v,
+            }),
             sample: cfg.sample,
             seed: cfg.seed,
             sigma,
-            methods: &Method::ALL,
+            methods: &methods,
             prefer: prefer.as_ref(),
         },
     )
@@ -169,6 +227,17 @@ pub fn run(cfg: &ScoreConfig, out: &Output) -> Result<ScoreReport> {
         sigma,
         scores: ev.scores,
         compose_fit: ev.fit,
+        guide: vectors
+            .as_ref()
+            .zip(anchors.as_ref())
+            .map(|(v, a)| GuideSummary {
+                file: v.path.display().to_string(),
+                vectors_in_file: v.total,
+                anchors: a.len(),
+                guided: ev.guided.unwrap_or(0),
+                top_k: guide::TOP_K,
+                temperature: guide::TEMPERATURE,
+            }),
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -226,12 +295,10 @@ pub fn fit_map(
 
 /// Candidates in a seeded order, those in `prefer` first.
 pub fn ordered_candidates(
-    tok: &SourceTokenizer,
-    vocab_rows: usize,
+    mut cands: Vec<Candidate>,
     seed: u64,
     prefer: Option<&HashSet<String>>,
 ) -> Vec<Candidate> {
-    let mut cands = holdout::candidates(tok, vocab_rows);
     cands.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     if let Some(p) = prefer {
         // Stable: the seeded order holds within each group.
@@ -245,9 +312,10 @@ pub fn evaluate(
     tok: &SourceTokenizer,
     src: Matrix<'_>,
     vocab_rows: usize,
+    cands: Vec<Candidate>,
     opts: &EvalOptions<'_>,
 ) -> Result<Evaluation> {
-    let cands = ordered_candidates(tok, vocab_rows, opts.seed, opts.prefer);
+    let cands = ordered_candidates(cands, opts.seed, opts.prefer);
     let refs: Vec<&Candidate> = cands.iter().collect();
     // Hold out twice the sample (most candidates split), more if too few split; with
     // compose-fit, at most half of the candidates, so that the rest can be fitted on.
@@ -276,6 +344,7 @@ pub fn evaluate(
     let d = src.cols;
     let means = piece_means(src, &held);
     let mut fit = None;
+    let mut guided = None;
     let mut notes = Vec::new();
     let mut scores = Vec::new();
     for &m in opts.methods {
@@ -312,6 +381,33 @@ pub fn evaluate(
                     .collect()
             }
             Method::Zeros => vec![0.0; held.len() * d],
+            Method::Guide => {
+                let Some(g) = &opts.guide else { continue };
+                let mut preds = means.clone();
+                let with: Vec<usize> = (0..held.len())
+                    .filter(|&i| g.vectors.lookup(&held[i].text).is_some())
+                    .collect();
+                let queries: Vec<f32> = with
+                    .iter()
+                    .flat_map(|&i| g.vectors.lookup(&held[i].text).unwrap_or(&[]).to_vec())
+                    .collect();
+                // Held-out tokens are never anchors.
+                let weights = g.anchors.weights(&queries, &held_set)?;
+                let mut tmp = vec![0f32; d];
+                for (&i, w) in with.iter().zip(&weights) {
+                    if w.is_empty() {
+                        continue;
+                    }
+                    let p = &mut preds[i * d..(i + 1) * d];
+                    p.fill(0.0);
+                    for &(k, wt) in w {
+                        src.row_f32(g.anchors.ids[k] as usize, &mut tmp);
+                        p.iter_mut().zip(&tmp).for_each(|(a, t)| *a += wt * t);
+                    }
+                }
+                guided = Some(with.len());
+                preds
+            }
         };
         scores.push(quality::score(m.name(), src, vocab_rows, &truth, &preds)?);
     }
@@ -327,5 +423,6 @@ pub fn evaluate(
         scores,
         fit,
         notes,
+        guided,
     })
 }

@@ -8,10 +8,11 @@ use crate::checkpoint;
 use crate::config::TransplantConfig;
 use crate::error::{Error, Result};
 use crate::hub;
-use crate::matching;
+use crate::matching::{self, holdout};
 use crate::output::Output;
 use crate::quality::ReportScore;
 use crate::report::{self, ReportFile, TransplantReport};
+use crate::vectors::{self, Vectors};
 use crate::vocab;
 use crate::writer::Batch;
 use std::collections::{BTreeMap, HashSet};
@@ -118,11 +119,17 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
             plan.tokenizer_errors
         ));
     }
+    let mut plan = plan;
+    if let Some(path) = &cfg.aux_vectors {
+        guide_rows(&mut plan, &target.tokens, &tokenizer, source.size, path)?;
+        mark("aux_vectors");
+    }
     mark("match_and_compose");
     // compose-fit: the map from the mean of pieces to the row, fitted on the source's own
     // multi-piece tokens (every one that can be held out, in a seeded order).
     let compose_map = if cfg.init == Init::ComposeFit {
-        let cands = score::ordered_candidates(&tokenizer, source.size, cfg.seed, None);
+        let cands =
+            score::ordered_candidates(holdout::candidates(&tokenizer, source.size), cfg.seed, None);
         let refs: Vec<&_> = cands.iter().collect();
         let map = score::fit_map(
             &tokenizer,
@@ -194,6 +201,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         nonfinite_source_rows: bad_rows.len(),
         overflow_rows: 0,
         tokenizer_errors: plan.tokenizer_errors,
+        aux_vectors: cfg.aux_vectors.as_ref().map(|p| p.display().to_string()),
         compose_fit: compose_map.as_ref().map(|m| m.summary()),
         seconds: 0.0,
         timings: BTreeMap::new(),
@@ -238,7 +246,9 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
                 &tokenizer,
                 src,
                 source.size,
+                holdout::candidates(&tokenizer, source.size),
                 &score::EvalOptions {
+                    guide: None,
                     sample: REPORT_SAMPLE,
                     seed: cfg.seed,
                     sigma: sigma.unwrap_or_else(|| score::sigma(None, src, source.size)),
@@ -282,6 +292,50 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     Ok(Staged { report, batch })
 }
 
+/// `--aux-vectors`: every row that is not a copy and whose token the static file knows becomes
+/// the weighted mean of its nearest anchors' source rows; its pieces name the anchors.
+fn guide_rows(
+    plan: &mut matching::Plan,
+    tokens: &[String],
+    tokenizer: &matching::SourceTokenizer,
+    vocab_rows: usize,
+    path: &std::path::Path,
+) -> Result<()> {
+    let cands = holdout::candidates(tokenizer, vocab_rows);
+    let open: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !plan.rows[i].source.is_copy())
+        .collect();
+    let wanted: HashSet<String> = cands
+        .iter()
+        .map(|c| c.text.as_str())
+        .chain(open.iter().map(|&i| tokens[i].as_str()))
+        .flat_map(Vectors::forms)
+        .collect();
+    let vectors = vectors::read(path, &|w: &str| wanted.contains(w))?;
+    let anchors = score::anchors(&cands, &vectors);
+    let with: Vec<usize> = open
+        .into_iter()
+        .filter(|&i| vectors.lookup(&tokens[i]).is_some())
+        .collect();
+    let queries: Vec<f32> = with
+        .iter()
+        .flat_map(|&i| vectors.lookup(&tokens[i]).unwrap_or(&[]).to_vec())
+        .collect();
+    let weights = anchors.weights(&queries, &HashSet::new())?;
+    for (&i, w) in with.iter().zip(weights) {
+        if w.is_empty() {
+            continue;
+        }
+        plan.rows[i] = matching::Row {
+            source: align::RowSource::Weighted(
+                w.iter().map(|&(k, wt)| (anchors.ids[k], wt)).collect(),
+            ),
+            method: matching::Method::Guided,
+        };
+    }
+    Ok(())
+}
+
 /// The output's `__metadata__`: strings only, sorted when written.
 fn metadata(r: &TransplantReport, copied_rows: &str) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
@@ -323,6 +377,17 @@ fn metadata(r: &TransplantReport, copied_rows: &str) -> BTreeMap<String, String>
     );
     put("copied_rows", copied_rows.to_string());
     put("target_vocab_sha256", r.target_vocab_sha256.clone());
+    if let Some(a) = &r.aux_vectors {
+        put("aux_vectors", a.clone());
+        put(
+            "aux_vectors_weights",
+            format!(
+                "top {} softmax, temperature {}",
+                crate::guide::TOP_K,
+                crate::guide::TEMPERATURE
+            ),
+        );
+    }
     if let Some(f) = &r.compose_fit {
         put("compose_fit_identity", f.identity.to_string());
         put("compose_fit_alpha", f.alpha.to_string());

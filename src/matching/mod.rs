@@ -28,6 +28,8 @@ pub enum Method {
     Decoded,
     /// The mean of the token's pieces.
     Composed,
+    /// Weighted source rows of its nearest anchors in a static-vector space (`--aux-vectors`).
+    Guided,
     /// The fill method (random, zeros, mean).
     Fill,
 }
@@ -47,6 +49,7 @@ impl Method {
             Method::Continuation => "continuation".into(),
             Method::Decoded => "decoded".into(),
             Method::Composed => "composed".into(),
+            Method::Guided => "guided".into(),
             Method::Fill => fill.into(),
         }
     }
@@ -62,12 +65,13 @@ pub struct Row {
 }
 
 impl Row {
-    /// The source ids the row was built from: the copied token, or the pieces (none for a fill).
+    /// The source ids the row was built from: the copied token, or the pieces (none for a fill;
+    /// a guided row's anchors carry weights and are read from its source).
     pub fn pieces(&self) -> &[u32] {
         match &self.source {
             RowSource::Copy(id) => std::slice::from_ref(id),
             RowSource::Composed(ids) => ids,
-            RowSource::Fill => &[],
+            RowSource::Weighted(_) | RowSource::Fill => &[],
         }
     }
 }

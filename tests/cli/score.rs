@@ -279,3 +279,95 @@ fn transplant_compose_fit_applies_the_map_and_reports_its_score() {
         std::fs::read(sb.path("again.safetensors")).unwrap()
     );
 }
+
+/// A static-vector text file (with a `count dim` header) whose vectors are the synthetic model's
+/// own rows for its words, plus `zzz` placed exactly on `abd`.
+fn static_file(sb: &Sandbox) -> (HashMap<String, usize>, Vec<f32>) {
+    let (ids, rows, dim) = source_rows(&sb.path("m"), "embeddings.word_embeddings.weight");
+    let mut words: Vec<(&String, &usize)> = ids.iter().filter(|(w, _)| w.len() == 3).collect();
+    words.sort_by_key(|(_, &i)| i);
+    let line = |w: &str, i: usize| {
+        let v: Vec<String> = rows[i * dim..(i + 1) * dim]
+            .iter()
+            .map(|x| format!("{x:e}"))
+            .collect();
+        format!("{w} {}\n", v.join(" "))
+    };
+    let mut text = format!("{} {dim}\n", words.len() + 1);
+    for (w, &i) in &words {
+        text.push_str(&line(w, i));
+    }
+    text.push_str(&line("zzz", ids["abd"]));
+    std::fs::write(sb.path("static.vec"), text).unwrap();
+    (ids, rows)
+}
+
+#[test]
+fn aux_vectors_guide_rows_and_name_their_anchors() {
+    let sb = Sandbox::new();
+    synthetic_model(&sb.path("m"), |x| x.to_vec());
+    let (ids, rows) = static_file(&sb);
+    std::fs::write(sb.path("v.txt"), "abc\nzzz\nlkj\n").unwrap();
+    sb.cmd()
+        .args(["-m", "m", "-v", "v.txt", "-o", "out.safetensors", "-q"])
+        .args(["--aux-vectors", "static.vec", "--report", "r.json"])
+        .assert()
+        .success();
+    let st = read_st(&sb.path("out.safetensors"));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.path("r.json")).unwrap()).unwrap();
+    assert_eq!(r["summary"]["counts"]["guided"], 1);
+    assert_eq!(r["summary"]["counts"]["composed"], 1);
+    let zzz = &r["rows"][0];
+    assert_eq!(zzz["token"], "zzz");
+    assert_eq!(zzz["method"], "guided");
+    let first = zzz["pieces"][0].as_str().unwrap();
+    assert!(first.starts_with("abd:0.4"), "{zzz}");
+    assert_eq!(zzz["pieces"].as_array().unwrap().len(), 10);
+    let abd = &rows[ids["abd"] * DIM..(ids["abd"] + 1) * DIM];
+    let got = out_row(&st, 1);
+    let cos = got.iter().zip(abd).map(|(a, b)| a * b).sum::<f32>()
+        / (got.iter().map(|a| a * a).sum::<f32>().sqrt()
+            * abd.iter().map(|a| a * a).sum::<f32>().sqrt());
+    assert!(cos > 0.9, "{cos}");
+    assert!(st.meta["aux_vectors"].ends_with("static.vec"));
+    // score: the guide method, held-out tokens never their own anchors.
+    let v = score_json(&sb, "m", &["--aux-vectors", "static.vec"]);
+    let g = method(&v, "guide");
+    assert_eq!(v["guide"]["guided"], 40);
+    assert!(g["median_rank"].as_f64().unwrap() > 1.0, "{g}");
+    assert!(g["mean_cosine"].as_f64().unwrap() > 0.3, "{g}");
+}
+
+#[test]
+fn broken_aux_vectors_are_one_line_errors_and_leave_nothing() {
+    let sb = Sandbox::new();
+    synthetic_model(&sb.path("m"), |x| x.to_vec());
+    std::fs::write(sb.path("v.txt"), "zzz\n").unwrap();
+    for (bytes, msg) in [
+        (
+            &b"abc 1 2 3\nabd 1 2\n"[..],
+            "bad.vec line 2: 2 values, expected 3",
+        ),
+        (
+            &b"abc 1 2 3\nzzz 1 nan 3\n"[..],
+            "bad.vec line 2: `nan` is not a finite number",
+        ),
+        (
+            &b"5 3\nabc 1 2 3\n"[..],
+            "bad.vec: the header (line 1) says 5 vectors but the file has 1",
+        ),
+    ] {
+        std::fs::write(sb.path("bad.vec"), bytes).unwrap();
+        let a = sb
+            .cmd()
+            .args(["-m", "m", "-v", "v.txt", "-o", "out.safetensors"])
+            .args(["--aux-vectors", "bad.vec"])
+            .assert()
+            .code(1);
+        let err = stderr_of(&a);
+        assert!(err.contains(msg), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!sb.path("out.safetensors").exists());
+    }
+}
