@@ -371,3 +371,87 @@ fn broken_aux_vectors_are_one_line_errors_and_leave_nothing() {
         assert!(!sb.path("out.safetensors").exists());
     }
 }
+
+/// Static vectors written by numpy (`np.save` in C and Fortran order, `np.savetxt` text) and by
+/// hand (word2vec text with full-precision values) guide the same rows to the same bytes. Skips
+/// only where numpy is absent on a developer's machine; mandatory under CI=true.
+#[test]
+fn numpy_written_vectors_read_the_same_in_every_format() {
+    let python = std::env::var("EMBED_TRANSPLANT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let required = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let has_numpy = std::process::Command::new(&python)
+        .args(["-c", "import numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_numpy {
+        assert!(
+            !required,
+            "numpy is required here but `{python}` cannot import it"
+        );
+        eprintln!("skipping: {python} has no numpy");
+        return;
+    }
+    let sb = Sandbox::new();
+    synthetic_model(&sb.path("m"), |x| x.to_vec());
+    static_file(&sb);
+    // The same vectors through numpy, in three layouts.
+    let script = r#"
+import sys, numpy as np
+words, rows = [], []
+for i, line in enumerate(open("static.vec", encoding="utf-8")):
+    if i == 0:
+        continue
+    w, *v = line.split()
+    words.append(w)
+    rows.append([np.float32(x) for x in v])
+m = np.array(rows, dtype=np.float32)
+np.save("c.npy", m)
+np.save("f.npy", np.asfortranarray(m))
+open("c.txt", "w").write("\n".join(words) + "\n")
+open("f.txt", "w").write("\n".join(words) + "\n")
+with open("plain.txt", "w") as f:
+    for w, r in zip(words, m):
+        f.write(w + " " + " ".join(repr(float(x)) for x in r) + "\n")
+"#;
+    let out = std::process::Command::new(&python)
+        .current_dir(sb.dir.path())
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(sb.path("v.txt"), "zzz\n").unwrap();
+    let mut outputs = Vec::new();
+    for file in ["static.vec", "c.npy", "f.npy", "plain.txt"] {
+        let o = format!("{file}.safetensors");
+        sb.cmd()
+            .args([
+                "-m",
+                "m",
+                "-v",
+                "v.txt",
+                "-o",
+                &o,
+                "-q",
+                "--aux-vectors",
+                file,
+            ])
+            .args(["--report", &format!("{file}.json")])
+            .assert()
+            .success();
+        let st = read_st(&sb.path(&o));
+        let r: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(sb.path(&format!("{file}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r["rows"][0]["method"], "guided", "{file}");
+        outputs.push((file, out_row(&st, 0), r["rows"][0]["pieces"].clone()));
+    }
+    for (file, row, pieces) in &outputs[1..] {
+        assert_eq!(row, &outputs[0].1, "{file}");
+        assert_eq!(pieces, &outputs[0].2, "{file}");
+    }
+}
