@@ -7,6 +7,7 @@
 pub mod names;
 pub mod pickle;
 mod pickle_guard;
+pub mod store;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -214,6 +215,26 @@ pub fn load_embedding(weights: &Weights, name: &str, fetch: &dyn FetchFile) -> R
     }
 }
 
+/// Every shard an index names, fetched, in name order.
+fn map_index_shards(index: &Path, fetch: &dyn FetchFile) -> Result<Vec<PathBuf>> {
+    let map = read_index(index)?;
+    let mut shards: Vec<&String> = map.values().collect();
+    shards.sort();
+    shards.dedup();
+    shards
+        .into_iter()
+        .map(|s| {
+            fetch.fetch(s).map_err(|e| match e {
+                Error::Io { err, .. } if err.kind() == std::io::ErrorKind::NotFound => Error::file(
+                    index,
+                    format!("the weight map names {s}, which does not exist"),
+                ),
+                e => e,
+            })
+        })
+        .collect()
+}
+
 /// `weight_map` of a sharded checkpoint's index: tensor -> shard file.
 fn read_index(index: &Path) -> Result<BTreeMap<String, String>> {
     #[derive(serde::Deserialize)]
@@ -351,6 +372,18 @@ impl SafetensorsFile {
             )
         })?;
         Ok((info, dtype))
+    }
+
+    /// Any tensor's bytes, as a view of the map.
+    pub fn raw(&self, name: &str) -> Result<&[u8]> {
+        let info = self
+            .meta
+            .info(name)
+            .ok_or_else(|| Error::tensor(&self.path, name, "not in this file"))?;
+        let start = 8 + self.header_len + info.data_offsets.0;
+        self.map
+            .get(start..start + (info.data_offsets.1 - info.data_offsets.0))
+            .ok_or_else(|| Error::tensor(&self.path, name, "offsets exceed the file"))
     }
 
     /// One 2-D float tensor, as a view of the map.

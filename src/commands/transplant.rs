@@ -33,7 +33,12 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     // Now that the model's files are known: no output may name one of them.
     let mut inputs = cfg.local_inputs();
     inputs.extend(files.inputs());
-    cfg.output.check(&inputs)?;
+    if cfg.write_matrix {
+        cfg.output.check(&inputs)?;
+    }
+    if let Some(e) = &cfg.emit {
+        e.dir.check(&inputs)?;
+    }
     if let Some(r) = &cfg.report {
         r.check(&inputs)?;
     }
@@ -129,7 +134,11 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     let rows = plan.rows.len();
 
     let mut report = TransplantReport {
-        output: cfg.output.path.display().to_string(),
+        output: if cfg.write_matrix {
+            cfg.output.path.display().to_string()
+        } else {
+            String::new()
+        },
         source: files.provenance.clone(),
         weights: emb.file.display().to_string(),
         weights_format: files.weights.format().to_string(),
@@ -167,6 +176,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         tokenizer_errors: plan.tokenizer_errors,
         seconds: 0.0,
         timings: BTreeMap::new(),
+        model: None,
     };
 
     let copied_rows = report::ranges(
@@ -180,10 +190,31 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     // The matrix is built block by block straight into the output's temp file.
     let mut stats = align::BuildStats::default();
     let mut batch = Batch::new();
-    batch.matrix(&cfg.output, out_dtype, [rows, emb.cols], &meta, |w| {
-        stats = align::build_blocks(&plan.rows, src, &opts, |block| w.write_all(block))?;
-        Ok(())
-    })?;
+    if cfg.write_matrix {
+        batch.matrix(&cfg.output, out_dtype, [rows, emb.cols], &meta, |w| {
+            stats = align::build_blocks(&plan.rows, src, &opts, |block| w.write_all(block))?;
+            Ok(())
+        })?;
+    }
+    if let Some(emit) = &cfg.emit {
+        let model = crate::model_out::emit(
+            &crate::model_out::Input {
+                cfg: emit,
+                files: &files,
+                source: &source,
+                target: &target,
+                plan: &plan,
+                emb_name: &emb.name,
+                emb_rows: emb.rows,
+                opts,
+                do_lower_case: model_cfg.do_lower_case,
+                provenance: &meta,
+            },
+            &mut batch,
+        )?;
+        report.model = Some(model);
+        mark("write_model");
+    }
     if stats.overflow_rows > 0 {
         let msg = format!(
             "{} row(s) overflow to infinity as {}",

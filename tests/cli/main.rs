@@ -12,5 +12,6 @@ mod formats;
 mod hostile;
 mod hub;
 mod inspect;
+mod model_out;
 mod signals;
 mod transplant;
