@@ -374,6 +374,20 @@ impl SafetensorsFile {
         Ok((info, dtype))
     }
 
+    /// Where a tensor's bytes lie in the file: (start, length).
+    pub fn span(&self, name: &str) -> Result<(u64, u64)> {
+        let info = self
+            .meta
+            .info(name)
+            .ok_or_else(|| Error::tensor(&self.path, name, "not in this file"))?;
+        let start = 8 + self.header_len + info.data_offsets.0;
+        let len = info.data_offsets.1 - info.data_offsets.0;
+        if start + len > self.map.len() {
+            return Err(Error::tensor(&self.path, name, "offsets exceed the file"));
+        }
+        Ok((start as u64, len as u64))
+    }
+
     /// Any tensor's bytes, as a view of the map.
     pub fn raw(&self, name: &str) -> Result<&[u8]> {
         let info = self

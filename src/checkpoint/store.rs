@@ -128,6 +128,34 @@ impl TensorStore {
         }
     }
 
+    /// Streams a tensor's bytes into `w` unchanged. Safetensors are read with positioned reads
+    /// in 8 MiB pieces rather than through the map, so that copying a whole model leaves its
+    /// pages in the page cache and out of this process's resident memory.
+    pub fn copy_to(&self, t: &StoredTensor, w: &mut dyn std::io::Write) -> Result<()> {
+        match &self.files[t.file] {
+            #[cfg(unix)]
+            StoreFile::St(f, names) => {
+                use std::os::unix::fs::FileExt;
+                let (start, len) = f.span(&names[t.entry])?;
+                let file = std::fs::File::open(&f.path).map_err(|e| Error::io(&f.path, e))?;
+                let mut buf = vec![0u8; (8 << 20).min(len as usize)];
+                let mut done = 0u64;
+                while done < len {
+                    let n = buf.len().min((len - done) as usize);
+                    file.read_exact_at(&mut buf[..n], start + done)
+                        .map_err(|e| Error::io(&f.path, e))?;
+                    w.write_all(&buf[..n]).map_err(|e| Error::io(&f.path, e))?;
+                    done += n as u64;
+                }
+                Ok(())
+            }
+            _ => {
+                let b = self.bytes(t)?;
+                w.write_all(&b).map_err(|e| Error::io(self.file_of(t), e))
+            }
+        }
+    }
+
     /// The file a tensor came from, for messages.
     pub fn file_of(&self, t: &StoredTensor) -> &Path {
         match &self.files[t.file] {

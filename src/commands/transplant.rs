@@ -26,7 +26,19 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         timings.insert(name.to_string(), lap.elapsed().as_secs_f64());
         lap = Instant::now();
     };
-    let target = vocab::read_target(&cfg.vocab)?;
+    // With --emit-model (and no --extend), a tokenizer.json target defines the rows and becomes
+    // the model's tokenizer (the way to replace a byte-level BPE vocabulary).
+    let tokenizer_target = cfg.emit.as_ref().is_some_and(|e| !e.extend)
+        && cfg
+            .vocab
+            .extension()
+            .is_some_and(|x| x.eq_ignore_ascii_case("json"));
+    let (target, target_tokenizer) = if tokenizer_target {
+        let (t, tj) = vocab::read_target_tokenizer(&cfg.vocab)?;
+        (t, Some(tj))
+    } else {
+        (vocab::read_target(&cfg.vocab)?, None)
+    };
     super::warn_target(out, &target);
     mark("read_target_vocab");
     let files = hub::resolve(&cfg.model, &cfg.hub)?;
@@ -209,6 +221,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
                 opts,
                 do_lower_case: model_cfg.do_lower_case,
                 provenance: &meta,
+                target_tokenizer: target_tokenizer.as_ref(),
             },
             &mut batch,
         )?;

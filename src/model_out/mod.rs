@@ -54,6 +54,8 @@ pub struct Input<'a> {
     pub do_lower_case: Option<bool>,
     /// The matrix output's provenance metadata (also written as transplant.json).
     pub provenance: &'a BTreeMap<String, String>,
+    /// `--vocab tokenizer.json`: the target tokenizer, written unchanged (its ids are the rows).
+    pub target_tokenizer: Option<&'a Value>,
 }
 
 const CONFIG_ID_KEYS: &[&str] = &[
@@ -171,8 +173,11 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
             }
         }
     }
-    let family = tokenizer::family(&tj);
-    if !inp.cfg.extend && !matches!(family, Family::WordPiece | Family::Unigram) {
+    let family = tokenizer::family(inp.target_tokenizer.unwrap_or(&tj));
+    if !inp.cfg.extend
+        && inp.target_tokenizer.is_none()
+        && !matches!(family, Family::WordPiece | Family::Unigram)
+    {
         return Err(tokenizer::cannot_replace(&tj, &source.path));
     }
 
@@ -212,8 +217,12 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
             // A decoded match (byte-level or SentencePiece) takes the source's spelling, so the
             // tokenizer produces it as the source did.
             let name = |id: &u32| id_to_token.get(*id as usize).and_then(Option::clone);
-            let spelled = match (r.method, r.pieces().first().and_then(name)) {
-                (Method::Decoded, Some(p)) => p,
+            let spelled = match (
+                r.method,
+                r.pieces().first().and_then(name),
+                inp.target_tokenizer,
+            ) {
+                (Method::Decoded, Some(p), None) => p,
                 _ => t.clone(),
             };
             row_tokens.push(spelled);
@@ -251,7 +260,14 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
 
     // Tokenizer.
     let tok_origin = source.path.clone();
-    if inp.cfg.extend {
+    if let Some(target_tj) = inp.target_tokenizer {
+        tj = target_tj.clone();
+        let kept: Vec<(String, u32)> = kept_special
+            .iter()
+            .map(|s| (s.clone(), token_ids[s]))
+            .collect();
+        tokenizer::append_special(&mut tj, &kept);
+    } else if inp.cfg.extend {
         tokenizer::extend(&mut tj, &new_tokens);
     } else {
         tokenizer::replace(

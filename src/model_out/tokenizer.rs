@@ -317,6 +317,22 @@ pub fn extend(tj: &mut Value, new: &[(String, u32)]) {
     tj["added_tokens"] = Value::Array(added);
 }
 
+/// Appends `kept` (token, id) as special added tokens (--keep-special with a target tokenizer).
+pub fn append_special(tj: &mut Value, kept: &[(String, u32)]) {
+    if kept.is_empty() {
+        return;
+    }
+    let mut added = tj
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (t, id) in kept {
+        added.push(added_token(*id, t, false, true));
+    }
+    tj["added_tokens"] = Value::Array(added);
+}
+
 /// tokenizer_config.json: the source's (or a minimal one), with `added_tokens_decoder` rebuilt
 /// from the new added tokens when the source had one.
 pub fn tokenizer_config(source: Option<Value>, tj: &Value, defaults: &[(&str, String)]) -> Value {

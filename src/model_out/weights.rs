@@ -249,6 +249,9 @@ impl Builder<'_> {
     fn write_tensor(&self, w: &mut dyn Write, t: &OutTensor) -> Result<()> {
         let src = &t.source;
         let file = self.store.file_of(src);
+        if matches!(t.make, Make::Copy) {
+            return self.store.copy_to(src, w);
+        }
         let bytes = self.store.bytes(src)?;
         if bytes.len() != src.nbytes {
             return Err(Error::tensor(

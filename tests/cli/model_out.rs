@@ -488,3 +488,48 @@ fn emit_flags_are_checked() {
     );
     assert!(sb.files().is_empty());
 }
+
+#[test]
+fn byte_level_bpe_is_replaced_by_a_target_tokenizer_json() {
+    let sb = Sandbox::new();
+    let src = fixture("tiny-qwen2");
+    // The same tokens under other ids: the model vocabulary in reverse order (merges name tokens
+    // by string, so they stay valid); the added tokens keep theirs.
+    let mut tj = json(&src.join("tokenizer.json"));
+    let vocab = tj["model"]["vocab"].as_object_mut().unwrap();
+    let n = vocab.len() as u64;
+    for v in vocab.values_mut() {
+        *v = serde_json::json!(n - 1 - v.as_u64().unwrap());
+    }
+    std::fs::write(sb.path("target.json"), serde_json::to_vec(&tj).unwrap()).unwrap();
+    sb.cmd()
+        .arg("-m")
+        .arg(&src)
+        .args(["-v", "target.json", "--emit-model", "out", "-q"])
+        .assert()
+        .success();
+    let dir = sb.path("out");
+    assert_eq!(
+        json(&dir.join("tokenizer.json")),
+        tj,
+        "the target tokenizer is written unchanged"
+    );
+    let cfg = json(&dir.join("config.json"));
+    assert_eq!(cfg["vocab_size"], 503);
+    let out = weights(&dir);
+    let src_w = weights(&src);
+    let (o, s) = (
+        rows(&out["model.embed_tokens.weight"]),
+        rows(&src_w["model.embed_tokens.weight"]),
+    );
+    assert_eq!(o[0], s[499]);
+    assert_eq!(o[499], s[0]);
+    assert_eq!(o[501], s[501]);
+    let (o, s) = (rows(&out["lm_head.weight"]), rows(&src_w["lm_head.weight"]));
+    assert_eq!(o[3], s[496]);
+    check_in_python(
+        &src,
+        &dir,
+        serde_json::json!({"mode": "replace", "text": "This is a test.", "causal": true}),
+    );
+}
