@@ -116,6 +116,15 @@ impl Embedding {
         out
     }
 
+    /// Drops this tensor's pages from the process's resident memory (they stay in the page
+    /// cache and come back from the file if read again). For a mapped tensor that was read in
+    /// full, so that the next large tensor does not add to the peak.
+    pub fn release(&self) {
+        if let Data::Mapped { map, start, len } = &self.data {
+            release_range(map, *start, *len);
+        }
+    }
+
     pub fn bytes(&self) -> &[u8] {
         match &self.data {
             Data::Mapped { map, start, len } => &map[*start..*start + *len],
@@ -272,6 +281,28 @@ pub(crate) fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
 }
 
+/// Advises the kernel that a range of a read-only file mapping is not needed for now.
+pub(crate) fn release_range(map: &memmap2::Mmap, start: usize, len: usize) {
+    #[cfg(unix)]
+    {
+        const PAGE: usize = 4096;
+        let from = start - start % PAGE;
+        let end = (start + len).min(map.len());
+        if end <= from {
+            return;
+        }
+        // SAFETY: MADV_DONTNEED on a read-only, file-backed MAP_SHARED mapping only drops this
+        // process's page-table entries: the next access faults the same bytes back in from the
+        // file (or the page cache). No Rust reference sees different contents; the range is
+        // within the map (rounded down to a page boundary, which madvise requires).
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, end - from)
+        };
+    }
+    #[cfg(not(unix))]
+    let _ = (map, start, len);
+}
+
 /// The `__metadata__` of a safetensors file (empty when it has none).
 pub fn safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
     Ok(SafetensorsFile::open(path)?.metadata())
@@ -386,6 +417,13 @@ impl SafetensorsFile {
             return Err(Error::tensor(&self.path, name, "offsets exceed the file"));
         }
         Ok((start as u64, len as u64))
+    }
+
+    /// Drops a tensor's pages from resident memory (see [`Embedding::release`]).
+    pub fn release(&self, name: &str) {
+        if let Ok((start, len)) = self.span(name) {
+            release_range(&self.map, start as usize, len as usize);
+        }
     }
 
     /// Any tensor's bytes, as a view of the map.

@@ -156,6 +156,13 @@ impl TensorStore {
         }
     }
 
+    /// Drops a mapped tensor's pages from resident memory once it has been used.
+    pub fn release(&self, t: &StoredTensor) {
+        if let StoreFile::St(f, names) = &self.files[t.file] {
+            f.release(&names[t.entry]);
+        }
+    }
+
     /// The file a tensor came from, for messages.
     pub fn file_of(&self, t: &StoredTensor) -> &Path {
         match &self.files[t.file] {

@@ -209,6 +209,8 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         })?;
     }
     if let Some(emit) = &cfg.emit {
+        // The model directory reads the embedding again through its own map.
+        emb.release();
         let model = crate::model_out::emit(
             &crate::model_out::Input {
                 cfg: emit,

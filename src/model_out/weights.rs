@@ -282,6 +282,8 @@ impl Builder<'_> {
                     w.write_all(b)
                 })
                 .map_err(io)?;
+                drop(bytes);
+                self.store.release(src);
                 if n != t.nbytes() {
                     return Err(Error::tensor(
                         file,

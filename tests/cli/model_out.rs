@@ -533,3 +533,47 @@ fn byte_level_bpe_is_replaced_by_a_target_tokenizer_json() {
         serde_json::json!({"mode": "replace", "text": "This is a test.", "causal": true}),
     );
 }
+
+/// The weights load in a PyTorch 2.0-era safetensors (0.3.x). `.ci/run` makes a small venv with
+/// safetensors 0.3.3 and numpy and sets `EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON`; mandatory in CI.
+#[test]
+fn old_safetensors_reads_the_weights() {
+    let Ok(python) = std::env::var("EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON") else {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+            "EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON must be set in CI"
+        );
+        eprintln!("skipping: EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON is not set");
+        return;
+    };
+    let sb = Sandbox::new();
+    sb.transplant(&bert_dir())
+        .args(["--emit-model", "bert", "-q"])
+        .assert()
+        .success();
+    sb.transplant(&fixture("tiny-qwen2"))
+        .args([
+            "--emit-model",
+            "qwen",
+            "-q",
+            "--extend",
+            "--max-shard-size",
+            "40KB",
+        ])
+        .assert()
+        .success();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_old_safetensors.py");
+    for d in ["bert", "qwen"] {
+        let o = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(sb.path(d))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
