@@ -72,7 +72,7 @@ fn rows(t: &(String, Vec<usize>, Vec<u8>)) -> Vec<&[u8]> {
 #[test]
 fn bert_model_directory_replaces_the_vocabulary() {
     let sb = Sandbox::new();
-    sb.transplant(&bert_dir())
+    sb.transplant(bert_dir())
         .args(["--emit-model", "out", "-q"])
         .assert()
         .success();
@@ -163,7 +163,7 @@ fn bert_model_directory_replaces_the_vocabulary() {
 fn emitting_is_deterministic_and_o_still_writes_the_matrix() {
     let sb = Sandbox::new();
     for d in ["a", "b"] {
-        sb.transplant(&bert_dir())
+        sb.transplant(bert_dir())
             .args(["--emit-model", d, "-o", &format!("{d}.safetensors"), "-q"])
             .assert()
             .success();
@@ -408,7 +408,7 @@ fn keep_special_appends_what_the_target_lacks() {
 fn byte_level_bpe_needs_extend() {
     let sb = Sandbox::new();
     let a = sb
-        .transplant(&fixture("tiny-qwen2"))
+        .transplant(fixture("tiny-qwen2"))
         .args(["--emit-model", "out"])
         .assert()
         .code(1);
@@ -426,7 +426,7 @@ fn existing_directory_needs_force() {
     std::fs::create_dir(sb.path("out")).unwrap();
     std::fs::write(sb.path("out/old.txt"), "x").unwrap();
     let a = sb
-        .transplant(&bert_dir())
+        .transplant(bert_dir())
         .args(["--emit-model", "out"])
         .assert()
         .code(1);
@@ -436,7 +436,7 @@ fn existing_directory_needs_force() {
         stderr_of(&a)
     );
     assert!(sb.path("out/old.txt").exists());
-    sb.transplant(&bert_dir())
+    sb.transplant(bert_dir())
         .args(["--emit-model", "out", "--force", "-q"])
         .assert()
         .success();
@@ -449,13 +449,13 @@ fn existing_directory_needs_force() {
 fn emit_flags_are_checked() {
     let sb = Sandbox::new();
     let a = sb
-        .transplant(&bert_dir())
+        .transplant(bert_dir())
         .args(["--extend"])
         .assert()
         .code(2);
     assert!(stderr_of(&a).contains("--emit-model"), "{}", stderr_of(&a));
     let a = sb
-        .transplant(&bert_dir())
+        .transplant(bert_dir())
         .args(["--emit-model", "out", "--max-shard-size", "lots"])
         .assert()
         .code(2);
@@ -465,7 +465,7 @@ fn emit_flags_are_checked() {
         stderr_of(&a)
     );
     let a = sb
-        .transplant(&bert_dir())
+        .transplant(bert_dir())
         .args(["--emit-model", "out", "--dtype", "f16"])
         .assert()
         .code(2);
@@ -475,7 +475,7 @@ fn emit_flags_are_checked() {
         stderr_of(&a)
     );
     let a = sb
-        .transplant(&bert_dir())
+        .transplant(bert_dir())
         .arg("--emit-model")
         .arg(bert_dir())
         .arg("--force")
@@ -547,11 +547,11 @@ fn old_safetensors_reads_the_weights() {
         return;
     };
     let sb = Sandbox::new();
-    sb.transplant(&bert_dir())
+    sb.transplant(bert_dir())
         .args(["--emit-model", "bert", "-q"])
         .assert()
         .success();
-    sb.transplant(&fixture("tiny-qwen2"))
+    sb.transplant(fixture("tiny-qwen2"))
         .args([
             "--emit-model",
             "qwen",
