@@ -67,8 +67,7 @@ impl Output {
                 m.tokenizer,
                 match (&m.routing.head, m.tied) {
                     (Some(h), _) => format!("{h} rebuilt"),
-                    (None, true) => "tied".to_string(),
-                    (None, false) => "none".to_string(),
+                    (None, _) => "tied (no separate head)".to_string(),
                 },
                 m.weight_files.len()
             ));

@@ -35,6 +35,7 @@ pub struct ModelReport {
     pub kept_special: Vec<String>,
     pub padding_rows: usize,
     pub tokenizer: Family,
+    /// No separate output head was written (tied to the embedding, or none).
     pub tied: bool,
     pub routing: weights::Routing,
     pub weight_files: Vec<String>,
@@ -290,10 +291,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
 
     // config.json.
     let mut config_ids = BTreeMap::new();
-    let tied = config
-        .get("tie_word_embeddings")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
+    let tied_in_config = config.get("tie_word_embeddings").and_then(Value::as_bool);
     config["vocab_size"] = json!(rows.len());
     for k in CONFIG_ID_KEYS {
         if let Some(v) = config.get(*k).cloned() {
@@ -324,7 +322,14 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
 
     // Weights.
     let store = TensorStore::open(&inp.files.weights, inp.files.fetcher.as_ref())?;
-    let (tensors, routing) = weights::route(&store, inp.emb_name, tied, inp.emb_rows, rows.len())?;
+    let (tensors, routing) = weights::route(
+        &store,
+        inp.emb_name,
+        tied_in_config,
+        inp.emb_rows,
+        rows.len(),
+    )?;
+    let tied = routing.head.is_none();
     let files = weights::plan_files(&tensors, store.sharded, inp.cfg.max_shard_size);
     let builder = weights::Builder {
         store: &store,

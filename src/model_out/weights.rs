@@ -75,11 +75,13 @@ const HEAD_NAMES: &[&str] = &[
     "output.weight",
 ];
 
-/// Decides how every output tensor is made. `tied`: config.json's `tie_word_embeddings`.
+/// Decides how every output tensor is made. `tied`: config.json's `tie_word_embeddings`; when
+/// the config does not say (family defaults differ: BERT ties, LLaMA does not), a head tensor is
+/// taken as tied exactly when its bytes equal the embedding's.
 pub fn route(
     store: &TensorStore,
     emb: &str,
-    tied: bool,
+    tied: Option<bool>,
     source_rows: usize,
     out_rows: usize,
 ) -> Result<(Vec<OutTensor>, Routing)> {
@@ -106,6 +108,10 @@ pub fn route(
         let (make, shape) = if t.name == emb {
             (Make::Rows { seed_offset: 0 }, vec![out_rows, dim])
         } else if is_head {
+            let tied = match tied {
+                Some(t) => t,
+                None => t.dtype == emb_t.dtype && store.bytes(t)? == store.bytes(emb_t)?,
+            };
             if tied {
                 routing.tied_dropped.push(t.name.clone());
                 continue;

@@ -577,3 +577,37 @@ fn old_safetensors_reads_the_weights() {
         );
     }
 }
+
+/// Without `tie_word_embeddings` in config.json, a head is tied exactly when its bytes equal the
+/// embedding's (family defaults differ).
+#[test]
+fn tying_follows_the_bytes_when_the_config_is_silent() {
+    let sb = Sandbox::new();
+    for (name, model) in [
+        ("qwen", fixture("tiny-qwen2")),
+        ("legacy", fixture("tiny-bert-chinese-legacy")),
+    ] {
+        let copy = sb.path(&format!("{name}-src"));
+        std::fs::create_dir(&copy).unwrap();
+        for e in std::fs::read_dir(&model).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, copy.join(p.file_name().unwrap())).unwrap();
+        }
+        let mut cfg = json(&copy.join("config.json"));
+        cfg.as_object_mut().unwrap().remove("tie_word_embeddings");
+        std::fs::write(copy.join("config.json"), cfg.to_string()).unwrap();
+        sb.transplant(&copy)
+            .args(["--emit-model", name, "-q"])
+            .args(if name == "qwen" {
+                &["--extend"][..]
+            } else {
+                &[][..]
+            })
+            .assert()
+            .success();
+    }
+    // Qwen2's lm_head differs from its embedding: rebuilt; the .bin's BERT decoder is the
+    // embedding's storage: left out.
+    assert!(weights(&sb.path("qwen")).contains_key("lm_head.weight"));
+    assert!(!weights(&sb.path("legacy")).contains_key("cls.predictions.decoder.weight"));
+}
