@@ -161,14 +161,40 @@ pub struct TransplantArgs {
     #[arg(short, long, required = true, value_name = "PATH")]
     pub vocab: Option<PathBuf>,
 
-    /// Output .safetensors file.
+    /// Output .safetensors file (default embeddings.safetensors; with --emit-model, the matrix is
+    /// written only when -o is given).
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// Also write a whole model directory for the new vocabulary (weights, config.json, tokenizer,
+    /// transplant.json) that transformers loads with from_pretrained.
+    #[arg(long, value_name = "DIR")]
+    pub emit_model: Option<PathBuf>,
+
+    /// With --emit-model: keep every source token's id and rows, and append the target tokens the
+    /// source does not know (added to the tokenizer as non-special added tokens).
+    #[arg(long, requires = "emit_model")]
+    pub extend: bool,
+
+    /// With --emit-model: append rows (initialised like the fill, never used by the tokenizer)
+    /// until the row count is a multiple of N.
+    #[arg(long, value_name = "N", requires = "emit_model")]
+    pub pad_to_multiple_of: Option<usize>,
+
+    /// With --emit-model: append special tokens the target vocabulary lacks, with their source
+    /// rows, instead of failing.
+    #[arg(long, requires = "emit_model")]
+    pub keep_special: bool,
+
+    /// With --emit-model: the largest weights file (e.g. 5GB, 500MB, 2000000); bigger models, and
+    /// sharded sources, are written as shards plus model.safetensors.index.json.
     #[arg(
-        short,
         long,
-        value_name = "PATH",
-        default_value = "embeddings.safetensors"
+        value_name = "SIZE",
+        default_value = "5GB",
+        requires = "emit_model"
     )]
-    pub output: PathBuf,
+    pub max_shard_size: String,
 
     /// Name of the embedding tensor, when the automatic choice is wrong or ambiguous.
     #[arg(long, value_name = "NAME")]

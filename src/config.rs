@@ -19,6 +19,9 @@ pub struct TransplantConfig {
     pub model: String,
     pub vocab: PathBuf,
     pub output: Target,
+    /// False when --emit-model is given without -o: no matrix file then.
+    pub write_matrix: bool,
+    pub emit: Option<EmitConfig>,
     pub tensor: Option<String>,
     pub source_vocab: Option<PathBuf>,
     pub init: Init,
@@ -32,6 +35,38 @@ pub struct TransplantConfig {
     pub report: Option<Target>,
     pub quiet: bool,
     pub strict: bool,
+}
+
+/// `--emit-model DIR` and its companions.
+#[derive(Debug, Clone)]
+pub struct EmitConfig {
+    pub dir: crate::writer::DirTarget,
+    pub extend: bool,
+    pub pad_to_multiple_of: Option<usize>,
+    pub keep_special: bool,
+    pub max_shard_size: u64,
+}
+
+/// `5GB`, `500MB`, `10KB`, `1GiB` or a plain byte count, as transformers' max_shard_size.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KIB" => 1024.0,
+        "MIB" => 1024.0 * 1024.0,
+        "GIB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let v = n * mult;
+    (v.is_finite() && v >= 1.0).then_some(v as u64)
 }
 
 impl TransplantConfig {
@@ -142,17 +177,58 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
     if model.trim().is_empty() {
         return Err(Error::Usage("--model is empty".into()));
     }
-    let output = Target::new(&args.output, args.force, "--output");
+    let write_matrix = args.output.is_some() || args.emit_model.is_none();
+    let output = Target::new(
+        args.output
+            .as_deref()
+            .unwrap_or(Path::new("embeddings.safetensors")),
+        args.force,
+        "--output",
+    );
     let report = args
         .report
         .as_deref()
         .map(|p| Target::new(p, args.force, "--report"));
+    let emit = match &args.emit_model {
+        None => None,
+        Some(dir) => {
+            if !matches!(args.dtype, DTypeArg::Source) {
+                return Err(Error::Usage(
+                    "--dtype with --emit-model: a model's tensors keep the source's types; drop --dtype (or write the matrix alone with -o)".into(),
+                ));
+            }
+            let max_shard_size = parse_size(&args.max_shard_size).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--max-shard-size {}: not a size (e.g. 5GB, 500MB, 1000000)",
+                    args.max_shard_size
+                ))
+            })?;
+            if args.pad_to_multiple_of == Some(0) {
+                return Err(Error::Usage(
+                    "--pad-to-multiple-of must be at least 1".into(),
+                ));
+            }
+            Some(EmitConfig {
+                dir: crate::writer::DirTarget {
+                    path: dir.clone(),
+                    force: args.force,
+                    flag: "--emit-model",
+                },
+                extend: args.extend,
+                pad_to_multiple_of: args.pad_to_multiple_of,
+                keep_special: args.keep_special,
+                max_shard_size,
+            })
+        }
+    };
     distinct(&[Some(&output), report.as_ref()])?;
     let hub = hub_settings(args.hub, stderr_is_terminal && !args.quiet && !args.json)?;
     let cfg = TransplantConfig {
         model,
         vocab,
         output,
+        write_matrix,
+        emit,
         tensor: args.tensor,
         source_vocab: args.source_vocab,
         init: match args.init {
@@ -179,9 +255,14 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
     };
     // Every output path is checked before any work starts.
     let inputs = cfg.local_inputs();
-    cfg.output.check(&inputs)?;
+    if cfg.write_matrix {
+        cfg.output.check(&inputs)?;
+    }
     if let Some(r) = &cfg.report {
         r.check(&inputs)?;
+    }
+    if let Some(e) = &cfg.emit {
+        e.dir.check(&inputs)?;
     }
     Ok(cfg)
 }

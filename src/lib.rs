@@ -24,6 +24,7 @@ pub mod hub;
 pub mod labelled;
 pub mod matching;
 pub mod model_config;
+pub mod model_out;
 pub mod output;
 pub mod quality;
 pub mod report;

@@ -55,6 +55,26 @@ impl Output {
             (Some(rev), None) => format!("{}@{rev}", r.source.model),
             _ => r.source.model.clone(),
         };
+        if let Some(m) = &r.model {
+            self.info(&format!(
+                "wrote model directory {} ({}): {} rows ({} with a token{}{}), tokenizer {:?}, head {}, {} weights file(s)",
+                m.dir,
+                m.mode,
+                m.rows,
+                m.token_rows,
+                if m.new_tokens > 0 { format!(", {} new", m.new_tokens) } else { String::new() },
+                if m.padding_rows > 0 { format!(", {} padding", m.padding_rows) } else { String::new() },
+                m.tokenizer,
+                match (&m.routing.head, m.tied) {
+                    (Some(h), _) => format!("{h} rebuilt"),
+                    (None, _) => "tied (no separate head)".to_string(),
+                },
+                m.weight_files.len()
+            ));
+            if r.output.is_empty() {
+                return;
+            }
+        }
         self.info(&format!(
             "wrote {}: {} rows x {} {} | copied {} ({:.1}%), initialised {} [{}] | from {} tensor {} ({}) in {:.2}s",
             r.output,

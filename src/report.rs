@@ -63,6 +63,9 @@ pub struct TransplantReport {
     pub seconds: f64,
     /// Seconds per stage.
     pub timings: BTreeMap<String, f64>,
+    /// `--emit-model`: what the model directory holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<crate::model_out::ModelReport>,
 }
 
 /// One row that was not an exact copy, for `--report`.

@@ -271,6 +271,76 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A target tokenizer.json (`--vocab tokenizer.json` with `--emit-model`): its tokens by id
+/// (model vocabulary and added tokens) are the rows, and the file itself becomes the model's
+/// tokenizer. Ids must run 0..n without gaps.
+pub fn read_target_tokenizer(path: &Path) -> Result<(TargetVocab, serde_json::Value)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let tj: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::file(path, format!("not a tokenizer.json: {e}")))?;
+    let mut by_id: Vec<Option<String>> = Vec::new();
+    let mut put = |t: &str, id: u64| {
+        let id = id as usize;
+        if id >= by_id.len() {
+            by_id.resize(id + 1, None);
+        }
+        by_id[id] = Some(t.to_string());
+    };
+    match tj.pointer("/model/vocab") {
+        Some(serde_json::Value::Object(m)) => {
+            for (t, id) in m {
+                let id = id
+                    .as_u64()
+                    .ok_or_else(|| Error::file(path, format!("token {t:?} has no integer id")))?;
+                put(t, id);
+            }
+        }
+        Some(serde_json::Value::Array(a)) => {
+            for (i, e) in a.iter().enumerate() {
+                let t = e.get(0).and_then(|x| x.as_str()).ok_or_else(|| {
+                    Error::file(path, format!("vocabulary entry {i} is not [piece, score]"))
+                })?;
+                put(t, i as u64);
+            }
+        }
+        _ => return Err(Error::file(path, "not a tokenizer.json: no model.vocab")),
+    }
+    for a in tj
+        .get("added_tokens")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(t), Some(id)) = (
+            a.get("content").and_then(|x| x.as_str()),
+            a.get("id").and_then(|x| x.as_u64()),
+        ) {
+            put(t, id);
+        }
+    }
+    let tokens: Vec<String> = by_id
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.ok_or_else(|| Error::file(path, format!("no token has id {i}: the ids of a target tokenizer must run 0..n without gaps"))))
+        .collect::<Result<_>>()?;
+    if tokens.is_empty() {
+        return Err(Error::file(path, "the tokenizer has no tokens"));
+    }
+    let sha256 = hex(&Sha256::digest(&bytes));
+    Ok((
+        TargetVocab {
+            tokens,
+            duplicates: 0,
+            duplicate_examples: Vec::new(),
+            blank_lines: Vec::new(),
+            control_lines: Vec::new(),
+            sha256,
+            origin: path.display().to_string(),
+        },
+        tj,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -157,12 +157,79 @@ struct Staged {
     registered: cancel::Registered,
 }
 
+/// An output directory (`--emit-model DIR`): written whole as a temp directory beside it, then
+/// renamed into place.
+#[derive(Debug, Clone)]
+pub struct DirTarget {
+    pub path: PathBuf,
+    pub force: bool,
+    pub flag: &'static str,
+}
+
+impl DirTarget {
+    /// Refuses early: an existing DIR without --force, a DIR that is a file, a DIR holding one of
+    /// `inputs` (even with --force), a parent that does not exist.
+    pub fn check(&self, inputs: &[PathBuf]) -> Result<()> {
+        let path = &self.path;
+        match std::fs::metadata(path) {
+            Ok(meta) => {
+                if !meta.is_dir() {
+                    return Err(Error::file(
+                        path,
+                        format!("{} names a file, not a directory", self.flag),
+                    ));
+                }
+                if let Some(input) = inputs.iter().find(|i| {
+                    same_file(i, path)
+                        || i.parent().is_some_and(|p| {
+                            same_file(
+                                if p.as_os_str().is_empty() {
+                                    Path::new(".")
+                                } else {
+                                    p
+                                },
+                                path,
+                            )
+                        })
+                }) {
+                    return Err(Error::file(
+                        path,
+                        format!(
+                            "{} names a directory holding an input of this run ({}): refused, even with --force",
+                            self.flag,
+                            input.display()
+                        ),
+                    ));
+                }
+                if !self.force {
+                    return Err(Error::file(path, "exists; pass --force to replace it"));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+        let dir = parent_dir(path);
+        if !dir.is_dir() {
+            return Err(Error::file(dir, "the output directory does not exist"));
+        }
+        Ok(())
+    }
+}
+
+/// One finished temp directory waiting to be renamed into place.
+struct StagedDir {
+    tmp: tempfile::TempDir,
+    target: DirTarget,
+    registered: cancel::Registered,
+}
+
 /// The files of one run: each is written whole to a temp file beside its target, and
 /// [`Batch::commit`] renames them all into place together. Dropping a batch that was not committed
 /// removes its temp files, so a run that fails leaves no new file.
 #[derive(Default)]
 pub struct Batch {
     staged: Vec<Staged>,
+    dirs: Vec<StagedDir>,
 }
 
 impl Batch {
@@ -291,6 +358,38 @@ impl Batch {
         })
     }
 
+    /// Writes one directory: `body` fills a fresh temp directory beside the target (its files
+    /// should be synced by `body`); the directory is renamed into place at commit.
+    pub fn directory(
+        &mut self,
+        target: &DirTarget,
+        body: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
+        target.check(&[])?;
+        let parent = parent_dir(&target.path);
+        let (tmp, registered) = cancel::register_new(|| {
+            let t = tempfile::Builder::new()
+                .prefix(".embed-transplant-")
+                .suffix(".tmp")
+                .tempdir_in(parent)?;
+            let p = t.path().to_path_buf();
+            Ok((t, p))
+        })
+        .map_err(|e| Error::io(parent, e))?;
+        body(tmp.path())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755));
+        }
+        self.dirs.push(StagedDir {
+            tmp,
+            target: target.clone(),
+            registered,
+        });
+        Ok(())
+    }
+
     /// Renames every written file into place, all under the cancellation lock. If a rename fails,
     /// the files this batch already put in place are removed again (files they replaced with
     /// --force are gone: that is what --force asked for).
@@ -301,8 +400,32 @@ impl Batch {
             regs.push(s.registered);
             staged.push((s.tmp, s.target));
         }
+        let mut dirs = Vec::new();
+        for d in self.dirs {
+            regs.push(d.registered);
+            dirs.push((d.tmp, d.target));
+        }
         let res = cancel::commit(|temps| {
             let mut done: Vec<PathBuf> = Vec::new();
+            let mut done_dirs: Vec<PathBuf> = Vec::new();
+            let undo = |done: &[PathBuf], done_dirs: &[PathBuf]| {
+                for d in done {
+                    let _ = std::fs::remove_file(d);
+                }
+                for d in done_dirs {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+            };
+            for (tmp, target) in dirs {
+                let tmp_path = tmp.path().to_path_buf();
+                let res = commit_dir(tmp, &target);
+                temps.retain(|p| *p != tmp_path);
+                if let Err(e) = res {
+                    undo(&done, &done_dirs);
+                    return Err(e);
+                }
+                done_dirs.push(target.path.clone());
+            }
             for (tmp, target) in staged {
                 let tmp_path = tmp.to_path_buf();
                 let res = if target.force {
@@ -312,9 +435,7 @@ impl Batch {
                 };
                 temps.retain(|p| *p != tmp_path);
                 if let Err(e) = res {
-                    for d in &done {
-                        let _ = std::fs::remove_file(d);
-                    }
+                    undo(&done, &done_dirs);
                     let e = if e.kind() == std::io::ErrorKind::AlreadyExists {
                         Error::file(&target.path, "exists; pass --force to replace it")
                     } else {
@@ -329,6 +450,38 @@ impl Batch {
         drop(regs);
         res
     }
+}
+
+/// Puts a finished temp directory in place. An existing directory (only with --force) is moved
+/// aside first and removed once the new one is in place.
+fn commit_dir(tmp: tempfile::TempDir, target: &DirTarget) -> Result<()> {
+    let path = &target.path;
+    let mut aside: Option<PathBuf> = None;
+    if std::fs::symlink_metadata(path).is_ok() {
+        if !target.force {
+            return Err(Error::file(path, "exists; pass --force to replace it"));
+        }
+        let old = tempfile::Builder::new()
+            .prefix(".embed-transplant-old-")
+            .tempdir_in(parent_dir(path))
+            .map_err(|e| Error::io(parent_dir(path), e))?
+            .keep();
+        std::fs::remove_dir(&old).map_err(|e| Error::io(&old, e))?;
+        std::fs::rename(path, &old).map_err(|e| Error::io(path, e))?;
+        aside = Some(old);
+    }
+    let tmp_path = tmp.keep();
+    if let Err(e) = std::fs::rename(&tmp_path, path) {
+        let _ = std::fs::remove_dir_all(&tmp_path);
+        if let Some(old) = &aside {
+            let _ = std::fs::rename(old, path);
+        }
+        return Err(Error::io(path, e));
+    }
+    if let Some(old) = aside {
+        let _ = std::fs::remove_dir_all(old);
+    }
+    Ok(())
 }
 
 /// Counts bytes written.

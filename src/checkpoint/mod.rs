@@ -7,6 +7,7 @@
 pub mod names;
 pub mod pickle;
 mod pickle_guard;
+pub mod store;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -115,6 +116,15 @@ impl Embedding {
         out
     }
 
+    /// Drops this tensor's pages from the process's resident memory (they stay in the page
+    /// cache and come back from the file if read again). For a mapped tensor that was read in
+    /// full, so that the next large tensor does not add to the peak.
+    pub fn release(&self) {
+        if let Data::Mapped { map, start, len } = &self.data {
+            release_range(map, *start, *len);
+        }
+    }
+
     pub fn bytes(&self) -> &[u8] {
         match &self.data {
             Data::Mapped { map, start, len } => &map[*start..*start + *len],
@@ -214,6 +224,26 @@ pub fn load_embedding(weights: &Weights, name: &str, fetch: &dyn FetchFile) -> R
     }
 }
 
+/// Every shard an index names, fetched, in name order.
+fn map_index_shards(index: &Path, fetch: &dyn FetchFile) -> Result<Vec<PathBuf>> {
+    let map = read_index(index)?;
+    let mut shards: Vec<&String> = map.values().collect();
+    shards.sort();
+    shards.dedup();
+    shards
+        .into_iter()
+        .map(|s| {
+            fetch.fetch(s).map_err(|e| match e {
+                Error::Io { err, .. } if err.kind() == std::io::ErrorKind::NotFound => Error::file(
+                    index,
+                    format!("the weight map names {s}, which does not exist"),
+                ),
+                e => e,
+            })
+        })
+        .collect()
+}
+
 /// `weight_map` of a sharded checkpoint's index: tensor -> shard file.
 fn read_index(index: &Path) -> Result<BTreeMap<String, String>> {
     #[derive(serde::Deserialize)]
@@ -249,6 +279,28 @@ pub(crate) fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     // the accepted cost of not copying multi-GB checkpoints; candle and safetensors make the same
     // trade.
     unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
+}
+
+/// Advises the kernel that a range of a read-only file mapping is not needed for now.
+pub(crate) fn release_range(map: &memmap2::Mmap, start: usize, len: usize) {
+    #[cfg(unix)]
+    {
+        const PAGE: usize = 4096;
+        let from = start - start % PAGE;
+        let end = (start + len).min(map.len());
+        if end <= from {
+            return;
+        }
+        // SAFETY: MADV_DONTNEED on a read-only, file-backed MAP_SHARED mapping only drops this
+        // process's page-table entries: the next access faults the same bytes back in from the
+        // file (or the page cache). No Rust reference sees different contents; the range is
+        // within the map (rounded down to a page boundary, which madvise requires).
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, end - from)
+        };
+    }
+    #[cfg(not(unix))]
+    let _ = (map, start, len);
 }
 
 /// The `__metadata__` of a safetensors file (empty when it has none).
@@ -351,6 +403,39 @@ impl SafetensorsFile {
             )
         })?;
         Ok((info, dtype))
+    }
+
+    /// Where a tensor's bytes lie in the file: (start, length).
+    pub fn span(&self, name: &str) -> Result<(u64, u64)> {
+        let info = self
+            .meta
+            .info(name)
+            .ok_or_else(|| Error::tensor(&self.path, name, "not in this file"))?;
+        let start = 8 + self.header_len + info.data_offsets.0;
+        let len = info.data_offsets.1 - info.data_offsets.0;
+        if start + len > self.map.len() {
+            return Err(Error::tensor(&self.path, name, "offsets exceed the file"));
+        }
+        Ok((start as u64, len as u64))
+    }
+
+    /// Drops a tensor's pages from resident memory (see [`Embedding::release`]).
+    pub fn release(&self, name: &str) {
+        if let Ok((start, len)) = self.span(name) {
+            release_range(&self.map, start as usize, len as usize);
+        }
+    }
+
+    /// Any tensor's bytes, as a view of the map.
+    pub fn raw(&self, name: &str) -> Result<&[u8]> {
+        let info = self
+            .meta
+            .info(name)
+            .ok_or_else(|| Error::tensor(&self.path, name, "not in this file"))?;
+        let start = 8 + self.header_len + info.data_offsets.0;
+        self.map
+            .get(start..start + (info.data_offsets.1 - info.data_offsets.0))
+            .ok_or_else(|| Error::tensor(&self.path, name, "offsets exceed the file"))
     }
 
     /// One 2-D float tensor, as a view of the map.

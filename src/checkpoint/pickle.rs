@@ -84,6 +84,12 @@ impl PthFile {
                 format!("storage type {} is not a float type", entry.dtype_name),
             )
         })?;
+        self.read_raw(entry, dtype.size())
+    }
+
+    /// Reads one tensor's bytes whatever its element type (integer buffers too), `elem` bytes
+    /// per element.
+    pub fn read_raw(&self, entry: &PthEntry, elem: usize) -> Result<Vec<u8>> {
         if !entry.contiguous {
             return Err(Error::tensor(
                 &self.path,
@@ -94,7 +100,7 @@ impl PthFile {
         let want = entry
             .shape
             .iter()
-            .try_fold(dtype.size(), |a, &d| a.checked_mul(d))
+            .try_fold(elem, |a, &d| a.checked_mul(d))
             .ok_or_else(|| Error::tensor(&self.path, &entry.name, "shape overflows"))?;
         let bad = |msg: String| Error::tensor(&self.path, &entry.name, msg);
         let mut out = Vec::new();
@@ -289,7 +295,7 @@ fn open_legacy(path: &Path, file: std::fs::File) -> Result<PthFile> {
     })
 }
 
-fn storage_elem_size(class: &str) -> u64 {
+pub(crate) fn storage_elem_size(class: &str) -> u64 {
     match class {
         "DoubleStorage" | "LongStorage" => 8,
         "FloatStorage" | "IntStorage" => 4,

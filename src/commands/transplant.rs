@@ -33,14 +33,31 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         timings.insert(name.to_string(), lap.elapsed().as_secs_f64());
         lap = Instant::now();
     };
-    let target = vocab::read_target(&cfg.vocab)?;
+    // With --emit-model (and no --extend), a tokenizer.json target defines the rows and becomes
+    // the model's tokenizer (the way to replace a byte-level BPE vocabulary).
+    let tokenizer_target = cfg.emit.as_ref().is_some_and(|e| !e.extend)
+        && cfg
+            .vocab
+            .extension()
+            .is_some_and(|x| x.eq_ignore_ascii_case("json"));
+    let (target, target_tokenizer) = if tokenizer_target {
+        let (t, tj) = vocab::read_target_tokenizer(&cfg.vocab)?;
+        (t, Some(tj))
+    } else {
+        (vocab::read_target(&cfg.vocab)?, None)
+    };
     super::warn_target(out, &target);
     mark("read_target_vocab");
     let files = hub::resolve(&cfg.model, &cfg.hub)?;
     // Now that the model's files are known: no output may name one of them.
     let mut inputs = cfg.local_inputs();
     inputs.extend(files.inputs());
-    cfg.output.check(&inputs)?;
+    if cfg.write_matrix {
+        cfg.output.check(&inputs)?;
+    }
+    if let Some(e) = &cfg.emit {
+        e.dir.check(&inputs)?;
+    }
     if let Some(r) = &cfg.report {
         r.check(&inputs)?;
     }
@@ -165,7 +182,11 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     let rows = plan.rows.len();
 
     let mut report = TransplantReport {
-        output: cfg.output.path.display().to_string(),
+        output: if cfg.write_matrix {
+            cfg.output.path.display().to_string()
+        } else {
+            String::new()
+        },
         source: files.provenance.clone(),
         weights: emb.file.display().to_string(),
         weights_format: files.weights.format().to_string(),
@@ -205,6 +226,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         compose_fit: compose_map.as_ref().map(|m| m.summary()),
         seconds: 0.0,
         timings: BTreeMap::new(),
+        model: None,
     };
 
     let copied_rows = report::ranges(
@@ -218,10 +240,34 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     // The matrix is built block by block straight into the output's temp file.
     let mut stats = align::BuildStats::default();
     let mut batch = Batch::new();
-    batch.matrix(&cfg.output, out_dtype, [rows, emb.cols], &meta, |w| {
-        stats = align::build_blocks(&plan.rows, src, &opts, |block| w.write_all(block))?;
-        Ok(())
-    })?;
+    if cfg.write_matrix {
+        batch.matrix(&cfg.output, out_dtype, [rows, emb.cols], &meta, |w| {
+            stats = align::build_blocks(&plan.rows, src, &opts, |block| w.write_all(block))?;
+            Ok(())
+        })?;
+    }
+    if let Some(emit) = &cfg.emit {
+        // The model directory reads the embedding again through its own map.
+        emb.release();
+        let model = crate::model_out::emit(
+            &crate::model_out::Input {
+                cfg: emit,
+                files: &files,
+                source: &source,
+                target: &target,
+                plan: &plan,
+                emb_name: &emb.name,
+                emb_rows: emb.rows,
+                opts,
+                do_lower_case: model_cfg.do_lower_case,
+                provenance: &meta,
+                target_tokenizer: target_tokenizer.as_ref(),
+            },
+            &mut batch,
+        )?;
+        report.model = Some(model);
+        mark("write_model");
+    }
     if stats.overflow_rows > 0 {
         let msg = format!(
             "{} row(s) overflow to infinity as {}",

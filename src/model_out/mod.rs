@@ -1,0 +1,464 @@
+//! `--emit-model DIR`: a whole model directory for the new vocabulary that transformers loads
+//! with `from_pretrained`. [`weights`] routes every tensor (embedding, untied head and per-token
+//! biases rebuilt by the same plan as the matrix; everything else streamed bit for bit),
+//! [`tokenizer`] rebuilds or extends the tokenizer, this module lays out the rows, rewrites
+//! config.json and writes the directory through the caller's [`Batch`] (a temp directory beside
+//! DIR, renamed into place at commit).
+
+pub mod tokenizer;
+pub mod weights;
+
+use crate::align::{BuildOptions, RowSource};
+use crate::checkpoint::store::TensorStore;
+use crate::config::EmitConfig;
+use crate::error::{Error, Result};
+use crate::hub::ModelFiles;
+use crate::matching::{Method, Plan};
+use crate::vocab::{SourceKind, SourceVocab, TargetVocab};
+use crate::writer::Batch;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use tokenizer::Family;
+
+/// What was written, for the summary and transplant.json.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelReport {
+    pub dir: String,
+    pub mode: &'static str,
+    pub rows: usize,
+    /// Rows that a token maps to.
+    pub token_rows: usize,
+    /// --extend: target tokens appended.
+    pub new_tokens: usize,
+    /// --keep-special: special tokens appended.
+    pub kept_special: Vec<String>,
+    pub padding_rows: usize,
+    pub tokenizer: Family,
+    /// No separate output head was written (tied to the embedding, or none).
+    pub tied: bool,
+    pub routing: weights::Routing,
+    pub weight_files: Vec<String>,
+    pub config_ids: BTreeMap<String, Value>,
+}
+
+/// Everything the directory is made from.
+pub struct Input<'a> {
+    pub cfg: &'a EmitConfig,
+    pub files: &'a ModelFiles,
+    pub source: &'a SourceVocab,
+    pub target: &'a TargetVocab,
+    pub plan: &'a Plan,
+    pub emb_name: &'a str,
+    pub emb_rows: usize,
+    pub opts: BuildOptions,
+    pub do_lower_case: Option<bool>,
+    /// The matrix output's provenance metadata (also written as transplant.json).
+    pub provenance: &'a BTreeMap<String, String>,
+    /// `--vocab tokenizer.json`: the target tokenizer, written unchanged (its ids are the rows).
+    pub target_tokenizer: Option<&'a Value>,
+}
+
+const CONFIG_ID_KEYS: &[&str] = &[
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "unk_token_id",
+    "cls_token_id",
+    "sep_token_id",
+    "mask_token_id",
+    "decoder_start_token_id",
+];
+
+const TOKEN_KEYS: &[&str] = &[
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+];
+
+fn read_json(p: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::file(p, format!("not valid JSON: {e}")))
+}
+
+fn token_name(v: &Value) -> Option<String> {
+    v.as_str()
+        .map(String::from)
+        .or_else(|| v.get("content").and_then(Value::as_str).map(String::from))
+}
+
+/// Builds the directory's contents and stages it in `batch`.
+pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
+    let source = inp.source;
+    let cfg_path = inp.files.config.as_deref().ok_or_else(|| {
+        Error::Invalid(format!(
+            "--emit-model needs the model's config.json, and {} has none",
+            inp.files.provenance.model
+        ))
+    })?;
+    let mut config = read_json(cfg_path)?;
+    let tok_cfg = match &inp.files.tokenizer_config {
+        Some(p) => Some(read_json(p)?),
+        None => None,
+    };
+    let mut id_to_token: Vec<Option<String>> = vec![None; source.size];
+    for (t, &id) in &source.ids {
+        if let Some(slot) = id_to_token.get_mut(id as usize) {
+            *slot = Some(t.clone());
+        }
+    }
+
+    // Special tokens: named by config.json ids, tokenizer files, added special tokens.
+    let mut specials: Vec<(String, String)> = Vec::new();
+    let mut push = |t: String, why: String| {
+        if !specials.iter().any(|(s, _)| *s == t) {
+            specials.push((t, why));
+        }
+    };
+    for k in CONFIG_ID_KEYS {
+        for v in ids_of(config.get(*k)) {
+            match id_to_token.get(v as usize).and_then(Option::as_ref) {
+                Some(t) => push(t.clone(), format!("config.json {k}")),
+                None if !inp.cfg.extend => {
+                    return Err(Error::file(
+                        cfg_path,
+                        format!("{k} {v} names no token of the source vocabulary"),
+                    ))
+                }
+                None => {}
+            }
+        }
+    }
+    if let Some(tc) = &tok_cfg {
+        for k in TOKEN_KEYS {
+            if let Some(t) = tc.get(*k).and_then(token_name) {
+                if source.ids.contains_key(&t) {
+                    push(t, format!("tokenizer_config.json {k}"));
+                }
+            }
+        }
+    }
+    let mut tj: Value = match source.kind {
+        SourceKind::TokenizerJson => read_json(&source.path)?,
+        SourceKind::VocabTxt => {
+            let bert: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                .iter()
+                .filter(|s| source.ids.contains_key(**s))
+                .map(|s| s.to_string())
+                .collect();
+            if !source.ids.contains_key("[CLS]") || !source.ids.contains_key("[SEP]") {
+                return Err(Error::file(
+                    &source.path,
+                    "a vocab.txt without [CLS] and [SEP]: not a BERT vocabulary; --emit-model needs a tokenizer.json for it",
+                ));
+            }
+            for s in &bert {
+                push(s.clone(), "BERT special token".into());
+            }
+            tokenizer::wordpiece_from_vocab(&id_to_token, inp.do_lower_case.unwrap_or(true), &bert)
+        }
+    };
+    for a in tj
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if a.get("special").and_then(Value::as_bool) == Some(true) {
+            if let Some(c) = a.get("content").and_then(Value::as_str) {
+                push(c.to_string(), "a special token of tokenizer.json".into());
+            }
+        }
+    }
+    let family = tokenizer::family(inp.target_tokenizer.unwrap_or(&tj));
+    if !inp.cfg.extend
+        && inp.target_tokenizer.is_none()
+        && !matches!(family, Family::WordPiece | Family::Unigram)
+    {
+        return Err(tokenizer::cannot_replace(&tj, &source.path));
+    }
+
+    // Rows.
+    let mut rows: Vec<RowSource>;
+    let mut token_ids: HashMap<String, u32> = HashMap::new();
+    let mut kept_special = Vec::new();
+    let mut new_tokens: Vec<(String, u32)> = Vec::new();
+    let token_rows;
+    let mut row_tokens: Vec<String> = Vec::new();
+    let mut row_pieces: Vec<Vec<String>> = Vec::new();
+    if inp.cfg.extend {
+        rows = (0..inp.emb_rows as u32).map(RowSource::Copy).collect();
+        let mut next = source.size as u32;
+        for (t, r) in inp.target.tokens.iter().zip(&inp.plan.rows) {
+            let known =
+                source.ids.contains_key(t) || matches!(r.method, Method::Exact | Method::Decoded);
+            if known || new_tokens.iter().any(|(n, _)| n == t) {
+                continue;
+            }
+            let id = next;
+            next += 1;
+            if (id as usize) < rows.len() {
+                rows[id as usize] = r.source.clone();
+            } else {
+                rows.push(r.source.clone());
+            }
+            new_tokens.push((t.clone(), id));
+        }
+        token_rows = next as usize;
+        for (t, id) in &new_tokens {
+            token_ids.insert(t.clone(), *id);
+        }
+    } else {
+        rows = inp.plan.rows.iter().map(|r| r.source.clone()).collect();
+        for (t, r) in inp.target.tokens.iter().zip(&inp.plan.rows) {
+            // A decoded match (byte-level or SentencePiece) takes the source's spelling, so the
+            // tokenizer produces it as the source did.
+            let name = |id: &u32| id_to_token.get(*id as usize).and_then(Option::clone);
+            let spelled = match (
+                r.method,
+                r.pieces().first().and_then(name),
+                inp.target_tokenizer,
+            ) {
+                (Method::Decoded, Some(p), None) => p,
+                _ => t.clone(),
+            };
+            row_tokens.push(spelled);
+            row_pieces.push(r.pieces().iter().filter_map(name).collect());
+        }
+        for (i, t) in row_tokens.iter().enumerate() {
+            token_ids.insert(t.clone(), i as u32);
+        }
+        for (s, why) in &specials {
+            if token_ids.contains_key(s) {
+                continue;
+            }
+            if !inp.cfg.keep_special {
+                return Err(Error::Invalid(format!(
+                    "special token {s:?} ({why}) is not in the target vocabulary {}; add it, or pass --keep-special to append it with its source row",
+                    inp.target.origin
+                )));
+            }
+            let id = rows.len() as u32;
+            rows.push(RowSource::Copy(source.ids[s]));
+            row_tokens.push(s.clone());
+            row_pieces.push(Vec::new());
+            token_ids.insert(s.clone(), id);
+            kept_special.push(s.clone());
+        }
+        token_rows = rows.len();
+    }
+    let mut padding_rows = 0;
+    if let Some(n) = inp.cfg.pad_to_multiple_of {
+        while rows.len() % n != 0 {
+            rows.push(RowSource::Fill);
+            padding_rows += 1;
+        }
+    }
+
+    // Tokenizer.
+    let tok_origin = source.path.clone();
+    if let Some(target_tj) = inp.target_tokenizer {
+        tj = target_tj.clone();
+        let kept: Vec<(String, u32)> = kept_special
+            .iter()
+            .map(|s| (s.clone(), token_ids[s]))
+            .collect();
+        tokenizer::append_special(&mut tj, &kept);
+    } else if inp.cfg.extend {
+        tokenizer::extend(&mut tj, &new_tokens);
+    } else {
+        tokenizer::replace(
+            &mut tj,
+            &tokenizer::Replace {
+                tokens: &row_tokens,
+                ids: &token_ids,
+                pieces: &row_pieces,
+            },
+            &tok_origin,
+        )?;
+    }
+    let new_id_of = |old: u64| -> Option<u64> {
+        if inp.cfg.extend {
+            return Some(old);
+        }
+        let t = id_to_token.get(old as usize)?.as_ref()?;
+        token_ids.get(t).map(|&i| i as u64)
+    };
+
+    // config.json.
+    let mut config_ids = BTreeMap::new();
+    let tied_in_config = config.get("tie_word_embeddings").and_then(Value::as_bool);
+    config["vocab_size"] = json!(rows.len());
+    for k in CONFIG_ID_KEYS {
+        if let Some(v) = config.get(*k).cloned() {
+            let new = remap_ids(&v, &new_id_of).ok_or_else(|| {
+                Error::file(
+                    cfg_path,
+                    format!("{k} names a token the new vocabulary lacks"),
+                )
+            })?;
+            config_ids.insert(k.to_string(), new.clone());
+            config[*k] = new;
+        }
+    }
+    let generation = match cfg_path.parent().map(|d| d.join("generation_config.json")) {
+        Some(p) if p.is_file() => {
+            let mut g = read_json(&p)?;
+            for k in CONFIG_ID_KEYS {
+                if let Some(v) = g.get(*k).cloned() {
+                    g[*k] = remap_ids(&v, &new_id_of).ok_or_else(|| {
+                        Error::file(&p, format!("{k} names a token the new vocabulary lacks"))
+                    })?;
+                }
+            }
+            Some(g)
+        }
+        _ => None,
+    };
+
+    // Weights.
+    let store = TensorStore::open(&inp.files.weights, inp.files.fetcher.as_ref())?;
+    let (tensors, routing) = weights::route(
+        &store,
+        inp.emb_name,
+        tied_in_config,
+        inp.emb_rows,
+        rows.len(),
+    )?;
+    let tied = routing.head.is_none();
+    let files = weights::plan_files(&tensors, store.sharded, inp.cfg.max_shard_size);
+    let builder = weights::Builder {
+        store: &store,
+        rows: &rows,
+        opts: inp.opts.clone(),
+    };
+
+    // Tokenizer side files.
+    let mut defaults: Vec<(&str, String)> = Vec::new();
+    if family == Family::WordPiece {
+        defaults.push(("tokenizer_class", "BertTokenizer".into()));
+        for (k, t) in [
+            ("unk_token", "[UNK]"),
+            ("sep_token", "[SEP]"),
+            ("pad_token", "[PAD]"),
+            ("cls_token", "[CLS]"),
+            ("mask_token", "[MASK]"),
+        ] {
+            if token_ids.contains_key(t) || source.ids.contains_key(t) {
+                defaults.push((k, t.into()));
+            }
+        }
+    }
+    let mut tc = tokenizer::tokenizer_config(tok_cfg, &tj, &defaults);
+    if family == Family::WordPiece {
+        tc["do_lower_case"] = json!(inp.do_lower_case.unwrap_or(true));
+    }
+    let stm = tokenizer::special_tokens_map(&tc);
+    let vocab_txt = if family == Family::WordPiece {
+        let lines = tokenizer::wordpiece_lines(&tj).ok_or_else(|| {
+            Error::Invalid(
+                "the new WordPiece vocabulary has ids without a token: cannot write vocab.txt"
+                    .into(),
+            )
+        })?;
+        Some(lines)
+    } else {
+        None
+    };
+
+    let mut doc: BTreeMap<String, Value> = inp
+        .provenance
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let report = ModelReport {
+        dir: inp.cfg.dir.path.display().to_string(),
+        mode: if inp.cfg.extend { "extend" } else { "replace" },
+        rows: rows.len(),
+        token_rows,
+        new_tokens: new_tokens.len(),
+        kept_special,
+        padding_rows,
+        tokenizer: family,
+        tied,
+        routing,
+        weight_files: files.iter().map(|(n, _)| n.clone()).collect(),
+        config_ids,
+    };
+    doc.insert(
+        "emit_model".into(),
+        serde_json::to_value(&report).unwrap_or_default(),
+    );
+
+    batch.directory(&inp.cfg.dir, |dir| {
+        for (name, idx) in &files {
+            let ts: Vec<&weights::OutTensor> = idx.iter().map(|&i| &tensors[i]).collect();
+            builder.write_file(dir, name, &ts)?;
+        }
+        if files.len() > 1 || files[0].0 != "model.safetensors" {
+            write_json(
+                dir,
+                "model.safetensors.index.json",
+                &weights::index_json(&tensors, &files),
+            )?;
+        }
+        write_json(dir, "config.json", &config)?;
+        if let Some(g) = &generation {
+            write_json(dir, "generation_config.json", g)?;
+        }
+        write_json(dir, "tokenizer.json", &tj)?;
+        write_json(dir, "tokenizer_config.json", &tc)?;
+        write_json(dir, "special_tokens_map.json", &stm)?;
+        if let Some(lines) = &vocab_txt {
+            let mut text = lines.join("\n");
+            text.push('\n');
+            write_bytes(dir, "vocab.txt", text.as_bytes())?;
+        }
+        write_json(dir, "transplant.json", &doc)
+    })?;
+    Ok(report)
+}
+
+/// The ids a config value holds (an int, or a list of ints as some eos_token_ids are).
+fn ids_of(v: Option<&Value>) -> Vec<u64> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().into_iter().collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn remap_ids(v: &Value, f: &dyn Fn(u64) -> Option<u64>) -> Option<Value> {
+    match v {
+        Value::Number(n) => match n.as_u64() {
+            Some(id) => f(id).map(|x| json!(x)),
+            None => Some(v.clone()),
+        },
+        Value::Array(a) => a
+            .iter()
+            .map(|x| remap_ids(x, f))
+            .collect::<Option<Vec<_>>>()
+            .map(Value::Array),
+        _ => Some(v.clone()),
+    }
+}
+
+fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let p = dir.join(name);
+    let f = std::fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
+    let mut w = std::io::BufWriter::new(&f);
+    std::io::Write::write_all(&mut w, bytes).map_err(|e| Error::io(&p, e))?;
+    std::io::Write::flush(&mut w).map_err(|e| Error::io(&p, e))?;
+    drop(w);
+    f.sync_all().map_err(|e| Error::io(&p, e))
+}
+
+fn write_json<T: serde::Serialize>(dir: &Path, name: &str, v: &T) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    bytes.push(b'\n');
+    write_bytes(dir, name, &bytes)
+}

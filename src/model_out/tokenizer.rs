@@ -1,0 +1,432 @@
+//! The emitted tokenizer: the source's tokenizer.json with its vocabulary replaced (WordPiece,
+//! SentencePiece Unigram) or extended (any family) so that it produces exactly the new rows.
+
+use crate::error::{Error, Result};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The tokenizer model family, from tokenizer.json's `model.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    WordPiece,
+    Unigram,
+    Bpe,
+    Other,
+}
+
+pub fn family(tj: &Value) -> Family {
+    match tj.pointer("/model/type").and_then(Value::as_str) {
+        Some("WordPiece") => Family::WordPiece,
+        Some("Unigram") => Family::Unigram,
+        Some("BPE") => Family::Bpe,
+        // Older files omit the type; the fields tell.
+        None if tj.pointer("/model/merges").is_some() => Family::Bpe,
+        None if tj.pointer("/model/continuing_subword_prefix").is_some() => Family::WordPiece,
+        _ => Family::Other,
+    }
+}
+
+/// The tokenizer.json that transformers' BertTokenizerFast builds from a vocab.txt (for sources
+/// that have only vocab.txt, such as bert-base-chinese).
+pub fn wordpiece_from_vocab(
+    id_to_token: &[Option<String>],
+    lowercase: bool,
+    specials: &[String],
+) -> Value {
+    let mut vocab = Map::new();
+    for (i, t) in id_to_token.iter().enumerate() {
+        if let Some(t) = t {
+            vocab.insert(t.clone(), json!(i));
+        }
+    }
+    let id = |s: &str| {
+        id_to_token
+            .iter()
+            .position(|t| t.as_deref() == Some(s))
+            .unwrap_or(0)
+    };
+    let mut added: Vec<Value> = specials
+        .iter()
+        .map(|s| added_token(id(s) as u32, s, false, true))
+        .collect();
+    added.sort_by_key(|v| v["id"].as_u64());
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": null, "lowercase": lowercase},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
+                     {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+            "special_tokens": {
+                "[CLS]": {"id": "[CLS]", "ids": [id("[CLS]")], "tokens": ["[CLS]"]},
+                "[SEP]": {"id": "[SEP]", "ids": [id("[SEP]")], "tokens": ["[SEP]"]}
+            }
+        },
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab}
+    })
+}
+
+fn added_token(id: u32, content: &str, normalized: bool, special: bool) -> Value {
+    json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
+           "normalized": normalized, "special": special})
+}
+
+pub fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0x20000..=0x2A6DF | 0x2A700..=0x2B73F
+        | 0x2B740..=0x2B81F | 0x2B820..=0x2CEAF | 0xF900..=0xFAFF | 0x2F800..=0x2FA1F)
+}
+
+/// An added token matches raw text when it holds CJK characters (BERT's normaliser spaces them
+/// out, so they would never match normalised text); otherwise normalised text (case folding).
+fn added_normalized(t: &str) -> bool {
+    !t.chars().any(is_cjk)
+}
+
+/// A WordPiece token that BERT's pre-tokeniser can never produce whole (it splits CJK
+/// characters, whitespace and punctuation): it is also registered as an added token so that text
+/// containing it still tokenizes to its row.
+fn wordpiece_unproducible(t: &str) -> bool {
+    let body = t.strip_prefix("##").unwrap_or(t);
+    body.chars().count() > 1
+        && body
+            .chars()
+            .any(|c| is_cjk(c) || c.is_whitespace() || c.is_ascii_punctuation())
+}
+
+/// What the new tokenizer must map.
+pub struct Replace<'a> {
+    /// Token of each token row; row i is id i.
+    pub tokens: &'a [String],
+    /// Token -> id (the last row of a repeated token, as transformers reads vocab.txt).
+    pub ids: &'a HashMap<String, u32>,
+    /// For Unigram scores: the source pieces each new row was composed of.
+    pub pieces: &'a [Vec<String>],
+}
+
+/// The rule for a new Unigram piece's score, documented in the README: the source piece's own
+/// score when the source has it; for a composed piece the highest score among its pieces, the
+/// bare `▁` left out (so the whole word beats its own split, whose score is the sum); otherwise
+/// the lowest source score.
+fn unigram_score(
+    token: &str,
+    pieces: &[String],
+    scores: &HashMap<&str, f64>,
+    min_score: f64,
+) -> f64 {
+    if let Some(s) = scores.get(token) {
+        return *s;
+    }
+    // The bare word-boundary piece scores high everywhere and says nothing about the word.
+    pieces
+        .iter()
+        .filter(|p| p.as_str() != "\u{2581}")
+        .filter_map(|p| scores.get(p.as_str()).copied())
+        .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))))
+        .unwrap_or(min_score)
+}
+
+/// Why a tokenizer's vocabulary cannot be replaced by a token list.
+pub fn cannot_replace(tj: &Value, origin: &Path) -> Error {
+    match family(tj) {
+        Family::Bpe => Error::Invalid(format!(
+            "{}: a BPE tokenizer cannot take a plain token list (a list has no merges); pass --extend to keep the source tokenizer and append the new tokens",
+            origin.display()
+        )),
+        _ => Error::Invalid(format!(
+            "{}: tokenizer model type {} is not supported for --emit-model without --extend",
+            origin.display(),
+            tj.pointer("/model/type").and_then(Value::as_str).unwrap_or("(none)")
+        )),
+    }
+}
+
+/// Replaces the vocabulary of `tj` (WordPiece or Unigram). `origin` names the file in errors.
+pub fn replace(tj: &mut Value, r: &Replace<'_>, origin: &Path) -> Result<()> {
+    let fam = family(tj);
+    let model = tj
+        .get_mut("model")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| Error::file(origin, "tokenizer.json has no model"))?;
+    match fam {
+        Family::WordPiece => {
+            let mut vocab = Map::new();
+            for (t, id) in r.ids {
+                vocab.insert(t.clone(), json!(id));
+            }
+            model.insert("vocab".into(), Value::Object(vocab));
+            if let Some(unk) = model.get("unk_token").and_then(Value::as_str) {
+                if !r.ids.contains_key(unk) {
+                    return Err(Error::Invalid(format!(
+                        "the source tokenizer's unknown token {unk:?} is not in the target vocabulary; add it or pass --keep-special"
+                    )));
+                }
+            }
+        }
+        Family::Unigram => {
+            let src: Vec<(String, f64)> = model
+                .get("vocab")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| {
+                            Some((e.get(0)?.as_str()?.to_string(), e.get(1)?.as_f64()?))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let unk = model
+                .get("unk_id")
+                .and_then(Value::as_u64)
+                .and_then(|i| src.get(i as usize))
+                .map(|(p, _)| p.clone());
+            let scores: HashMap<&str, f64> = src.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+            let min = src.iter().map(|(_, s)| *s).fold(0.0f64, f64::min);
+            let vocab: Vec<Value> = r
+                .tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let p = r.pieces.get(i).map(Vec::as_slice).unwrap_or(&[]);
+                    json!([t, unigram_score(t, p, &scores, min)])
+                })
+                .collect();
+            model.insert("vocab".into(), Value::Array(vocab));
+            if let Some(unk) = unk {
+                let id = r.ids.get(&unk).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "the source tokenizer's unknown piece {unk:?} is not in the target vocabulary; add it or pass --keep-special"
+                    ))
+                })?;
+                model.insert("unk_id".into(), json!(id));
+            }
+        }
+        Family::Bpe | Family::Other => return Err(cannot_replace(tj, origin)),
+    }
+    // Added tokens: the source's, re-pointed (non-special ones the target lacks are dropped),
+    // and WordPiece tokens the pre-tokeniser cannot produce.
+    let mut added: Vec<Value> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for a in tj
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let Some(content) = a.get("content").and_then(Value::as_str) else {
+            continue;
+        };
+        let special = a.get("special").and_then(Value::as_bool).unwrap_or(false);
+        match r.ids.get(content) {
+            Some(&id) => {
+                let mut a = a.clone();
+                a["id"] = json!(id);
+                seen.insert(content.to_string());
+                added.push(a);
+            }
+            None if special => {
+                return Err(Error::Invalid(format!(
+                    "special token {content:?} of the source tokenizer is not in the target vocabulary; add it or pass --keep-special"
+                )))
+            }
+            None => {}
+        }
+    }
+    if fam == Family::WordPiece {
+        for (i, t) in r.tokens.iter().enumerate() {
+            if wordpiece_unproducible(t)
+                && r.ids.get(t) == Some(&(i as u32))
+                && seen.insert(t.clone())
+            {
+                added.push(added_token(i as u32, t, added_normalized(t), false));
+            }
+        }
+    }
+    added.sort_by_key(|v| v["id"].as_u64());
+    tj["added_tokens"] = Value::Array(added);
+    if let Some(pp) = tj.get_mut("post_processor") {
+        repoint_post_processor(pp, r.ids)?;
+    }
+    Ok(())
+}
+
+/// Updates the special-token ids a post-processor names (TemplateProcessing, BertProcessing,
+/// RobertaProcessing, and Sequences of them).
+fn repoint_post_processor(pp: &mut Value, ids: &HashMap<String, u32>) -> Result<()> {
+    let look = |t: &str| {
+        ids.get(t).copied().ok_or_else(|| {
+            Error::Invalid(format!(
+                "the source tokenizer's post-processor uses {t:?}, which is not in the target vocabulary; add it or pass --keep-special"
+            ))
+        })
+    };
+    if let Some(st) = pp.get_mut("special_tokens").and_then(Value::as_object_mut) {
+        for v in st.values_mut() {
+            let tokens: Vec<String> = v
+                .get("tokens")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let new: Vec<u32> = tokens.iter().map(|t| look(t)).collect::<Result<_>>()?;
+            v["ids"] = json!(new);
+        }
+    }
+    for key in ["sep", "cls"] {
+        if let Some(arr) = pp.get_mut(key).and_then(Value::as_array_mut) {
+            if let Some(t) = arr.first().and_then(Value::as_str).map(String::from) {
+                if arr.len() == 2 {
+                    arr[1] = json!(look(&t)?);
+                }
+            }
+        }
+    }
+    if let Some(ps) = pp.get_mut("processors").and_then(Value::as_array_mut) {
+        for p in ps {
+            repoint_post_processor(p, ids)?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends `new` (token, id) as non-special added tokens.
+pub fn extend(tj: &mut Value, new: &[(String, u32)]) {
+    let mut added = tj
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (t, id) in new {
+        added.push(added_token(*id, t, added_normalized(t), false));
+    }
+    tj["added_tokens"] = Value::Array(added);
+}
+
+/// Appends `kept` (token, id) as special added tokens (--keep-special with a target tokenizer).
+pub fn append_special(tj: &mut Value, kept: &[(String, u32)]) {
+    if kept.is_empty() {
+        return;
+    }
+    let mut added = tj
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (t, id) in kept {
+        added.push(added_token(*id, t, false, true));
+    }
+    tj["added_tokens"] = Value::Array(added);
+}
+
+/// tokenizer_config.json: the source's (or a minimal one), with `added_tokens_decoder` rebuilt
+/// from the new added tokens when the source had one.
+pub fn tokenizer_config(source: Option<Value>, tj: &Value, defaults: &[(&str, String)]) -> Value {
+    let mut tc = source.unwrap_or_else(|| json!({}));
+    if !tc.is_object() {
+        tc = json!({});
+    }
+    for (k, v) in defaults {
+        if tc.get(*k).is_none() {
+            tc[*k] = json!(v);
+        }
+    }
+    if tc.get("added_tokens_decoder").is_some() {
+        let mut dec = Map::new();
+        for a in tj
+            .get("added_tokens")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(id) = a.get("id").and_then(Value::as_u64) {
+                let mut e = a.clone();
+                if let Some(o) = e.as_object_mut() {
+                    o.remove("id");
+                }
+                dec.insert(id.to_string(), e);
+            }
+        }
+        tc["added_tokens_decoder"] = Value::Object(dec);
+    }
+    tc
+}
+
+/// special_tokens_map.json from the tokenizer config's `*_token` entries.
+pub fn special_tokens_map(tc: &Value) -> Value {
+    let mut m = Map::new();
+    for k in [
+        "bos_token",
+        "eos_token",
+        "unk_token",
+        "sep_token",
+        "pad_token",
+        "cls_token",
+        "mask_token",
+    ] {
+        if let Some(v) = tc.get(k).filter(|v| !v.is_null()) {
+            m.insert(k.into(), v.clone());
+        }
+    }
+    Value::Object(m)
+}
+
+/// The WordPiece vocabulary by id, for vocab.txt (ids without a token are an error: vocab.txt
+/// has no way to skip a line).
+pub fn wordpiece_lines(tj: &Value) -> Option<Vec<String>> {
+    let vocab = tj.pointer("/model/vocab")?.as_object()?;
+    let mut by_id: Vec<Option<&str>> = vec![None; vocab.len()];
+    for (t, id) in vocab {
+        let id = id.as_u64()? as usize;
+        if id >= by_id.len() {
+            by_id.resize(id + 1, None);
+        }
+        by_id[id] = Some(t);
+    }
+    by_id.into_iter().map(|t| t.map(String::from)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unigram_scores_follow_the_rule() {
+        let scores: HashMap<&str, f64> = [("a", -2.0), ("b", -5.0)].into_iter().collect();
+        assert_eq!(unigram_score("a", &[], &scores, -20.0), -2.0);
+        assert_eq!(
+            unigram_score("ab", &["a".into(), "b".into()], &scores, -20.0),
+            -2.0
+        );
+        assert_eq!(unigram_score("zz", &[], &scores, -20.0), -20.0);
+        let with_space: HashMap<&str, f64> =
+            [("\u{2581}", -1.0), ("b", -5.0)].into_iter().collect();
+        assert_eq!(
+            unigram_score("xb", &["\u{2581}".into(), "b".into()], &with_space, -20.0),
+            -5.0
+        );
+    }
+
+    #[test]
+    fn unproducible_wordpiece_tokens() {
+        assert!(wordpiece_unproducible("中国"));
+        assert!(!wordpiece_unproducible("中"));
+        assert!(!wordpiece_unproducible("##ing"));
+        assert!(wordpiece_unproducible("e-mail"));
+        assert!(!wordpiece_unproducible("hello"));
+    }
+}

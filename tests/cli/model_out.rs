@@ -1,0 +1,613 @@
+//! `--emit-model DIR`: the files, shapes, bit-exact rows and config ids checked here; loading with
+//! transformers (tests/check_model.py) where `$EMBED_TRANSPLANT_PYTHON` has it (mandatory in CI).
+
+use crate::common::*;
+
+fn fixture(name: &str) -> PathBuf {
+    fixtures().join(name)
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// All tensors of a model directory (one file or shards).
+fn weights(dir: &Path) -> HashMap<String, (String, Vec<usize>, Vec<u8>)> {
+    let mut out = HashMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            out.extend(read_st(&p).tensors);
+        }
+    }
+    out
+}
+
+/// The python that runs tests/check_model.py, or None (then the test is skipped, except in CI).
+fn python_with_transformers() -> Option<String> {
+    let python = std::env::var("EMBED_TRANSPLANT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let required = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import torch, transformers, safetensors"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            !required,
+            "torch and transformers are required here but `{python}` cannot import them"
+        );
+        eprintln!("skipping: {python} has no torch/transformers");
+        return None;
+    }
+    Some(python)
+}
+
+fn check_in_python(source: &Path, out: &Path, spec: serde_json::Value) {
+    let Some(python) = python_with_transformers() else {
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_model.py");
+    let o = std::process::Command::new(&python)
+        .arg(script)
+        .arg(source)
+        .arg(out)
+        .arg(spec.to_string())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn rows(t: &(String, Vec<usize>, Vec<u8>)) -> Vec<&[u8]> {
+    let width = t.2.len() / t.1[0];
+    t.2.chunks_exact(width).collect()
+}
+
+#[test]
+fn bert_model_directory_replaces_the_vocabulary() {
+    let sb = Sandbox::new();
+    sb.transplant(bert_dir())
+        .args(["--emit-model", "out", "-q"])
+        .assert()
+        .success();
+    // --emit-model without -o writes no matrix.
+    assert_eq!(sb.files(), vec!["out"]);
+    let dir = sb.path("out");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "config.json",
+            "model.safetensors",
+            "special_tokens_map.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "transplant.json",
+            "vocab.txt"
+        ]
+    );
+    let target = lines(&target_vocab());
+    assert_eq!(lines(&dir.join("vocab.txt")), target);
+    let cfg = json(&dir.join("config.json"));
+    assert_eq!(cfg["vocab_size"], 2000);
+    assert_eq!(cfg["pad_token_id"], 0, "[PAD] is line 1 of the target");
+    let out = weights(&dir);
+    let src = read_st(&bert_dir().join("model.safetensors")).tensors;
+    // Every tensor but the embedding (and the bias) is the source's, bit for bit.
+    for (name, t) in &src {
+        if name == "bert.embeddings.word_embeddings.weight" || name == "cls.predictions.bias" {
+            continue;
+        }
+        assert_eq!(&out[name], t, "{name}");
+    }
+    assert_eq!(out.len(), src.len());
+    let emb = &out["bert.embeddings.word_embeddings.weight"];
+    assert_eq!(emb.1, vec![2000, 32]);
+    let src_ids: HashMap<String, usize> = lines(&bert_dir().join("vocab.txt"))
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, i))
+        .collect();
+    let (se, sb_) = (
+        rows(&src["bert.embeddings.word_embeddings.weight"]),
+        &src["cls.predictions.bias"].2,
+    );
+    let (oe, ob) = (rows(emb), &out["cls.predictions.bias"].2);
+    assert_eq!(out["cls.predictions.bias"].1, vec![2000]);
+    let mut copied = 0;
+    for (i, t) in target.iter().enumerate() {
+        if let Some(&id) = src_ids.get(t) {
+            assert_eq!(oe[i], se[id], "row {i} {t}");
+            assert_eq!(
+                ob[i * 4..i * 4 + 4],
+                sb_[id * 4..id * 4 + 4],
+                "bias {i} {t}"
+            );
+            copied += 1;
+        }
+    }
+    assert_eq!(copied, 607);
+    // 人工智能 (composed of 人 工 智 能) is an added token so the tokenizer produces it whole.
+    let tj = json(&dir.join("tokenizer.json"));
+    let row = target.iter().position(|t| t == "人工智能").unwrap();
+    assert!(tj["added_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["content"] == "人工智能" && a["id"] == row && a["special"] == false));
+    assert_eq!(
+        tj["post_processor"]["special_tokens"]["[CLS]"]["ids"][0],
+        target.iter().position(|t| t == "[CLS]").unwrap()
+    );
+    let prov = json(&dir.join("transplant.json"));
+    assert_eq!(prov["rows"], "2000");
+    assert_eq!(prov["emit_model"]["mode"], "replace");
+    check_in_python(
+        &bert_dir(),
+        &dir,
+        serde_json::json!({"mode": "replace", "text": "中 国 人 的 大 学", "new_words": ["人工智能", "中国"]}),
+    );
+}
+
+#[test]
+fn emitting_is_deterministic_and_o_still_writes_the_matrix() {
+    let sb = Sandbox::new();
+    for d in ["a", "b"] {
+        sb.transplant(bert_dir())
+            .args(["--emit-model", d, "-o", &format!("{d}.safetensors"), "-q"])
+            .assert()
+            .success();
+    }
+    for f in [
+        "model.safetensors",
+        "tokenizer.json",
+        "config.json",
+        "vocab.txt",
+    ] {
+        assert_eq!(
+            std::fs::read(sb.path("a").join(f)).unwrap(),
+            std::fs::read(sb.path("b").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(sb.path("a.safetensors")).unwrap(),
+        std::fs::read(sb.path("b.safetensors")).unwrap()
+    );
+    // The matrix and the model's embedding are the same rows.
+    let m = read_st(&sb.path("a.safetensors"))
+        .tensors
+        .remove("weight")
+        .unwrap();
+    let e = &weights(&sb.path("a"))["bert.embeddings.word_embeddings.weight"];
+    assert_eq!(m.2, e.2);
+}
+
+#[test]
+fn legacy_bin_with_padding_rows() {
+    let sb = Sandbox::new();
+    let src = fixture("tiny-bert-chinese-legacy");
+    sb.transplant(&src)
+        .args(["--emit-model", "out", "-q", "--pad-to-multiple-of", "64"])
+        .assert()
+        .success();
+    let dir = sb.path("out");
+    let cfg = json(&dir.join("config.json"));
+    assert_eq!(cfg["vocab_size"], 2048);
+    let out = weights(&dir);
+    let emb = &out["bert.embeddings.word_embeddings.weight"];
+    assert_eq!(emb.1, vec![2048, 32]);
+    // Padding rows are initialised (random by default), not zeros, and no token maps to them.
+    for r in &rows(emb)[2000..] {
+        assert!(f32s(r).iter().any(|v| *v != 0.0));
+    }
+    assert_eq!(lines(&dir.join("vocab.txt")).len(), 2000);
+    // The tied decoder weight and bias of the .bin are left out, as save_pretrained does.
+    assert!(!out.contains_key("cls.predictions.decoder.weight"));
+    assert!(!out.contains_key("cls.predictions.decoder.bias"));
+    assert_eq!(out["cls.predictions.bias"].1, vec![2048]);
+    check_in_python(
+        &src,
+        &dir,
+        serde_json::json!({"mode": "replace", "text": "中 国 人 的 大 学", "new_words": ["人工智能"], "pad_to": 64}),
+    );
+}
+
+#[test]
+fn sharded_qwen2_with_an_untied_head_is_extended() {
+    let sb = Sandbox::new();
+    let src = fixture("tiny-qwen2");
+    sb.transplant(&src)
+        .args(["--emit-model", "out", "-q", "--extend"])
+        .assert()
+        .success();
+    let dir = sb.path("out");
+    // A sharded source gives shards and an index.
+    let index = json(&dir.join("model.safetensors.index.json"));
+    assert!(index["weight_map"]["lm_head.weight"].is_string());
+    let out = weights(&dir);
+    let mut src_w = HashMap::new();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            src_w.extend(read_st(&p).tensors);
+        }
+    }
+    let tj = json(&dir.join("tokenizer.json"));
+    let added = tj["added_tokens"].as_array().unwrap();
+    let new: Vec<&serde_json::Value> = added.iter().filter(|a| a["special"] == false).collect();
+    let cfg = json(&dir.join("config.json"));
+    let n = cfg["vocab_size"].as_u64().unwrap() as usize;
+    assert_eq!(
+        n,
+        503 + new.len(),
+        "new tokens start at the tokenizer's size"
+    );
+    assert_eq!(new[0]["id"], 503);
+    for name in ["model.embed_tokens.weight", "lm_head.weight"] {
+        let (o, s) = (&out[name], &src_w[name]);
+        assert_eq!(o.1, vec![n, 16]);
+        // Every source token's row, bit for bit.
+        assert_eq!(rows(o)[..503], rows(s)[..503], "{name}");
+    }
+    // The head was rebuilt from its own rows, not from the embedding's.
+    let row = |t: &str| {
+        new.iter().find(|a| a["content"] == t).unwrap()["id"]
+            .as_u64()
+            .unwrap() as usize
+    };
+    let r = row("中国");
+    assert_ne!(
+        rows(&out["lm_head.weight"])[r],
+        rows(&out["model.embed_tokens.weight"])[r]
+    );
+    for (name, t) in &src_w {
+        if name != "model.embed_tokens.weight" && name != "lm_head.weight" {
+            assert_eq!(&out[name], t, "{name}");
+        }
+    }
+    assert_eq!(cfg["eos_token_id"], 500);
+    check_in_python(
+        &src,
+        &dir,
+        serde_json::json!({"mode": "extend", "text": "This is a test.", "new_words": ["人工智能", "中国"], "causal": true}),
+    );
+}
+
+#[test]
+fn tied_causal_lm_is_extended_and_sharded_on_request() {
+    let sb = Sandbox::new();
+    let src = fixture("tiny-qwen2-tied");
+    sb.transplant(&src)
+        .args([
+            "--emit-model",
+            "out",
+            "-q",
+            "--extend",
+            "--max-shard-size",
+            "30KB",
+        ])
+        .assert()
+        .success();
+    let dir = sb.path("out");
+    assert!(dir.join("model.safetensors.index.json").is_file());
+    let shards = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("model-0000")
+        })
+        .count();
+    assert!(shards > 1, "{shards} shard(s)");
+    let out = weights(&dir);
+    assert!(
+        !out.contains_key("lm_head.weight"),
+        "a tied head is not written"
+    );
+    check_in_python(
+        &src,
+        &dir,
+        serde_json::json!({"mode": "extend", "text": "This is a test.", "new_words": ["人工智能"], "causal": true}),
+    );
+}
+
+#[test]
+fn xlmr_unigram_vocabulary_is_replaced() {
+    let sb = Sandbox::new();
+    std::fs::write(
+        sb.path("v.txt"),
+        "<s>\n<pad>\n</s>\n<unk>\n\u{2581}\n大学\n的人\n人工\n智能\n我\n爱\n\u{2581}我\n中国\n人工智能\n<mask>\n",
+    )
+    .unwrap();
+    let src = fixture("tiny-xlmr");
+    sb.cmd()
+        .arg("-m")
+        .arg(&src)
+        .args(["-v", "v.txt", "--emit-model", "out", "-q"])
+        .assert()
+        .success();
+    let dir = sb.path("out");
+    let tj = json(&dir.join("tokenizer.json"));
+    let vocab = tj["model"]["vocab"].as_array().unwrap();
+    assert_eq!(vocab.len(), 15);
+    assert_eq!(tj["model"]["unk_id"], 3);
+    // Copied pieces keep their score; 人工智能 gets the best of its pieces' (人工, 智能).
+    let src_tj = json(&src.join("tokenizer.json"));
+    let score = |v: &[serde_json::Value], p: &str| {
+        v.iter().find(|e| e[0] == p).unwrap()[1].as_f64().unwrap()
+    };
+    let sv = src_tj["model"]["vocab"].as_array().unwrap();
+    assert_eq!(score(vocab, "大学"), score(sv, "大学"));
+    assert_eq!(
+        score(vocab, "人工智能"),
+        score(sv, "人工").max(score(sv, "智能"))
+    );
+    assert_eq!(json(&dir.join("config.json"))["vocab_size"], 15);
+    check_in_python(
+        &src,
+        &dir,
+        serde_json::json!({"mode": "replace", "text": "大学 的人", "new_words": ["人工智能"], "alone": false}),
+    );
+}
+
+#[test]
+fn keep_special_appends_what_the_target_lacks() {
+    let sb = Sandbox::new();
+    std::fs::write(sb.path("v.txt"), "中\n国\n").unwrap();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(bert_dir())
+        .args(["-v", "v.txt", "--emit-model", "out"])
+        .assert()
+        .code(1);
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("special token \"[PAD]\" (config.json pad_token_id) is not in the target vocabulary v.txt; add it, or pass --keep-special"),
+        "{err}"
+    );
+    assert_eq!(sb.files(), vec!["v.txt"], "a failure leaves nothing");
+    sb.cmd()
+        .arg("-m")
+        .arg(bert_dir())
+        .args(["-v", "v.txt", "--emit-model", "out", "-q", "--keep-special"])
+        .assert()
+        .success();
+    // In the order the source names them: config.json pad_token_id, then tokenizer_config.json.
+    let v = lines(&sb.path("out/vocab.txt"));
+    assert_eq!(
+        v,
+        ["中", "国", "[PAD]", "[UNK]", "[SEP]", "[CLS]", "[MASK]"]
+    );
+    assert_eq!(json(&sb.path("out/config.json"))["pad_token_id"], 2);
+    let out = weights(&sb.path("out"));
+    let src = read_st(&bert_dir().join("model.safetensors")).tensors;
+    // [PAD] is source row 0, [MASK] 103.
+    let (o, s) = (
+        rows(&out["bert.embeddings.word_embeddings.weight"]),
+        rows(&src["bert.embeddings.word_embeddings.weight"]),
+    );
+    assert_eq!(o[2], s[0]);
+    assert_eq!(o[6], s[103]);
+}
+
+#[test]
+fn byte_level_bpe_needs_extend() {
+    let sb = Sandbox::new();
+    let a = sb
+        .transplant(fixture("tiny-qwen2"))
+        .args(["--emit-model", "out"])
+        .assert()
+        .code(1);
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("tokenizer.json: a BPE tokenizer cannot take a plain token list (a list has no merges); pass --extend"),
+        "{err}"
+    );
+    assert!(sb.files().is_empty(), "{:?}", sb.files());
+}
+
+#[test]
+fn existing_directory_needs_force() {
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.path("out")).unwrap();
+    std::fs::write(sb.path("out/old.txt"), "x").unwrap();
+    let a = sb
+        .transplant(bert_dir())
+        .args(["--emit-model", "out"])
+        .assert()
+        .code(1);
+    assert!(
+        stderr_of(&a).contains("out: exists; pass --force to replace it"),
+        "{}",
+        stderr_of(&a)
+    );
+    assert!(sb.path("out/old.txt").exists());
+    sb.transplant(bert_dir())
+        .args(["--emit-model", "out", "--force", "-q"])
+        .assert()
+        .success();
+    assert!(!sb.path("out/old.txt").exists());
+    assert!(sb.path("out/model.safetensors").exists());
+    assert_eq!(sb.files(), vec!["out"], "no temp directory is left");
+}
+
+#[test]
+fn emit_flags_are_checked() {
+    let sb = Sandbox::new();
+    let a = sb
+        .transplant(bert_dir())
+        .args(["--extend"])
+        .assert()
+        .code(2);
+    assert!(stderr_of(&a).contains("--emit-model"), "{}", stderr_of(&a));
+    let a = sb
+        .transplant(bert_dir())
+        .args(["--emit-model", "out", "--max-shard-size", "lots"])
+        .assert()
+        .code(2);
+    assert!(
+        stderr_of(&a).contains("--max-shard-size lots: not a size"),
+        "{}",
+        stderr_of(&a)
+    );
+    let a = sb
+        .transplant(bert_dir())
+        .args(["--emit-model", "out", "--dtype", "f16"])
+        .assert()
+        .code(2);
+    assert!(
+        stderr_of(&a).contains("--dtype with --emit-model"),
+        "{}",
+        stderr_of(&a)
+    );
+    let a = sb
+        .transplant(bert_dir())
+        .arg("--emit-model")
+        .arg(bert_dir())
+        .arg("--force")
+        .assert()
+        .code(1);
+    assert!(
+        stderr_of(&a).contains("holding an input of this run"),
+        "{}",
+        stderr_of(&a)
+    );
+    assert!(sb.files().is_empty());
+}
+
+#[test]
+fn byte_level_bpe_is_replaced_by_a_target_tokenizer_json() {
+    let sb = Sandbox::new();
+    let src = fixture("tiny-qwen2");
+    // The same tokens under other ids: the model vocabulary in reverse order (merges name tokens
+    // by string, so they stay valid); the added tokens keep theirs.
+    let mut tj = json(&src.join("tokenizer.json"));
+    let vocab = tj["model"]["vocab"].as_object_mut().unwrap();
+    let n = vocab.len() as u64;
+    for v in vocab.values_mut() {
+        *v = serde_json::json!(n - 1 - v.as_u64().unwrap());
+    }
+    std::fs::write(sb.path("target.json"), serde_json::to_vec(&tj).unwrap()).unwrap();
+    sb.cmd()
+        .arg("-m")
+        .arg(&src)
+        .args(["-v", "target.json", "--emit-model", "out", "-q"])
+        .assert()
+        .success();
+    let dir = sb.path("out");
+    assert_eq!(
+        json(&dir.join("tokenizer.json")),
+        tj,
+        "the target tokenizer is written unchanged"
+    );
+    let cfg = json(&dir.join("config.json"));
+    assert_eq!(cfg["vocab_size"], 503);
+    let out = weights(&dir);
+    let src_w = weights(&src);
+    let (o, s) = (
+        rows(&out["model.embed_tokens.weight"]),
+        rows(&src_w["model.embed_tokens.weight"]),
+    );
+    assert_eq!(o[0], s[499]);
+    assert_eq!(o[499], s[0]);
+    assert_eq!(o[501], s[501]);
+    let (o, s) = (rows(&out["lm_head.weight"]), rows(&src_w["lm_head.weight"]));
+    assert_eq!(o[3], s[496]);
+    check_in_python(
+        &src,
+        &dir,
+        serde_json::json!({"mode": "replace", "text": "This is a test.", "causal": true}),
+    );
+}
+
+/// The weights load in a PyTorch 2.0-era safetensors (0.3.x). `.ci/run` makes a small venv with
+/// safetensors 0.3.3 and numpy and sets `EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON`; mandatory in CI.
+#[test]
+fn old_safetensors_reads_the_weights() {
+    let Ok(python) = std::env::var("EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON") else {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+            "EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON must be set in CI"
+        );
+        eprintln!("skipping: EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON is not set");
+        return;
+    };
+    let sb = Sandbox::new();
+    sb.transplant(bert_dir())
+        .args(["--emit-model", "bert", "-q"])
+        .assert()
+        .success();
+    sb.transplant(fixture("tiny-qwen2"))
+        .args([
+            "--emit-model",
+            "qwen",
+            "-q",
+            "--extend",
+            "--max-shard-size",
+            "40KB",
+        ])
+        .assert()
+        .success();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_old_safetensors.py");
+    for d in ["bert", "qwen"] {
+        let o = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(sb.path(d))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+/// Without `tie_word_embeddings` in config.json, a head is tied exactly when its bytes equal the
+/// embedding's (family defaults differ).
+#[test]
+fn tying_follows_the_bytes_when_the_config_is_silent() {
+    let sb = Sandbox::new();
+    for (name, model) in [
+        ("qwen", fixture("tiny-qwen2")),
+        ("legacy", fixture("tiny-bert-chinese-legacy")),
+    ] {
+        let copy = sb.path(&format!("{name}-src"));
+        std::fs::create_dir(&copy).unwrap();
+        for e in std::fs::read_dir(&model).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, copy.join(p.file_name().unwrap())).unwrap();
+        }
+        let mut cfg = json(&copy.join("config.json"));
+        cfg.as_object_mut().unwrap().remove("tie_word_embeddings");
+        std::fs::write(copy.join("config.json"), cfg.to_string()).unwrap();
+        sb.transplant(&copy)
+            .args(["--emit-model", name, "-q"])
+            .args(if name == "qwen" {
+                &["--extend"][..]
+            } else {
+                &[][..]
+            })
+            .assert()
+            .success();
+    }
+    // Qwen2's lm_head differs from its embedding: rebuilt; the .bin's BERT decoder is the
+    // embedding's storage: left out.
+    assert!(weights(&sb.path("qwen")).contains_key("lm_head.weight"));
+    assert!(!weights(&sb.path("legacy")).contains_key("cls.predictions.decoder.weight"));
+}
