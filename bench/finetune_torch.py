@@ -14,11 +14,14 @@ Labels are sorted by name (as the tool does). Texts are split on whitespace and 
 vocabulary: for bench/finetune_data.py's data (space-separated tokens that all exist) this is
 exactly the tool's segmentation.
 
-torch.set_num_threads(THREADS) (default 2 = the machine's cores; the tool's candle backend uses
-all cores too).
+torch.set_num_threads(THREADS) (default 2 = the machine's cores; the tool uses all cores too).
+
+--optimizer adam (default): dense nn.Embedding gradients and torch.optim.Adam on everything.
+--optimizer sparse-adam: nn.Embedding(sparse=True) with torch.optim.SparseAdam on E (only the
+rows a batch touched are updated) and torch.optim.Adam on the linear layer.
 
 Usage: finetune_torch.py --embeddings E --vocab V --train T --test T [--epochs 10] [--lr 0.01]
-       [--batch-size 32] [--seed 42] [--threads 2]
+       [--batch-size 32] [--seed 42] [--threads 2] [--optimizer adam|sparse-adam]
 Prints a JSON summary on stdout.
 """
 import argparse
@@ -55,9 +58,9 @@ def make_batch(rows, labels):
 
 
 class Model(torch.nn.Module):
-    def __init__(self, weight, classes):
+    def __init__(self, weight, classes, sparse=False):
         super().__init__()
-        self.emb = torch.nn.Embedding.from_pretrained(weight, freeze=False)
+        self.emb = torch.nn.Embedding.from_pretrained(weight, freeze=False, sparse=sparse)
         self.linear = torch.nn.Linear(weight.shape[1], classes)
 
     def forward(self, ids, mask, counts):
@@ -76,6 +79,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--optimizer", choices=["adam", "sparse-adam"], default="adam")
     a = p.parse_args()
 
     start = time.perf_counter()
@@ -89,8 +93,15 @@ def main():
     names = sorted({r[0] for r in train})
     labels = {l: i for i, l in enumerate(names)}
 
-    model = Model(weight, len(names))
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    sparse = a.optimizer == "sparse-adam"
+    model = Model(weight, len(names), sparse)
+    if sparse:
+        opts = [
+            torch.optim.SparseAdam([model.emb.weight], lr=a.lr),
+            torch.optim.Adam(model.linear.parameters(), lr=a.lr),
+        ]
+    else:
+        opts = [torch.optim.Adam(model.parameters(), lr=a.lr)]
     loss_fn = torch.nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(a.seed)
     epochs = []
@@ -104,9 +115,11 @@ def main():
             ids, mask, counts, y = make_batch(rows, labels)
             logits = model(ids, mask, counts)
             loss = loss_fn(logits, y)
-            opt.zero_grad()
+            for opt in opts:
+                opt.zero_grad()
             loss.backward()
-            opt.step()
+            for opt in opts:
+                opt.step()
             loss_sum += loss.item() * len(rows)
             correct += (logits.argmax(1) == y).sum().item()
         epochs.append(
@@ -136,6 +149,7 @@ def main():
                 "test_loss": loss_sum / len(test),
                 "test_accuracy": correct / len(test),
                 "threads": torch.get_num_threads(),
+                "optimizer": a.optimizer,
                 "torch": torch.__version__,
                 "seconds": time.perf_counter() - start,
             },

@@ -107,9 +107,8 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
     let unknown_token_rate = unknown as f64 / total.max(1) as f64;
     let train_len = train_set.len();
 
-    // The parameters in f32; the mapped input is released before training starts.
-    let e = emb.to_f32();
-    drop(emb);
+    // The parameters in f32; the mapped input's pages are given back as they are decoded.
+    let e = emb.into_f32();
     let mut model = Model::new(e, rows, dim, labels.len(), cfg.seed);
     let frozen_count = frozen_rows
         .as_ref()
