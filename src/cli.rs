@@ -254,9 +254,13 @@ pub struct TransplantArgs {
 /// Optimiser for fine-tuning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerArg {
-    /// Adam (beta 0.9/0.999, eps 1e-8, no weight decay).
+    /// Dense Adam (beta 0.9/0.999, eps 1e-8, no weight decay): every embedding row's moments decay
+    /// and every row with momentum moves at every step, as torch.optim.Adam.
     Adam,
-    /// Plain stochastic gradient descent.
+    /// Adam on the embedding rows a batch touched only (PyTorch's SparseAdam, TensorFlow's
+    /// LazyAdam); the classifier gets ordinary Adam.
+    LazyAdam,
+    /// Plain stochastic gradient descent (touched rows only, which is the same update).
     Sgd,
 }
 
@@ -298,13 +302,18 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
 
+    /// The classifier's learning rate, and the embedding's unless --embedding-lr is given.
     #[arg(long, default_value_t = 0.01)]
     pub lr: f64,
+
+    /// The embedding's learning rate (default: --lr); lower keeps more of the pretrained rows.
+    #[arg(long)]
+    pub embedding_lr: Option<f64>,
 
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
 
-    #[arg(long, value_enum, default_value_t = OptimizerArg::Adam)]
+    #[arg(long, value_enum, default_value_t = OptimizerArg::LazyAdam)]
     pub optimizer: OptimizerArg,
 
     /// Seed for the classifier's initialisation and the shuffling.
@@ -314,6 +323,15 @@ pub struct FinetuneArgs {
     /// Train only the classifier; the embedding stays as it is.
     #[arg(long, conflicts_with = "freeze_copied")]
     pub freeze_embeddings: bool,
+
+    /// Train the classifier alone for the first K epochs, then the embedding as well.
+    #[arg(
+        long,
+        value_name = "K",
+        default_value_t = 0,
+        conflicts_with = "freeze_embeddings"
+    )]
+    pub freeze_embeddings_epochs: usize,
 
     /// Keep the rows copied from the source model fixed; train only the initialised ones
     /// (taken from the embedding file's `copied_rows` metadata).
@@ -374,6 +392,7 @@ pub struct EvaluateArgs {
     #[arg(long, default_value = "[UNK]")]
     pub unk_token: String,
 
+    /// Accepted for compatibility; evaluation goes example by example and does not depend on it.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
 

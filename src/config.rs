@@ -123,10 +123,12 @@ pub struct FinetuneConfig {
     pub head: Option<Target>,
     pub epochs: usize,
     pub lr: f64,
+    pub embedding_lr: f64,
     pub batch_size: usize,
     pub optimizer: OptimizerKind,
     pub seed: u64,
     pub freeze_embeddings: bool,
+    pub freeze_embeddings_epochs: usize,
     pub freeze_copied: bool,
     pub max_len: usize,
     pub unk_token: String,
@@ -322,6 +324,18 @@ pub fn finetune(args: FinetuneArgs, stderr_is_terminal: bool) -> Result<Finetune
     if !(args.lr.is_finite() && args.lr > 0.0) {
         return Err(Error::Usage("--lr must be a positive number".into()));
     }
+    let embedding_lr = args.embedding_lr.unwrap_or(args.lr);
+    if !(embedding_lr.is_finite() && embedding_lr > 0.0) {
+        return Err(Error::Usage(
+            "--embedding-lr must be a positive number".into(),
+        ));
+    }
+    if args.freeze_embeddings_epochs >= args.epochs {
+        return Err(Error::Usage(format!(
+            "--freeze-embeddings-epochs {} leaves no epoch of --epochs {} to train the embedding (use --freeze-embeddings to never train it)",
+            args.freeze_embeddings_epochs, args.epochs
+        )));
+    }
     let output = Target::new(&args.output, args.force, "--output");
     let head = args
         .head
@@ -338,13 +352,16 @@ pub fn finetune(args: FinetuneArgs, stderr_is_terminal: bool) -> Result<Finetune
         head,
         epochs: args.epochs,
         lr: args.lr,
+        embedding_lr,
         batch_size: args.batch_size,
         optimizer: match args.optimizer {
             OptimizerArg::Adam => OptimizerKind::Adam,
+            OptimizerArg::LazyAdam => OptimizerKind::LazyAdam,
             OptimizerArg::Sgd => OptimizerKind::Sgd,
         },
         seed: args.seed,
         freeze_embeddings: args.freeze_embeddings,
+        freeze_embeddings_epochs: args.freeze_embeddings_epochs,
         freeze_copied: args.freeze_copied,
         max_len: args.max_len,
         unk_token: args.unk_token,

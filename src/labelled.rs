@@ -2,7 +2,7 @@
 //! streamed with a bound on the line length, labels mapped to class indices.
 
 use crate::error::{Error, Result};
-use crate::train::{Example, Segmenter};
+use crate::train::{Dataset, Segmenter};
 use std::io::{BufRead, Read};
 use std::path::Path;
 
@@ -89,8 +89,8 @@ pub fn labels_of(rows: &[Row]) -> Vec<String> {
     labels
 }
 
-/// Tokenized examples with class indices. A label outside `labels` is an error naming the line;
-/// `unknown_label` says what the labels are (training data, or a head).
+/// Tokenized examples with class indices, in one flat buffer. A label outside `labels` is an
+/// error naming the line; `unknown_label` says what the labels are (training data, or a head).
 pub fn examples(
     path: &Path,
     rows: &[Row],
@@ -98,23 +98,21 @@ pub fn examples(
     seg: &Segmenter,
     max_len: usize,
     unknown_label: &str,
-) -> Result<Vec<Example>> {
-    rows.iter()
-        .map(|r| {
-            let label = labels
-                .iter()
-                .position(|l| *l == r.label)
-                .ok_or_else(|| Error::Line {
-                    path: path.display().to_string(),
-                    line: r.line,
-                    msg: format!("label `{}` {unknown_label} {labels:?}", r.label),
-                })?;
-            Ok(Example {
-                label,
-                ids: seg.segment(&r.text, max_len),
-            })
-        })
-        .collect()
+) -> Result<Dataset> {
+    let mut data = Dataset::new();
+    for r in rows {
+        let label = labels
+            .iter()
+            .position(|l| *l == r.label)
+            .ok_or_else(|| Error::Line {
+                path: path.display().to_string(),
+                line: r.line,
+                msg: format!("label `{}` {unknown_label} {labels:?}", r.label),
+            })?;
+        data.push(label, &seg.segment(&r.text, max_len));
+    }
+    data.shrink_to_fit();
+    Ok(data)
 }
 
 #[cfg(test)]

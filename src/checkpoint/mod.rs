@@ -125,6 +125,27 @@ impl Embedding {
         }
     }
 
+    /// All values as f32, like `to_f32`, giving back the mapped pages already decoded as it goes:
+    /// peak memory is the f32 copy plus one block, not the copy plus the whole mapped tensor.
+    pub fn into_f32(self) -> Vec<f32> {
+        self.into_f32_blocks(1 << 22)
+    }
+
+    fn into_f32_blocks(self, block: usize) -> Vec<f32> {
+        let size = self.dtype.size();
+        let mut out = vec![0f32; self.rows * self.cols];
+        let bytes = self.bytes();
+        for (k, chunk) in out.chunks_mut(block).enumerate() {
+            let lo = k * block * size;
+            let hi = lo + chunk.len() * size;
+            self.dtype.decode(&bytes[lo..hi], chunk);
+            if let Data::Mapped { map, start, .. } = &self.data {
+                release_range(map, start + lo, hi - lo);
+            }
+        }
+        out
+    }
+
     pub fn bytes(&self) -> &[u8] {
         match &self.data {
             Data::Mapped { map, start, len } => &map[*start..*start + *len],
@@ -543,4 +564,29 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Block-wise decoding (pages released behind it) gives what the one-pass decode gives.
+    #[test]
+    fn into_f32_matches_to_f32() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.safetensors");
+        let vals: Vec<f32> = (0..35).map(|i| i as f32 * 0.37 - 5.0).collect();
+        let header = r#"{"weight":{"dtype":"F32","shape":[7,5],"data_offsets":[0,140]}}"#;
+        let mut h = header.as_bytes().to_vec();
+        while h.len() % 8 != 0 {
+            h.push(b' ');
+        }
+        let mut b = (h.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(&h);
+        b.extend(vals.iter().flat_map(|v| v.to_le_bytes()));
+        std::fs::write(&p, b).unwrap();
+        let m = SafetensorsFile::open(&p).unwrap().matrix("weight").unwrap();
+        assert_eq!(m.to_f32(), vals);
+        assert_eq!(m.into_f32_blocks(3), vals);
+    }
 }

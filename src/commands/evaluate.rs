@@ -6,7 +6,6 @@ use crate::error::{Error, Result};
 use crate::labelled;
 use crate::output::Output;
 use crate::train::{self, Model, Segmenter};
-use candle_core::{Device, Tensor, Var};
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
@@ -25,10 +24,6 @@ pub struct Evaluation {
     pub loss: f64,
     pub accuracy: f64,
     pub classes: Vec<ClassMetrics>,
-}
-
-fn candle(e: candle_core::Error) -> Error {
-    train::candle_error("evaluating", e)
 }
 
 pub fn run(cfg: &EvaluateConfig, out: &Output) -> Result<Evaluation> {
@@ -83,16 +78,13 @@ pub fn run(cfg: &EvaluateConfig, out: &Output) -> Result<Evaluation> {
             "holds NaN or infinity; pass --allow-nonfinite to use it anyway",
         ));
     }
-    let dev = Device::Cpu;
     let model = Model {
-        emb: Var::from_tensor(
-            &Tensor::from_vec(emb.to_f32(), (emb.rows, emb.cols), &dev).map_err(candle)?,
-        )
-        .map_err(candle)?,
-        w: Var::from_tensor(&Tensor::from_vec(w.to_f32(), (w.rows, w.cols), &dev).map_err(candle)?)
-            .map_err(candle)?,
-        b: Var::from_tensor(&Tensor::from_vec(bias, labels.len(), &dev).map_err(candle)?)
-            .map_err(candle)?,
+        rows: emb.rows,
+        dim: emb.cols,
+        classes: labels.len(),
+        emb: emb.to_f32(),
+        w: w.to_f32(),
+        b: bias,
     };
     let seg = Segmenter::new(&target.tokens, &cfg.unk_token);
     let examples = labelled::examples(
@@ -103,19 +95,18 @@ pub fn run(cfg: &EvaluateConfig, out: &Output) -> Result<Evaluation> {
         cfg.max_len,
         "is not one of the head's labels",
     )?;
-    let (loss, accuracy, preds) =
-        train::evaluate(&model, &examples, cfg.batch_size).map_err(candle)?;
+    let (loss, accuracy, preds) = train::evaluate(&model, &examples);
     let classes = labels
         .iter()
         .enumerate()
         .map(|(c, label)| {
             let tp = preds
                 .iter()
-                .zip(&examples)
-                .filter(|(p, e)| **p == c && e.label == c)
+                .zip(examples.labels())
+                .filter(|(p, l)| **p == c && **l == c)
                 .count();
             let predicted = preds.iter().filter(|p| **p == c).count();
-            let support = examples.iter().filter(|e| e.label == c).count();
+            let support = examples.labels().iter().filter(|l| **l == c).count();
             let precision = if predicted == 0 {
                 0.0
             } else {

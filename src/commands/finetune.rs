@@ -8,10 +8,9 @@ use crate::error::{Error, Result};
 use crate::labelled;
 use crate::output::Output;
 use crate::report;
-use crate::train::{self, EpochMetrics, Model, Segmenter, TrainOptions};
+use crate::train::{self, Dataset, EpochMetrics, Model, Segmenter, TrainOptions};
 use crate::vocab;
 use crate::writer::{Batch, TensorOut};
-use candle_core::{Device, Tensor};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,16 +29,14 @@ pub struct FinetuneReport {
     pub test_loss: Option<f64>,
     pub test_accuracy: Option<f64>,
     pub frozen_rows: usize,
+    pub optimizer: &'static str,
+    pub embedding_lr: f64,
     /// Share of tokens in the training texts that are the unknown token.
     pub unknown_token_rate: f64,
     /// Mean number of tokens per training example after --max-len.
     pub mean_tokens: f64,
     pub batches_per_epoch: usize,
     pub seconds: f64,
-}
-
-fn candle(e: candle_core::Error) -> Error {
-    train::candle_error("training", e)
 }
 
 pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>> {
@@ -52,6 +49,7 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
         out,
     )?;
     let (target, emb, in_meta) = (inp.target, inp.emb, inp.meta);
+    let (rows, dim) = (emb.rows, emb.cols);
     let frozen_rows = if cfg.freeze_copied {
         let text = in_meta.get("copied_rows").ok_or_else(|| {
             Error::file(
@@ -59,7 +57,7 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
                 "--freeze-copied needs the transplant's `copied_rows` metadata, which this file lacks",
             )
         })?;
-        let mask = report::parse_ranges(text, emb.rows).map_err(|msg| {
+        let mask = report::parse_ranges(text, rows).map_err(|msg| {
             Error::file(&cfg.embeddings, format!("metadata `copied_rows`: {msg}"))
         })?;
         Some(mask)
@@ -79,7 +77,7 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
     let not_in_train = "does not occur in the training data";
     let train_set = labelled::examples(&cfg.train, &raw, &labels, &seg, cfg.max_len, not_in_train)?;
     drop(raw);
-    let load = |p: &Path| -> Result<Vec<train::Example>> {
+    let load = |p: &Path| -> Result<Dataset> {
         labelled::examples(
             p,
             &labelled::read_tsv(p)?,
@@ -91,7 +89,9 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
     };
     let valid_set = cfg.valid.as_deref().map(load).transpose()?;
     let test_set = cfg.test.as_deref().map(load).transpose()?;
-    let empty = train_set.iter().filter(|e| e.ids.is_empty()).count();
+    let empty = (0..train_set.len())
+        .filter(|&i| train_set.ids(i).is_empty())
+        .count();
     if empty > 0 {
         out.warn(&format!(
             "{}: {empty} training line(s) yield no token of {} (they pool to zeros)",
@@ -99,21 +99,17 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
             target.origin
         ));
     }
-    let total: usize = train_set.iter().map(|e| e.ids.len()).sum();
+    let total = train_set.all_ids().len();
     let unknown = seg
         .unk()
-        .map(|u| {
-            train_set
-                .iter()
-                .flat_map(|e| &e.ids)
-                .filter(|&&i| i == u)
-                .count()
-        })
+        .map(|u| train_set.all_ids().iter().filter(|&&i| i == u).count())
         .unwrap_or(0);
     let unknown_token_rate = unknown as f64 / total.max(1) as f64;
+    let train_len = train_set.len();
 
-    let e = Tensor::from_vec(emb.to_f32(), (emb.rows, emb.cols), &Device::Cpu).map_err(candle)?;
-    let model = Model::new(e, labels.len(), cfg.seed).map_err(candle)?;
+    // The parameters in f32; the mapped input's pages are given back as they are decoded.
+    let e = emb.into_f32();
+    let mut model = Model::new(e, rows, dim, labels.len(), cfg.seed);
     let frozen_count = frozen_rows
         .as_ref()
         .map(|m| m.iter().filter(|f| **f).count())
@@ -121,10 +117,12 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
     let opts = TrainOptions {
         epochs: cfg.epochs,
         lr: cfg.lr,
+        embedding_lr: cfg.embedding_lr,
         batch_size: cfg.batch_size,
         optimizer: cfg.optimizer,
         seed: cfg.seed,
         freeze_embeddings: cfg.freeze_embeddings,
+        freeze_embeddings_epochs: cfg.freeze_embeddings_epochs,
         frozen_rows,
     };
     let bar = cfg
@@ -160,33 +158,25 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
         }
     };
     let (history, best_epoch) = train::train(
-        &model,
+        &mut model,
         &train_set,
-        valid_set.as_deref(),
+        valid_set.as_ref(),
         &opts,
         &mut on_batch,
         &mut on_epoch,
-    )
-    .map_err(candle)?;
+    )?;
+    drop(train_set);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
     let (test_loss, test_accuracy) = match &test_set {
         Some(t) => {
-            let (l, a, _) = train::evaluate(&model, t, cfg.batch_size).map_err(candle)?;
+            let (l, a, _) = train::evaluate(&model, t);
             (Some(l), Some(a))
         }
         None => (None, None),
     };
 
-    let to_bytes = |t: &Tensor| -> Result<Vec<u8>> {
-        let v = t
-            .flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(candle)?;
-        Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
-    };
-    let e_bytes = to_bytes(model.emb.as_tensor())?;
     let mut meta = in_meta.clone();
     let mut put = |k: &str, v: String| {
         meta.insert(k.to_string(), v);
@@ -203,11 +193,13 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
     put("finetune_epochs", cfg.epochs.to_string());
     put("finetune_best_epoch", best_epoch.to_string());
     put("finetune_lr", cfg.lr.to_string());
-    put("finetune_batch_size", cfg.batch_size.to_string());
+    put("finetune_embedding_lr", cfg.embedding_lr.to_string());
     put(
-        "finetune_optimizer",
-        format!("{:?}", opts.optimizer).to_lowercase(),
+        "finetune_freeze_embeddings_epochs",
+        cfg.freeze_embeddings_epochs.to_string(),
     );
+    put("finetune_batch_size", cfg.batch_size.to_string());
+    put("finetune_optimizer", opts.optimizer.name().to_string());
     put("finetune_seed", cfg.seed.to_string());
     put(
         "finetune_frozen",
@@ -230,19 +222,21 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
         format!("embed-transplant {}", env!("CARGO_PKG_VERSION")),
     );
     let mut batch = Batch::new();
-    batch.tensors(
-        &cfg.output,
-        &[TensorOut {
-            name: "weight",
-            dtype: DType::F32,
-            shape: vec![emb.rows, emb.cols],
-            data: &e_bytes,
-        }],
-        &meta,
-    )?;
+    // Streamed from the parameters in blocks: no second copy of E as bytes.
+    let emb_data = &model.emb;
+    batch.matrix(&cfg.output, DType::F32, [rows, dim], &meta, |w| {
+        let mut buf = Vec::with_capacity(4096 * dim * 4);
+        for block in emb_data.chunks(4096 * dim) {
+            buf.clear();
+            buf.extend(block.iter().flat_map(|x| x.to_le_bytes()));
+            w.write_all(&buf)?;
+        }
+        Ok(())
+    })?;
     if let Some(h) = &cfg.head {
-        let w = to_bytes(model.w.as_tensor())?;
-        let b = to_bytes(model.b.as_tensor())?;
+        let to_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let w = to_bytes(&model.w);
+        let b = to_bytes(&model.b);
         let mut hm = BTreeMap::new();
         hm.insert("format".to_string(), "pt".to_string());
         hm.insert(
@@ -259,7 +253,7 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
                 TensorOut {
                     name: "weight",
                     dtype: DType::F32,
-                    shape: vec![labels.len(), emb.cols],
+                    shape: vec![labels.len(), dim],
                     data: &w,
                 },
                 TensorOut {
@@ -276,17 +270,19 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
         output: cfg.output.path.display().to_string(),
         head: cfg.head.as_ref().map(|h| h.path.display().to_string()),
         labels,
-        train_examples: train_set.len(),
-        valid_examples: valid_set.as_ref().map(Vec::len),
-        test_examples: test_set.as_ref().map(Vec::len),
+        train_examples: train_len,
+        valid_examples: valid_set.as_ref().map(Dataset::len),
+        test_examples: test_set.as_ref().map(Dataset::len),
         epochs: history,
         best_epoch,
         test_loss,
         test_accuracy,
         frozen_rows: frozen_count,
+        optimizer: cfg.optimizer.name(),
+        embedding_lr: cfg.embedding_lr,
         unknown_token_rate,
-        mean_tokens: total as f64 / train_set.len().max(1) as f64,
-        batches_per_epoch: train_set.len().div_ceil(cfg.batch_size),
+        mean_tokens: total as f64 / train_len.max(1) as f64,
+        batches_per_epoch: train_len.div_ceil(cfg.batch_size),
         seconds: start.elapsed().as_secs_f64(),
     };
     Ok(Staged { report, batch })

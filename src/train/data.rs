@@ -2,11 +2,63 @@
 
 use std::collections::HashMap;
 
-/// One labelled example, tokenized.
-#[derive(Debug, Clone)]
-pub struct Example {
-    pub label: usize,
-    pub ids: Vec<u32>,
+/// Labelled, tokenized examples: every example's ids in one flat buffer, delimited by offsets
+/// (one allocation for the whole set rather than one per sentence).
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    ids: Vec<u32>,
+    /// `offsets[i]..offsets[i + 1]` are example i's ids; `offsets[0] == 0`.
+    offsets: Vec<usize>,
+    labels: Vec<usize>,
+}
+
+impl Dataset {
+    pub fn new() -> Self {
+        Dataset {
+            ids: Vec::new(),
+            offsets: vec![0],
+            labels: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, label: usize, ids: &[u32]) {
+        self.ids.extend_from_slice(ids);
+        self.offsets.push(self.ids.len());
+        self.labels.push(label);
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Example i's ids.
+    pub fn ids(&self, i: usize) -> &[u32] {
+        &self.ids[self.offsets[i]..self.offsets[i + 1]]
+    }
+
+    pub fn label(&self, i: usize) -> usize {
+        self.labels[i]
+    }
+
+    pub fn labels(&self) -> &[usize] {
+        &self.labels
+    }
+
+    /// Every id of every example, in order.
+    pub fn all_ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// Releases spare capacity (the buffers grew by doubling while the set was read).
+    pub fn shrink_to_fit(&mut self) {
+        self.ids.shrink_to_fit();
+        self.offsets.shrink_to_fit();
+        self.labels.shrink_to_fit();
+    }
 }
 
 /// Longest-match-first segmentation against a vocabulary: works for word-level and
@@ -109,5 +161,19 @@ mod tests {
         assert_eq!(s.segment("中中中中", 2), vec![1, 1]);
         let s = Segmenter::new(&["a".to_string()], "[UNK]");
         assert_eq!(s.segment("ab", 10), vec![0]);
+    }
+
+    #[test]
+    fn dataset_keeps_examples_apart_in_one_buffer() {
+        let mut d = Dataset::new();
+        d.push(1, &[4, 5, 6]);
+        d.push(0, &[]);
+        d.push(2, &[7]);
+        assert_eq!(d.len(), 3);
+        assert_eq!(d.ids(0), &[4, 5, 6]);
+        assert!(d.ids(1).is_empty());
+        assert_eq!(d.ids(2), &[7]);
+        assert_eq!(d.labels(), &[1, 0, 2]);
+        assert_eq!(d.all_ids(), &[4, 5, 6, 7]);
     }
 }

@@ -223,3 +223,141 @@ fn finetune_flags_change_what_they_say() {
         base["epochs"][0]["train_loss"]
     );
 }
+
+#[test]
+fn finetune_optimizers_and_learning_rate_groups() {
+    let sb = finetune_sandbox();
+    let lazy = finetune(&sb, "lazy.safetensors", &["--epochs", "2"]);
+    assert_eq!(lazy["optimizer"], "lazy-adam", "the default");
+    let st = read_st(&sb.path("lazy.safetensors"));
+    assert_eq!(st.meta["finetune_optimizer"], "lazy-adam");
+    assert_eq!(st.meta["finetune_embedding_lr"], "0.05", "defaults to --lr");
+    finetune(
+        &sb,
+        "dense.safetensors",
+        &["--epochs", "2", "--optimizer", "adam"],
+    );
+    assert_eq!(
+        read_st(&sb.path("dense.safetensors")).meta["finetune_optimizer"],
+        "adam"
+    );
+    assert_ne!(
+        st.tensors["weight"].2,
+        read_st(&sb.path("dense.safetensors")).tensors["weight"].2
+    );
+    // A lower embedding rate moves the rows less.
+    let before = read_st(&sb.path("emb.safetensors")).tensors["weight"]
+        .2
+        .clone();
+    finetune(
+        &sb,
+        "slow.safetensors",
+        &["--epochs", "2", "--embedding-lr", "0.001"],
+    );
+    let slow = read_st(&sb.path("slow.safetensors"));
+    assert_eq!(slow.meta["finetune_embedding_lr"], "0.001");
+    let moved = |after: &[u8]| -> f64 {
+        before
+            .chunks(4)
+            .zip(after.chunks(4))
+            .map(|(a, b)| {
+                let (a, b) = (
+                    f32::from_le_bytes(a.try_into().unwrap()),
+                    f32::from_le_bytes(b.try_into().unwrap()),
+                );
+                (a - b).abs() as f64
+            })
+            .sum()
+    };
+    let (m_slow, m_fast) = (
+        moved(&slow.tensors["weight"].2),
+        moved(&st.tensors["weight"].2),
+    );
+    assert!(
+        m_slow > 0.0 && m_slow < m_fast / 5.0,
+        "{m_slow} vs {m_fast}"
+    );
+    // The head alone for the first epoch, then everything.
+    let r = finetune(
+        &sb,
+        "wait.safetensors",
+        &["--epochs", "2", "--freeze-embeddings-epochs", "1"],
+    );
+    let trained: Vec<bool> = r["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["embedding_trained"].as_bool().unwrap())
+        .collect();
+    assert_eq!(trained, vec![false, true]);
+    assert_eq!(
+        read_st(&sb.path("wait.safetensors")).meta["finetune_freeze_embeddings_epochs"],
+        "1"
+    );
+}
+
+#[test]
+fn finetune_learning_rate_flag_errors() {
+    let sb = finetune_sandbox();
+    let usage = |extra: &[&str]| {
+        let a = sb
+            .cmd()
+            .args([
+                "finetune",
+                "--embeddings",
+                "emb.safetensors",
+                "-v",
+                "vocab.txt",
+                "--train",
+                "train.tsv",
+                "-o",
+                "x.safetensors",
+            ])
+            .args(extra)
+            .assert()
+            .code(2);
+        assert!(!sb.path("x.safetensors").exists());
+        stderr_of(&a)
+    };
+    let e = usage(&["--epochs", "3", "--freeze-embeddings-epochs", "3"]);
+    assert!(
+        e.contains("--freeze-embeddings-epochs 3 leaves no epoch of --epochs 3"),
+        "{e}"
+    );
+    let e = usage(&["--embedding-lr", "0"]);
+    assert!(
+        e.contains("--embedding-lr must be a positive number"),
+        "{e}"
+    );
+    usage(&["--freeze-embeddings", "--freeze-embeddings-epochs", "1"]);
+}
+
+#[test]
+fn finetune_divergence_is_an_error_and_writes_nothing() {
+    let sb = finetune_sandbox();
+    let a = sb
+        .cmd()
+        .args([
+            "finetune",
+            "--embeddings",
+            "emb.safetensors",
+            "-v",
+            "vocab.txt",
+            "--train",
+            "train.tsv",
+            "-o",
+            "x.safetensors",
+            "--lr",
+            "1e30",
+            "--optimizer",
+            "sgd",
+        ])
+        .assert()
+        .code(1);
+    let e = stderr_of(&a);
+    assert!(
+        e.contains("training diverged (lower --lr?); nothing was written"),
+        "{e}"
+    );
+    assert!(!sb.path("x.safetensors").exists());
+}
