@@ -30,8 +30,12 @@ pub struct TransplantConfig {
     pub hub: HubSettings,
     pub json: bool,
     pub report: Option<Target>,
+    /// `--plot`: the row-norm picture.
+    pub plot: Option<Target>,
     pub quiet: bool,
     pub strict: bool,
+    /// Draw progress bars (stderr is a terminal, and neither --quiet nor --json).
+    pub progress: bool,
 }
 
 impl TransplantConfig {
@@ -86,6 +90,8 @@ pub struct FinetuneConfig {
     pub test: Option<PathBuf>,
     pub output: Target,
     pub head: Option<Target>,
+    /// `--plot`: the training-curve picture.
+    pub plot: Option<Target>,
     pub epochs: usize,
     pub lr: f64,
     pub batch_size: usize,
@@ -147,8 +153,13 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
         .report
         .as_deref()
         .map(|p| Target::new(p, args.force, "--report"));
-    distinct(&[Some(&output), report.as_ref()])?;
-    let hub = hub_settings(args.hub, stderr_is_terminal && !args.quiet && !args.json)?;
+    let plot = args
+        .plot
+        .as_deref()
+        .map(|p| Target::new(p, args.force, "--plot"));
+    distinct(&[Some(&output), report.as_ref(), plot.as_ref()])?;
+    let progress = stderr_is_terminal && !args.quiet && !args.json;
+    let hub = hub_settings(args.hub, progress)?;
     let cfg = TransplantConfig {
         model,
         vocab,
@@ -174,14 +185,16 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
         hub,
         json: args.json,
         report,
+        plot,
         quiet: args.quiet,
         strict: args.strict,
+        progress,
     };
     // Every output path is checked before any work starts.
     let inputs = cfg.local_inputs();
     cfg.output.check(&inputs)?;
-    if let Some(r) = &cfg.report {
-        r.check(&inputs)?;
+    for t in [&cfg.report, &cfg.plot].into_iter().flatten() {
+        t.check(&inputs)?;
     }
     Ok(cfg)
 }
@@ -246,7 +259,11 @@ pub fn finetune(args: FinetuneArgs, stderr_is_terminal: bool) -> Result<Finetune
         .head
         .as_deref()
         .map(|p| Target::new(p, args.force, "--head"));
-    distinct(&[Some(&output), head.as_ref()])?;
+    let plot = args
+        .plot
+        .as_deref()
+        .map(|p| Target::new(p, args.force, "--plot"));
+    distinct(&[Some(&output), head.as_ref(), plot.as_ref()])?;
     let cfg = FinetuneConfig {
         embeddings: args.embeddings,
         vocab: args.vocab,
@@ -255,6 +272,7 @@ pub fn finetune(args: FinetuneArgs, stderr_is_terminal: bool) -> Result<Finetune
         test: args.test,
         output,
         head,
+        plot,
         epochs: args.epochs,
         lr: args.lr,
         batch_size: args.batch_size,
@@ -275,8 +293,8 @@ pub fn finetune(args: FinetuneArgs, stderr_is_terminal: bool) -> Result<Finetune
     };
     let inputs = cfg.inputs();
     cfg.output.check(&inputs)?;
-    if let Some(h) = &cfg.head {
-        h.check(&inputs)?;
+    for t in [&cfg.head, &cfg.plot].into_iter().flatten() {
+        t.check(&inputs)?;
     }
     Ok(cfg)
 }

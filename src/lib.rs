@@ -25,6 +25,7 @@ pub mod labelled;
 pub mod matching;
 pub mod model_config;
 pub mod output;
+pub mod plot;
 pub mod quality;
 pub mod report;
 pub mod train;

@@ -15,13 +15,39 @@ pub struct Output {
 }
 
 impl Output {
-    /// A progress bar on stderr (callers create one only when stderr is a terminal).
+    /// A progress bar on stderr (callers create one only when stderr is a terminal). A bar
+    /// dropped early (an error) clears itself, so the error line stands alone.
     pub fn progress_bar(&self, template: &str) -> indicatif::ProgressBar {
-        let b = indicatif::ProgressBar::new(0);
+        let b = indicatif::ProgressBar::new(0).with_finish(indicatif::ProgressFinish::AndClear);
         b.set_style(
             indicatif::ProgressStyle::with_template(template)
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
+        b
+    }
+
+    /// A bar counting bytes, drawn only when `show` (stderr is a terminal, neither --quiet nor
+    /// --json); otherwise a hidden bar that callers update all the same.
+    pub fn bytes_bar(&self, show: bool, len: u64, msg: &str) -> indicatif::ProgressBar {
+        if !show {
+            return indicatif::ProgressBar::hidden();
+        }
+        let b = self
+            .progress_bar("{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)");
+        b.set_length(len);
+        b.set_message(msg.to_string());
+        b
+    }
+
+    /// A spinner with the elapsed time for a stage whose size is not known as it runs (a `.bin`
+    /// read by candle's zip reader, matching), drawn only when `show`.
+    pub fn spinner(&self, show: bool, msg: &str) -> indicatif::ProgressBar {
+        if !show {
+            return indicatif::ProgressBar::hidden();
+        }
+        let b = self.progress_bar("{spinner} {msg} ({elapsed})");
+        b.set_message(msg.to_string());
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
         b
     }
 

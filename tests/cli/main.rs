@@ -12,6 +12,7 @@ mod formats;
 mod hostile;
 mod hub;
 mod inspect;
+mod plot;
 mod score;
 mod signals;
 mod transplant;
