@@ -18,12 +18,7 @@ impl Output {
     /// A progress bar on stderr (callers create one only when stderr is a terminal). A bar
     /// dropped early (an error) clears itself, so the error line stands alone.
     pub fn progress_bar(&self, template: &str) -> indicatif::ProgressBar {
-        let b = indicatif::ProgressBar::new(0).with_finish(indicatif::ProgressFinish::AndClear);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(template)
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
+        bar(template, 0, String::new())
     }
 
     /// A bar counting bytes, drawn only when `show` (stderr is a terminal, neither --quiet nor
@@ -32,11 +27,12 @@ impl Output {
         if !show {
             return indicatif::ProgressBar::hidden();
         }
-        let b = self
-            .progress_bar("{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)");
-        b.set_length(len);
-        b.set_message(msg.to_string());
-        b
+        // The bar takes what the line has left, so it fits the terminal's width.
+        bar(
+            "{msg} [{wide_bar}] {percent:>3}% of {total_bytes}, {eta} left",
+            len,
+            msg.to_string(),
+        )
     }
 
     /// A spinner with the elapsed time for a stage whose size is not known as it runs (a `.bin`
@@ -45,8 +41,7 @@ impl Output {
         if !show {
             return indicatif::ProgressBar::hidden();
         }
-        let b = self.progress_bar("{spinner} {msg} ({elapsed})");
-        b.set_message(msg.to_string());
+        let b = bar("{spinner} {elapsed:>3} {wide_msg}", 0, msg.to_string());
         b.enable_steady_tick(std::time::Duration::from_millis(120));
         b
     }
@@ -160,6 +155,17 @@ impl Output {
             None => self.info(&format!("best epoch {}; wrote {}", r.best_epoch, r.output)),
         }
     }
+}
+
+/// A bar with everything set before it first draws (no flash of an empty bar).
+fn bar(template: &str, len: u64, msg: String) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(len)
+        .with_style(
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        )
+        .with_message(msg)
+        .with_finish(indicatif::ProgressFinish::AndClear)
 }
 
 /// Prints text on stdout; a closed pipe is not an error.

@@ -52,12 +52,22 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     let tensors = checkpoint::list_tensors(&files.weights, files.fetcher.as_ref())?;
     let choice = checkpoint::choose_embedding(&files.weights, &tensors, cfg.tensor.as_deref())?;
     mark("load_source_vocab");
+    // A shard may still be downloaded here, with hf-hub's own bar: no spinner over it.
+    let single_file = matches!(
+        files.weights,
+        checkpoint::Weights::Safetensors(_) | checkpoint::Weights::Pytorch(_)
+    );
     let spin = out.spinner(
-        cfg.progress,
+        cfg.progress && single_file,
         &format!(
             "reading tensor `{}` from {}",
             choice.name,
-            files.weights.format()
+            files
+                .weights
+                .path()
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
         ),
     );
     let emb = checkpoint::load_embedding(&files.weights, &choice.name, files.fetcher.as_ref())?;
@@ -236,7 +246,14 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     let bar = out.bytes_bar(
         cfg.progress,
         (rows * emb.cols * out_dtype.size()) as u64,
-        &format!("writing {}", cfg.output.path.display()),
+        &format!(
+            "writing {}",
+            cfg.output
+                .path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+        ),
     );
     batch.matrix(&cfg.output, out_dtype, [rows, emb.cols], &meta, |w| {
         stats = align::build_blocks(&plan.rows, src, &opts, |block| {
