@@ -378,3 +378,60 @@ fn token_from_file() -> Result<Option<Secret>> {
     t.check(&path.display().to_string())?;
     Ok(Some(t))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn transplant_cfg(extra: &[&str], tty: bool) -> TransplantConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.safetensors");
+        let mut argv = vec![
+            "embed-transplant",
+            "-m",
+            "some/model",
+            "-v",
+            "vocab.txt",
+            "-o",
+        ];
+        argv.push(out.to_str().unwrap());
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        transplant(cli.transplant, tty).unwrap()
+    }
+
+    #[test]
+    fn progress_only_on_a_terminal_without_quiet_or_json() {
+        assert!(transplant_cfg(&[], true).progress);
+        assert!(transplant_cfg(&[], true).hub.progress);
+        for (extra, tty) in [
+            (&[][..], false),
+            (&["-q"][..], true),
+            (&["--json"][..], true),
+        ] {
+            let cfg = transplant_cfg(extra, tty);
+            assert!(!cfg.progress && !cfg.hub.progress, "{extra:?} tty={tty}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("ft.safetensors");
+        let ft = |extra: &[&str], tty: bool| {
+            let mut argv = vec![
+                "embed-transplant",
+                "finetune",
+                "--embeddings",
+                "e.safetensors",
+            ];
+            argv.extend_from_slice(&["-v", "v.txt", "--train", "t.tsv", "-o"]);
+            argv.push(out.to_str().unwrap());
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Some(Command::Finetune(a)) => finetune(a, tty).unwrap().progress,
+                _ => unreachable!(),
+            }
+        };
+        assert!(ft(&[], true));
+        assert!(!ft(&[], false) && !ft(&["-q"], true) && !ft(&["--json"], true));
+    }
+}

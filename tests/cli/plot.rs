@@ -67,7 +67,7 @@ fn has_text(p: &Picture, needle: &str) -> bool {
 fn transplant_plot_shows_norms_and_coverage_per_method() {
     let sb = Sandbox::new();
     let a = sb
-        .transplant(&bert_dir())
+        .transplant(bert_dir())
         .args(["-o", "out.safetensors", "--plot", "rows.svg", "--json"])
         .assert()
         .success();
@@ -99,7 +99,7 @@ fn transplant_plot_shows_norms_and_coverage_per_method() {
     assert_eq!(sb.files(), ["out.safetensors", "rows.svg"]);
 
     // With --calibrate-norm the title says so; without --plot no picture is written.
-    sb.transplant(&bert_dir())
+    sb.transplant(bert_dir())
         .args(["-o", "cal.safetensors", "--plot", "cal.svg", "-q"])
         .arg("--calibrate-norm")
         .assert()
@@ -107,7 +107,7 @@ fn transplant_plot_shows_norms_and_coverage_per_method() {
     let c = render(&sb.path("cal.svg"));
     assert!(has_text(&c, "(from ") && has_text(&c, ", --calibrate-norm)"));
     assert_eq!(c.series, 3);
-    sb.transplant(&bert_dir())
+    sb.transplant(bert_dir())
         .args(["-o", "plain.safetensors", "-q"])
         .assert()
         .success();
@@ -182,7 +182,7 @@ fn plot_paths_are_checked_before_work_starts() {
     let sb = Sandbox::new();
     std::fs::write(sb.path("rows.svg"), "keep").unwrap();
     let a = sb
-        .transplant(&bert_dir())
+        .transplant(bert_dir())
         .args(["-o", "out.safetensors", "--plot", "rows.svg"])
         .assert()
         .code(1);
@@ -195,7 +195,7 @@ fn plot_paths_are_checked_before_work_starts() {
     assert_eq!(sb.files(), ["rows.svg"]);
 
     let a = sb
-        .transplant(&bert_dir())
+        .transplant(bert_dir())
         .args(["-o", "out.svg", "--plot", "out.svg"])
         .assert()
         .code(2);
@@ -205,7 +205,7 @@ fn plot_paths_are_checked_before_work_starts() {
     );
 
     let a = sb
-        .transplant(&bert_dir())
+        .transplant(bert_dir())
         .args(["-o", "out.safetensors", "--plot", "no/such/dir/rows.svg"])
         .assert()
         .code(1);
@@ -239,7 +239,7 @@ fn plot_paths_are_checked_before_work_starts() {
 fn a_failed_run_leaves_no_picture() {
     let sb = Sandbox::new();
     let a = sb
-        .transplant(&bert_dir())
+        .transplant(bert_dir())
         .args(["-o", "out.safetensors", "--plot", "rows.svg"])
         .args(["--tensor", "no.such.tensor"])
         .assert()
@@ -254,7 +254,7 @@ fn no_progress_output_on_a_stderr_that_is_not_a_terminal() {
     // lines, no carriage returns or escape sequences of a bar.
     let sb = Sandbox::new();
     let a = sb
-        .transplant(&bert_dir())
+        .transplant(bert_dir())
         .args(["-o", "out.safetensors"])
         .assert()
         .success();
@@ -286,4 +286,45 @@ fn no_progress_output_on_a_stderr_that_is_not_a_terminal() {
     let err = stderr_of(&a);
     assert_eq!(err.lines().count(), 4, "{err:?}"); // 3 epoch lines and the result
     assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
+}
+
+#[test]
+fn progress_shows_on_a_terminal_and_is_cleared() {
+    // A real pseudo-terminal through util-linux `script`; where it is missing, nothing to check.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no `script` to give the run a terminal");
+        return;
+    }
+    let sb = Sandbox::new();
+    let run = format!(
+        "{} -m {} -v {} -o out.safetensors",
+        env!("CARGO_BIN_EXE_embed-transplant"),
+        bert_dir().display(),
+        target_vocab().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &run, "/dev/null"])
+        .current_dir(sb.dir.path())
+        .env("HF_HOME", sb.hf_home())
+        .env_remove("HF_TOKEN")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("matching 2000 target tokens"), "{screen:?}");
+    assert!(
+        screen.contains("\r\u{1b}[2K"),
+        "a bar is cleared: {screen:?}"
+    );
+    // What stays on the screen is the summary line alone.
+    let last = screen.rsplit("\u{1b}[2K").next().unwrap();
+    assert!(
+        last.starts_with("wrote out.safetensors: 2000 rows"),
+        "{last:?}"
+    );
+    assert_eq!(sb.files(), ["out.safetensors"]);
 }
