@@ -224,12 +224,16 @@ fn coverage_bars(
         }))
         .map_err(err)?;
     chart
-        .draw_series(groups.iter().enumerate().map(|(k, (_, g))| {
+        .draw_series(groups.iter().enumerate().map(|(k, (i, g))| {
             let x = pct(g.norms.len());
             let label = format!("{} {} ({:.1}%)", g.method, g.norms.len(), x);
-            // Inside the bar's end, in white, when there is room; after it otherwise.
+            // Inside the bar's end when there is room (black or white, whichever reads on the
+            // bar's colour); after it otherwise.
+            let RGBColor(r, gr, b) = PALETTE[i % PALETTE.len()];
+            let light = 0.299 * r as f64 + 0.587 * gr as f64 + 0.114 * b as f64 > 140.0;
             let (x, anchor, colour) = if x > 55.0 {
-                (x - 1.0, Pos::new(HPos::Right, VPos::Center), &WHITE)
+                let ink = if light { &BLACK } else { &WHITE };
+                (x - 1.0, Pos::new(HPos::Right, VPos::Center), ink)
             } else {
                 (x + 1.0, Pos::new(HPos::Left, VPos::Center), &BLACK)
             };
