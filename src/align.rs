@@ -166,6 +166,9 @@ pub struct BuildStats {
     /// Median L2 norms of copied and of initialised rows, as built (after calibration).
     pub median_norm_copied: Option<f32>,
     pub median_norm_initialised: Option<f32>,
+    /// Every output row's L2 norm as built, in row order (4 bytes a row: 1/dim of an f32
+    /// output), for the `--plot` picture.
+    pub norms: Vec<f32>,
 }
 
 /// Rows built per block: big enough to keep both cores busy, small enough that the buffer is a
@@ -304,6 +307,7 @@ pub fn build_blocks<R: AsRef<RowSource> + Sync>(
         calibrated_to,
         median_norm_copied: median_copied,
         median_norm_initialised: median(initialised),
+        norms,
     })
 }
 
@@ -433,6 +437,10 @@ mod tests {
         assert_eq!(row(&built, 2), vec![15.0, 16.0, 17.0, 18.0]);
         assert_eq!(row(&built, 3), vec![0.0, 1.0, 2.0, 3.0]);
         assert_eq!(row(&built, 4), vec![15.0, 16.0, 17.0, 18.0]);
+        // One norm per output row, in row order, of the row as written.
+        let norm = |v: Vec<f32>| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let want: Vec<f32> = (0..built.rows).map(|i| norm(row(&built, i))).collect();
+        assert_eq!(built.stats.norms, want);
     }
 
     #[test]
@@ -484,6 +492,8 @@ mod tests {
         let got = row(&built, 1).iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((target - got).abs() < 1e-3 * target, "{target} {got}");
         assert_eq!(built.stats.calibrated_to, Some(target));
+        // The norms reported are those after calibration.
+        assert!((built.stats.norms[1] - target).abs() < 1e-3 * target);
     }
 
     #[test]

@@ -242,6 +242,10 @@ pub struct TransplantArgs {
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
 
+    /// Draw the row norms per method and the coverage per method as an SVG picture.
+    #[arg(long, value_name = "SVG")]
+    pub plot: Option<PathBuf>,
+
     /// Print nothing on standard error but errors.
     #[arg(short, long)]
     pub quiet: bool,
@@ -298,6 +302,10 @@ pub struct FinetuneArgs {
     /// Also write the classifier (`weight` [classes, dim], `bias`, label names in the metadata).
     #[arg(long, value_name = "PATH")]
     pub head: Option<PathBuf>,
+
+    /// Draw training and validation loss and accuracy per epoch as an SVG picture.
+    #[arg(long, value_name = "SVG")]
+    pub plot: Option<PathBuf>,
 
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,

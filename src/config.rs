@@ -33,8 +33,12 @@ pub struct TransplantConfig {
     pub hub: HubSettings,
     pub json: bool,
     pub report: Option<Target>,
+    /// `--plot`: the row-norm picture.
+    pub plot: Option<Target>,
     pub quiet: bool,
     pub strict: bool,
+    /// Draw progress bars (stderr is a terminal, and neither --quiet nor --json).
+    pub progress: bool,
 }
 
 /// `--emit-model DIR` and its companions.
@@ -121,6 +125,8 @@ pub struct FinetuneConfig {
     pub test: Option<PathBuf>,
     pub output: Target,
     pub head: Option<Target>,
+    /// `--plot`: the training-curve picture.
+    pub plot: Option<Target>,
     pub epochs: usize,
     pub lr: f64,
     pub embedding_lr: f64,
@@ -223,8 +229,19 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
             })
         }
     };
-    distinct(&[Some(&output), report.as_ref()])?;
-    let hub = hub_settings(args.hub, stderr_is_terminal && !args.quiet && !args.json)?;
+    let plot = args
+        .plot
+        .as_deref()
+        .map(|p| Target::new(p, args.force, "--plot"));
+    if plot.is_some() && !write_matrix {
+        return Err(Error::Usage(
+            "--plot draws the matrix's rows as they are written: with --emit-model, pass -o too"
+                .into(),
+        ));
+    }
+    distinct(&[Some(&output), report.as_ref(), plot.as_ref()])?;
+    let progress = stderr_is_terminal && !args.quiet && !args.json;
+    let hub = hub_settings(args.hub, progress)?;
     let cfg = TransplantConfig {
         model,
         vocab,
@@ -252,16 +269,18 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
         hub,
         json: args.json,
         report,
+        plot,
         quiet: args.quiet,
         strict: args.strict,
+        progress,
     };
     // Every output path is checked before any work starts.
     let inputs = cfg.local_inputs();
     if cfg.write_matrix {
         cfg.output.check(&inputs)?;
     }
-    if let Some(r) = &cfg.report {
-        r.check(&inputs)?;
+    for t in [&cfg.report, &cfg.plot].into_iter().flatten() {
+        t.check(&inputs)?;
     }
     if let Some(e) = &cfg.emit {
         e.dir.check(&inputs)?;
@@ -341,7 +360,11 @@ pub fn finetune(args: FinetuneArgs, stderr_is_terminal: bool) -> Result<Finetune
         .head
         .as_deref()
         .map(|p| Target::new(p, args.force, "--head"));
-    distinct(&[Some(&output), head.as_ref()])?;
+    let plot = args
+        .plot
+        .as_deref()
+        .map(|p| Target::new(p, args.force, "--plot"));
+    distinct(&[Some(&output), head.as_ref(), plot.as_ref()])?;
     let cfg = FinetuneConfig {
         embeddings: args.embeddings,
         vocab: args.vocab,
@@ -350,6 +373,7 @@ pub fn finetune(args: FinetuneArgs, stderr_is_terminal: bool) -> Result<Finetune
         test: args.test,
         output,
         head,
+        plot,
         epochs: args.epochs,
         lr: args.lr,
         embedding_lr,
@@ -373,8 +397,8 @@ pub fn finetune(args: FinetuneArgs, stderr_is_terminal: bool) -> Result<Finetune
     };
     let inputs = cfg.inputs();
     cfg.output.check(&inputs)?;
-    if let Some(h) = &cfg.head {
-        h.check(&inputs)?;
+    for t in [&cfg.head, &cfg.plot].into_iter().flatten() {
+        t.check(&inputs)?;
     }
     Ok(cfg)
 }
@@ -457,4 +481,61 @@ fn token_from_file() -> Result<Option<Secret>> {
     }
     t.check(&path.display().to_string())?;
     Ok(Some(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn transplant_cfg(extra: &[&str], tty: bool) -> TransplantConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.safetensors");
+        let mut argv = vec![
+            "embed-transplant",
+            "-m",
+            "some/model",
+            "-v",
+            "vocab.txt",
+            "-o",
+        ];
+        argv.push(out.to_str().unwrap());
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        transplant(cli.transplant, tty).unwrap()
+    }
+
+    #[test]
+    fn progress_only_on_a_terminal_without_quiet_or_json() {
+        assert!(transplant_cfg(&[], true).progress);
+        assert!(transplant_cfg(&[], true).hub.progress);
+        for (extra, tty) in [
+            (&[][..], false),
+            (&["-q"][..], true),
+            (&["--json"][..], true),
+        ] {
+            let cfg = transplant_cfg(extra, tty);
+            assert!(!cfg.progress && !cfg.hub.progress, "{extra:?} tty={tty}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("ft.safetensors");
+        let ft = |extra: &[&str], tty: bool| {
+            let mut argv = vec![
+                "embed-transplant",
+                "finetune",
+                "--embeddings",
+                "e.safetensors",
+            ];
+            argv.extend_from_slice(&["-v", "v.txt", "--train", "t.tsv", "-o"]);
+            argv.push(out.to_str().unwrap());
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Some(Command::Finetune(a)) => finetune(a, tty).unwrap().progress,
+                _ => unreachable!(),
+            }
+        };
+        assert!(ft(&[], true));
+        assert!(!ft(&[], false) && !ft(&["-q"], true) && !ft(&["--json"], true));
+    }
 }

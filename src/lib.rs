@@ -26,6 +26,7 @@ pub mod matching;
 pub mod model_config;
 pub mod model_out;
 pub mod output;
+pub mod plot;
 pub mod quality;
 pub mod report;
 pub mod train;

@@ -15,13 +15,34 @@ pub struct Output {
 }
 
 impl Output {
-    /// A progress bar on stderr (callers create one only when stderr is a terminal).
+    /// A progress bar on stderr (callers create one only when stderr is a terminal). A bar
+    /// dropped early (an error) clears itself, so the error line stands alone.
     pub fn progress_bar(&self, template: &str) -> indicatif::ProgressBar {
-        let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(template)
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
+        bar(template, 0, String::new())
+    }
+
+    /// A bar counting bytes, drawn only when `show` (stderr is a terminal, neither --quiet nor
+    /// --json); otherwise a hidden bar that callers update all the same.
+    pub fn bytes_bar(&self, show: bool, len: u64, msg: &str) -> indicatif::ProgressBar {
+        if !show {
+            return indicatif::ProgressBar::hidden();
+        }
+        // The bar takes what the line has left, so it fits the terminal's width.
+        bar(
+            "{msg} [{wide_bar}] {percent:>3}% of {total_bytes}, {eta} left",
+            len,
+            msg.to_string(),
+        )
+    }
+
+    /// A spinner with the elapsed time for a stage whose size is not known as it runs (a `.bin`
+    /// read by candle's zip reader, matching), drawn only when `show`.
+    pub fn spinner(&self, show: bool, msg: &str) -> indicatif::ProgressBar {
+        if !show {
+            return indicatif::ProgressBar::hidden();
+        }
+        let b = bar("{spinner} {elapsed:>3} {wide_msg}", 0, msg.to_string());
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
         b
     }
 
@@ -154,6 +175,17 @@ impl Output {
             None => self.info(&format!("best epoch {}; wrote {}", r.best_epoch, r.output)),
         }
     }
+}
+
+/// A bar with everything set before it first draws (no flash of an empty bar).
+fn bar(template: &str, len: u64, msg: String) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(len)
+        .with_style(
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        )
+        .with_message(msg)
+        .with_finish(indicatif::ProgressFinish::AndClear)
 }
 
 /// Prints text on stdout; a closed pipe is not an error.

@@ -7,6 +7,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::labelled;
 use crate::output::Output;
+use crate::plot;
 use crate::report;
 use crate::train::{self, Dataset, EpochMetrics, Model, Segmenter, TrainOptions};
 use crate::vocab;
@@ -266,6 +267,13 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
             &hm,
         )?;
     }
+    if let Some(plot_target) = &cfg.plot {
+        let picture = plot::curves_svg(&curve_plot(cfg, &history, best_epoch))
+            .map_err(|msg| Error::file(&plot_target.path, msg))?;
+        batch.file(plot_target, None, |w| {
+            std::io::Write::write_all(w, picture.as_bytes())
+        })?;
+    }
     let report = FinetuneReport {
         output: cfg.output.path.display().to_string(),
         head: cfg.head.as_ref().map(|h| h.path.display().to_string()),
@@ -286,6 +294,26 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
         seconds: start.elapsed().as_secs_f64(),
     };
     Ok(Staged { report, batch })
+}
+
+/// The `--plot` data: the metrics of every epoch and the one kept.
+fn curve_plot(cfg: &FinetuneConfig, history: &[EpochMetrics], kept: usize) -> plot::CurvePlot {
+    plot::CurvePlot {
+        output: cfg.output.path.display().to_string(),
+        train: cfg.train.display().to_string(),
+        valid: cfg.valid.as_ref().map(|v| v.display().to_string()),
+        epochs: history
+            .iter()
+            .map(|m| plot::EpochPoint {
+                epoch: m.epoch,
+                train_loss: m.train_loss,
+                train_accuracy: m.train_accuracy,
+                valid_loss: m.valid_loss,
+                valid_accuracy: m.valid_accuracy,
+            })
+            .collect(),
+        kept_epoch: kept,
+    }
 }
 
 fn file_sha256(path: &Path) -> Result<String> {

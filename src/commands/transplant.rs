@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::hub;
 use crate::matching::{self, holdout};
 use crate::output::Output;
+use crate::plot;
 use crate::quality::ReportScore;
 use crate::report::{self, ReportFile, TransplantReport};
 use crate::vectors::{self, Vectors};
@@ -58,8 +59,8 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     if let Some(e) = &cfg.emit {
         e.dir.check(&inputs)?;
     }
-    if let Some(r) = &cfg.report {
-        r.check(&inputs)?;
+    for t in [&cfg.report, &cfg.plot].into_iter().flatten() {
+        t.check(&inputs)?;
     }
     mark("resolve_model");
     let side = super::source_side(&files, cfg.source_vocab.as_deref(), &cfg.model, out)?;
@@ -68,6 +69,24 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     let tensors = checkpoint::list_tensors(&files.weights, files.fetcher.as_ref())?;
     let choice = checkpoint::choose_embedding(&files.weights, &tensors, cfg.tensor.as_deref())?;
     mark("load_source_vocab");
+    // A shard may still be downloaded here, with hf-hub's own bar: no spinner over it.
+    let single_file = matches!(
+        files.weights,
+        checkpoint::Weights::Safetensors(_) | checkpoint::Weights::Pytorch(_)
+    );
+    let spin = out.spinner(
+        cfg.progress && single_file,
+        &format!(
+            "reading tensor `{}` from {}",
+            choice.name,
+            files
+                .weights
+                .path()
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+        ),
+    );
     let emb = checkpoint::load_embedding(&files.weights, &choice.name, files.fetcher.as_ref())?;
     super::check_rows(&emb.file, &emb.name, emb.rows, &source)?;
     let src = Matrix {
@@ -123,7 +142,12 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         FillKind::Mean => (Fill::Mean, None, None),
     };
     let fill_name = cfg.init.fill().name();
+    spin.finish_and_clear();
     mark("load_embedding");
+    let spin = out.spinner(
+        cfg.progress,
+        &format!("matching {} target tokens", target.tokens.len()),
+    );
     let plan = matching::plan(
         &target.tokens,
         &source,
@@ -141,6 +165,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         guide_rows(&mut plan, &target.tokens, &tokenizer, source.size, path)?;
         mark("aux_vectors");
     }
+    spin.finish_and_clear();
     mark("match_and_compose");
     // compose-fit: the map from the mean of pieces to the row, fitted on the source's own
     // multi-piece tokens (every one that can be held out, in a seeded order).
@@ -241,10 +266,27 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     let mut stats = align::BuildStats::default();
     let mut batch = Batch::new();
     if cfg.write_matrix {
+        let bar = out.bytes_bar(
+            cfg.progress,
+            (rows * emb.cols * out_dtype.size()) as u64,
+            &format!(
+                "writing {}",
+                cfg.output
+                    .path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+            ),
+        );
         batch.matrix(&cfg.output, out_dtype, [rows, emb.cols], &meta, |w| {
-            stats = align::build_blocks(&plan.rows, src, &opts, |block| w.write_all(block))?;
+            stats = align::build_blocks(&plan.rows, src, &opts, |block| {
+                w.write_all(block)?;
+                bar.inc(block.len() as u64);
+                Ok(())
+            })?;
             Ok(())
         })?;
+        bar.finish_and_clear();
     }
     if let Some(emit) = &cfg.emit {
         // The model directory reads the embedding again through its own map.
@@ -335,6 +377,11 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         };
         batch.json(report_target, &doc)?;
     }
+    if let Some(plot_target) = &cfg.plot {
+        let picture = plot::row_norms_svg(&norm_plot(&report, &plan, &stats, fill_name))
+            .map_err(|msg| Error::file(&plot_target.path, msg))?;
+        batch.file(plot_target, None, |w| w.write_all(picture.as_bytes()))?;
+    }
     Ok(Staged { report, batch })
 }
 
@@ -380,6 +427,45 @@ fn guide_rows(
         };
     }
     Ok(())
+}
+
+/// The `--plot` data: each row's norm grouped by its method, in the order the methods are tried.
+fn norm_plot(
+    r: &TransplantReport,
+    plan: &matching::Plan,
+    stats: &align::BuildStats,
+    fill_name: &str,
+) -> plot::NormPlot {
+    use matching::Method;
+    let order = [
+        Method::Exact,
+        Method::Normalized,
+        Method::Continuation,
+        Method::Decoded,
+        Method::Composed,
+        Method::Guided,
+        Method::Fill,
+    ];
+    let mut groups: Vec<plot::NormGroup> = order
+        .iter()
+        .map(|m| plot::NormGroup {
+            method: m.name(fill_name),
+            copied: m.is_copy(),
+            norms: Vec::new(),
+        })
+        .collect();
+    for (row, &norm) in plan.rows.iter().zip(&stats.norms) {
+        if let Some(k) = order.iter().position(|m| *m == row.method) {
+            groups[k].norms.push(norm);
+        }
+    }
+    plot::NormPlot {
+        output: r.output.clone(),
+        source: r.source.model.clone(),
+        calibrate_norm: r.calibrate_norm,
+        groups,
+        median_copied: stats.median_norm_copied,
+    }
 }
 
 /// The output's `__metadata__`: strings only, sorted when written.

@@ -328,11 +328,11 @@ impl Builder<'_> {
                             s / ids.len().max(1) as f32
                         }
                         RowSource::Weighted(parts) => {
-                            let (s, w) = parts.iter().fold((0f32, 0f32), |(s, w), &(i, k)| {
-                                match b.get(i as usize) {
-                                    Some(v) => (s + k * v, w + k),
-                                    None => (s, w),
-                                }
+                            let (s, w) = parts.iter().fold((0f32, 0f32), |(s, w), &(i, k)| match b
+                                .get(i as usize)
+                            {
+                                Some(v) => (s + k * v, w + k),
+                                None => (s, w),
                             });
                             if w > 0.0 {
                                 s / w

@@ -13,6 +13,7 @@ mod hostile;
 mod hub;
 mod inspect;
 mod model_out;
+mod plot;
 mod score;
 mod signals;
 mod transplant;
