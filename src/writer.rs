@@ -83,7 +83,7 @@ impl Target {
                 self.flag
             )));
         }
-        match std::fs::symlink_metadata(path) {
+        let exists = match std::fs::symlink_metadata(path) {
             Ok(meta) => {
                 // Follow a link to see what a rename would replace; a dangling link is replaceable.
                 let target_meta = std::fs::metadata(path).ok();
@@ -110,18 +110,12 @@ impl Target {
                         ),
                     ));
                 }
-                if !self.force {
-                    return Err(Error::file(path, "exists; pass --force to replace it"));
-                }
+                true
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(Error::io(path, e)),
-        }
-        let dir = parent_dir(path);
-        if !dir.is_dir() {
-            return Err(Error::file(dir, "the output directory does not exist"));
-        }
-        Ok(())
+        };
+        replaceable(path, exists, self.force)
     }
 }
 
@@ -142,6 +136,22 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
             _ => false,
         }
     }
+}
+
+/// The end of every output check: an existing path needs --force, and its directory must exist.
+fn replaceable(path: &Path, exists: bool, force: bool) -> Result<()> {
+    if exists && !force {
+        return Err(exists_error(path));
+    }
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Err(Error::file(dir, "the output directory does not exist"));
+    }
+    Ok(())
+}
+
+fn exists_error(path: &Path) -> Error {
+    Error::file(path, "exists; pass --force to replace it")
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -171,7 +181,7 @@ impl DirTarget {
     /// `inputs` (even with --force), a parent that does not exist.
     pub fn check(&self, inputs: &[PathBuf]) -> Result<()> {
         let path = &self.path;
-        match std::fs::metadata(path) {
+        let exists = match std::fs::metadata(path) {
             Ok(meta) => {
                 if !meta.is_dir() {
                     return Err(Error::file(
@@ -179,19 +189,10 @@ impl DirTarget {
                         format!("{} names a file, not a directory", self.flag),
                     ));
                 }
-                if let Some(input) = inputs.iter().find(|i| {
-                    same_file(i, path)
-                        || i.parent().is_some_and(|p| {
-                            same_file(
-                                if p.as_os_str().is_empty() {
-                                    Path::new(".")
-                                } else {
-                                    p
-                                },
-                                path,
-                            )
-                        })
-                }) {
+                if let Some(input) = inputs
+                    .iter()
+                    .find(|i| same_file(i, path) || same_file(parent_dir(i), path))
+                {
                     return Err(Error::file(
                         path,
                         format!(
@@ -201,18 +202,12 @@ impl DirTarget {
                         ),
                     ));
                 }
-                if !self.force {
-                    return Err(Error::file(path, "exists; pass --force to replace it"));
-                }
+                true
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(Error::io(path, e)),
-        }
-        let dir = parent_dir(path);
-        if !dir.is_dir() {
-            return Err(Error::file(dir, "the output directory does not exist"));
-        }
-        Ok(())
+        };
+        replaceable(path, exists, self.force)
     }
 }
 
@@ -437,7 +432,7 @@ impl Batch {
                 if let Err(e) = res {
                     undo(&done, &done_dirs);
                     let e = if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        Error::file(&target.path, "exists; pass --force to replace it")
+                        exists_error(&target.path)
                     } else {
                         Error::io(&target.path, e)
                     };
@@ -459,7 +454,7 @@ fn commit_dir(tmp: tempfile::TempDir, target: &DirTarget) -> Result<()> {
     let mut aside: Option<PathBuf> = None;
     if std::fs::symlink_metadata(path).is_ok() {
         if !target.force {
-            return Err(Error::file(path, "exists; pass --force to replace it"));
+            return Err(exists_error(path));
         }
         let old = tempfile::Builder::new()
             .prefix(".embed-transplant-old-")

@@ -59,6 +59,19 @@ impl Sandbox {
         c
     }
 
+    /// `finetune` of the finetune sandbox's embeddings and vocabulary; add the rest.
+    pub fn finetune_cmd(&self) -> Command {
+        let mut c = self.cmd();
+        c.args([
+            "finetune",
+            "--embeddings",
+            "emb.safetensors",
+            "-v",
+            "vocab.txt",
+        ]);
+        c
+    }
+
     /// A transplant of `model` onto the bundled target vocabulary; add the rest.
     pub fn transplant(&self, model: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = self.cmd();
@@ -366,16 +379,8 @@ pub fn finetune_sandbox() -> Sandbox {
 
 pub fn finetune(sb: &Sandbox, out: &str, extra: &[&str]) -> serde_json::Value {
     let a = sb
-        .cmd()
-        .args([
-            "finetune",
-            "--embeddings",
-            "emb.safetensors",
-            "-v",
-            "vocab.txt",
-            "--train",
-            "train.tsv",
-        ])
+        .finetune_cmd()
+        .args(["--train", "train.tsv"])
         .args([
             "--valid", "dev.tsv", "--test", "test.tsv", "-o", out, "--json", "--lr", "0.05",
         ])

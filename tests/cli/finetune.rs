@@ -115,16 +115,8 @@ fn finetune_bad_input() {
     let sb = finetune_sandbox();
     let fail = |extra: &[&str]| {
         let a = sb
-            .cmd()
-            .args([
-                "finetune",
-                "--embeddings",
-                "emb.safetensors",
-                "-v",
-                "vocab.txt",
-                "-o",
-                "x.safetensors",
-            ])
+            .finetune_cmd()
+            .args(["-o", "x.safetensors"])
             .args(extra)
             .assert()
             .code(1);
@@ -153,31 +145,13 @@ fn finetune_bad_input() {
         .assert()
         .code(1);
     assert!(stderr_of(&a).contains("has 29 rows but short.txt has 2 lines"));
-    sb.cmd()
-        .args([
-            "finetune",
-            "--embeddings",
-            "emb.safetensors",
-            "-v",
-            "vocab.txt",
-            "--train",
-            "train.tsv",
-        ])
+    sb.finetune_cmd()
+        .args(["--train", "train.tsv"])
         .args(["--freeze-embeddings", "--freeze-copied"])
         .assert()
         .code(2);
-    sb.cmd()
-        .args([
-            "finetune",
-            "--embeddings",
-            "emb.safetensors",
-            "-v",
-            "vocab.txt",
-            "--train",
-            "train.tsv",
-            "--epochs",
-            "0",
-        ])
+    sb.finetune_cmd()
+        .args(["--train", "train.tsv", "--epochs", "0"])
         .assert()
         .code(2);
 }
@@ -301,18 +275,8 @@ fn finetune_learning_rate_flag_errors() {
     let sb = finetune_sandbox();
     let usage = |extra: &[&str]| {
         let a = sb
-            .cmd()
-            .args([
-                "finetune",
-                "--embeddings",
-                "emb.safetensors",
-                "-v",
-                "vocab.txt",
-                "--train",
-                "train.tsv",
-                "-o",
-                "x.safetensors",
-            ])
+            .finetune_cmd()
+            .args(["--train", "train.tsv", "-o", "x.safetensors"])
             .args(extra)
             .assert()
             .code(2);
@@ -336,13 +300,8 @@ fn finetune_learning_rate_flag_errors() {
 fn finetune_divergence_is_an_error_and_writes_nothing() {
     let sb = finetune_sandbox();
     let a = sb
-        .cmd()
+        .finetune_cmd()
         .args([
-            "finetune",
-            "--embeddings",
-            "emb.safetensors",
-            "-v",
-            "vocab.txt",
             "--train",
             "train.tsv",
             "-o",

@@ -386,14 +386,7 @@ fn copied_rows_metadata_is_hostile_input() {
     ] {
         set_meta(&sb.path("emb.safetensors"), "copied_rows", bad);
         let a = sb
-            .cmd()
-            .args([
-                "finetune",
-                "--embeddings",
-                "emb.safetensors",
-                "-v",
-                "vocab.txt",
-            ])
+            .finetune_cmd()
             .args([
                 "--train",
                 "train.tsv",
@@ -438,14 +431,7 @@ fn endless_and_huge_lines_fail_fast() {
     big.push_str(&"好".repeat(700_000));
     std::fs::write(sb.path("big.tsv"), format!("label\ttext\n{big}\n")).unwrap();
     let a = sb
-        .cmd()
-        .args([
-            "finetune",
-            "--embeddings",
-            "emb.safetensors",
-            "-v",
-            "vocab.txt",
-        ])
+        .finetune_cmd()
         .args(["--train", "big.tsv", "-o", "ft.safetensors"])
         .assert()
         .code(1);
@@ -463,14 +449,7 @@ fn training_never_diverges_silently() {
     let sb = finetune_sandbox();
     let before = sb.files();
     let a = sb
-        .cmd()
-        .args([
-            "finetune",
-            "--embeddings",
-            "emb.safetensors",
-            "-v",
-            "vocab.txt",
-        ])
+        .finetune_cmd()
         .args([
             "--train",
             "train.tsv",
@@ -491,14 +470,7 @@ fn training_never_diverges_silently() {
     assert_eq!(sb.files(), before);
 
     // A good head for the evaluate check below.
-    sb.cmd()
-        .args([
-            "finetune",
-            "--embeddings",
-            "emb.safetensors",
-            "-v",
-            "vocab.txt",
-        ])
+    sb.finetune_cmd()
         .args([
             "--train",
             "train.tsv",
@@ -911,14 +883,7 @@ fn suspicious_lines_are_warned_about() {
     )
     .unwrap();
     let a = sb
-        .cmd()
-        .args([
-            "finetune",
-            "--embeddings",
-            "emb.safetensors",
-            "-v",
-            "vocab.txt",
-        ])
+        .finetune_cmd()
         .args([
             "--train",
             "odd.tsv",

@@ -152,14 +152,7 @@ fn finetune_plot_shows_loss_and_accuracy_with_the_kept_epoch() {
 
     // Without --valid: training only.
     let a = sb
-        .cmd()
-        .args([
-            "finetune",
-            "--embeddings",
-            "emb.safetensors",
-            "-v",
-            "vocab.txt",
-        ])
+        .finetune_cmd()
         .args([
             "--train",
             "train.tsv",
@@ -215,14 +208,7 @@ fn plot_paths_are_checked_before_work_starts() {
     // finetune checks its --plot too, before training.
     let sb = finetune_sandbox();
     let a = sb
-        .cmd()
-        .args([
-            "finetune",
-            "--embeddings",
-            "emb.safetensors",
-            "-v",
-            "vocab.txt",
-        ])
+        .finetune_cmd()
         .args(["--train", "train.tsv", "-o", "ft.safetensors"])
         .args(["--plot", "emb.safetensors", "--force"])
         .assert()
@@ -265,14 +251,7 @@ fn no_progress_output_on_a_stderr_that_is_not_a_terminal() {
 
     let sb = finetune_sandbox();
     let a = sb
-        .cmd()
-        .args([
-            "finetune",
-            "--embeddings",
-            "emb.safetensors",
-            "-v",
-            "vocab.txt",
-        ])
+        .finetune_cmd()
         .args([
             "--train",
             "train.tsv",
