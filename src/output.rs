@@ -215,7 +215,17 @@ pub fn error(err: &dyn std::fmt::Display) {
     let _ = writeln!(std::io::stderr(), "error: {err}");
 }
 
-/// What a signal prints before the process ends (from the signal thread).
+/// What a signal prints before the process ends (from the signal thread). Written straight to
+/// fd 2, not through `std::io::stderr()`: the main thread may hold that lock (a progress bar
+/// drawing), and the signal thread must not wait for it.
 pub fn interrupted(signal: &str) {
-    let _ = writeln!(std::io::stderr(), "error: interrupted by {signal}");
+    let msg = format!("error: interrupted by {signal}\n");
+    #[cfg(unix)]
+    // SAFETY: write(2) of a buffer we own to a file descriptor; a short or failed write only
+    // loses the message.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+    }
+    #[cfg(not(unix))]
+    let _ = std::io::stderr().write_all(msg.as_bytes());
 }
