@@ -21,7 +21,9 @@
 #
 # Environment:
 #   WORDS_DIR      work dir (default /tmp/embed-transplant-bench/words); data made once, reused
-#   WORDS_PARTS    which parts to run (default "speed50k speed349k low")
+#   WORDS_PARTS    which parts to run (default "speed50k speed349k low"; also "seeds349k": lazy
+#                  and dense Adam at 349k for seeds 1-5, the accuracy gap between them)
+#   WORDS_SEEDS    the seeds of part seeds349k (default "1 2 3 4 5")
 #   WORDS_SPARSE   1: also PyTorch SparseAdam on the 50k vocabulary (slow: ~15x its dense Adam)
 #   WORDS_TORCH_STEPS_349K  N > 0: PyTorch's 349k epoch stops after N batches and its time is
 #                  extrapolated to the whole epoch (its accuracy is then not reported)
@@ -42,6 +44,7 @@ PARTS=${WORDS_PARTS:-speed50k speed349k low}
 SPARSE=${WORDS_SPARSE:-0}
 TORCH_STEPS_349K=${WORDS_TORCH_STEPS_349K:-0}
 REUSE=${WORDS_REUSE:-0}
+SEEDS=${WORDS_SEEDS:-1 2 3 4 5}
 LR=0.01 BS=32 SEED=42
 
 log() { printf '[words-bench] %s\n' "$*" >&2; }
@@ -128,6 +131,12 @@ for part in $PARTS; do
         tool speed349k.dense w349k 1 --optimizer adam
         SPEED+=(speed349k.lazy speed349k.dense speed349k.torch)
         ;;
+    seeds349k)
+        for s in $SEEDS; do
+            SEED=$s tool seeds349k.lazy.$s w349k 1
+            SEED=$s tool seeds349k.dense.$s w349k 1 --optimizer adam
+        done
+        ;;
     low)
         for n in 200 800; do
             head -n $((n + 1)) "$DIR/w50k/train.tsv" >"$DIR/w50k/train$n.tsv"
@@ -156,10 +165,10 @@ echo "- binary: $BIN, commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null
 echo "- PyTorch $("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null), torch.set_num_threads(2)"
 echo "- machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); load average now $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-"$PY" - "$DIR" "${SPEED[*]:-}" "$PARTS" <<'EOF'
+"$PY" - "$DIR" "${SPEED[*]:-}" "$PARTS" "$SEEDS" <<'EOF'
 import json, os, statistics, sys
 
-d, speed, parts = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+d, speed, parts, seeds = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4].split()
 heads = {"lazy": "embed-transplant, lazy Adam (default)", "dense": "embed-transplant, `--optimizer adam` (dense)",
          "torch": "PyTorch, dense nn.Embedding + Adam",
          "torch_sparse": "PyTorch, sparse nn.Embedding + SparseAdam"}
@@ -203,6 +212,23 @@ for v in ("w50k", "w349k"):
     mb = rows * dim * 4 / 2**20
     print(f"\nE is {mb:,.0f} MiB; E + Adam's two moments + 64 MiB = {3 * mb + 64:,.0f} MiB (plus the dataset, "
           f"{4 * data['train']['tokens'] / 2**20:.1f} MiB of ids).\n")
+
+if "seeds349k" in parts:
+    print("### 349k rows, 1 epoch: lazy against dense Adam over seeds\n")
+    print("| seed | lazy Adam: test acc / train loss | dense Adam: test acc / train loss | dense - lazy |")
+    print("|---:|---:|---:|---:|")
+    gaps, accs = [], {"lazy": [], "dense": []}
+    for s in seeds:
+        cells = []
+        for opt in ("lazy", "dense"):
+            r = json.load(open(f"{d}/runs/seeds349k.{opt}.{s}.json"))
+            accs[opt].append(100 * r["test_accuracy"])
+            cells.append(f"{100 * r['test_accuracy']:.2f}% / {r['epochs'][-1]['train_loss']:.3f}")
+        gaps.append(accs["dense"][-1] - accs["lazy"][-1])
+        print(f"| {s} | " + " | ".join(cells) + f" | {gaps[-1]:+.2f} |")
+    sd = statistics.stdev(gaps) if len(gaps) > 1 else float("nan")
+    print(f"| mean | {statistics.mean(accs['lazy']):.2f}% | {statistics.mean(accs['dense']):.2f}% | "
+          f"{statistics.mean(gaps):+.2f} (sd {sd:.2f}, n {len(gaps)}) |\n")
 
 if "low" in parts:
     rep = json.load(open(f"{d}/w50k/compose.report.json"))["summary"]["counts"]

@@ -128,24 +128,26 @@ impl TensorStore {
         }
     }
 
-    /// Streams a tensor's bytes into `w` unchanged. Safetensors are read with positioned reads
-    /// in 8 MiB pieces rather than through the map, so that copying a whole model leaves its
-    /// pages in the page cache and out of this process's resident memory.
-    pub fn copy_to(&self, t: &StoredTensor, w: &mut dyn std::io::Write) -> Result<()> {
+    /// Streams a tensor's bytes into `w` unchanged. Safetensors are copied from the file rather
+    /// than through the map, so that copying a whole model leaves its pages in the page cache and
+    /// out of this process's resident memory; with a file behind `w` (a `BufWriter<&File>`),
+    /// `std::io::copy` hands the range to the kernel (copy_file_range), with no copy through
+    /// user space.
+    pub fn copy_to<W: std::io::Write>(&self, t: &StoredTensor, w: &mut W) -> Result<()> {
         match &self.files[t.file] {
-            #[cfg(unix)]
             StoreFile::St(f, names) => {
-                use std::os::unix::fs::FileExt;
+                use std::io::{Read, Seek, SeekFrom};
                 let (start, len) = f.span(&names[t.entry])?;
-                let file = std::fs::File::open(&f.path).map_err(|e| Error::io(&f.path, e))?;
-                let mut buf = vec![0u8; (8 << 20).min(len as usize)];
-                let mut done = 0u64;
-                while done < len {
-                    let n = buf.len().min((len - done) as usize);
-                    file.read_exact_at(&mut buf[..n], start + done)
-                        .map_err(|e| Error::io(&f.path, e))?;
-                    w.write_all(&buf[..n]).map_err(|e| Error::io(&f.path, e))?;
-                    done += n as u64;
+                let io = |e| Error::io(&f.path, e);
+                let mut file = std::fs::File::open(&f.path).map_err(io)?;
+                file.seek(SeekFrom::Start(start)).map_err(io)?;
+                let n = std::io::copy(&mut (&file).take(len), w).map_err(io)?;
+                if n != len {
+                    return Err(Error::tensor(
+                        &f.path,
+                        &names[t.entry],
+                        format!("the file ended after {n} of the tensor's {len} bytes"),
+                    ));
                 }
                 Ok(())
             }

@@ -59,6 +59,14 @@ pub struct Input<'a> {
     pub target_tokenizer: Option<&'a Value>,
 }
 
+/// The tokenizer's files, built beside the weights' write.
+struct SideFiles {
+    tj: Value,
+    tc: Value,
+    stm: Value,
+    vocab_txt: Option<Vec<String>>,
+}
+
 const CONFIG_ID_KEYS: &[&str] = &[
     "pad_token_id",
     "bos_token_id",
@@ -259,28 +267,6 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         }
     }
 
-    // Tokenizer.
-    let tok_origin = source.path.clone();
-    if let Some(target_tj) = inp.target_tokenizer {
-        tj = target_tj.clone();
-        let kept: Vec<(String, u32)> = kept_special
-            .iter()
-            .map(|s| (s.clone(), token_ids[s]))
-            .collect();
-        tokenizer::append_special(&mut tj, &kept);
-    } else if inp.cfg.extend {
-        tokenizer::extend(&mut tj, &new_tokens);
-    } else {
-        tokenizer::replace(
-            &mut tj,
-            &tokenizer::Replace {
-                tokens: &row_tokens,
-                ids: &token_ids,
-                pieces: &row_pieces,
-            },
-            &tok_origin,
-        )?;
-    }
     let new_id_of = |old: u64| -> Option<u64> {
         if inp.cfg.extend {
             return Some(old);
@@ -337,39 +323,6 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         opts: inp.opts.clone(),
     };
 
-    // Tokenizer side files.
-    let mut defaults: Vec<(&str, String)> = Vec::new();
-    if family == Family::WordPiece {
-        defaults.push(("tokenizer_class", "BertTokenizer".into()));
-        for (k, t) in [
-            ("unk_token", "[UNK]"),
-            ("sep_token", "[SEP]"),
-            ("pad_token", "[PAD]"),
-            ("cls_token", "[CLS]"),
-            ("mask_token", "[MASK]"),
-        ] {
-            if token_ids.contains_key(t) || source.ids.contains_key(t) {
-                defaults.push((k, t.into()));
-            }
-        }
-    }
-    let mut tc = tokenizer::tokenizer_config(tok_cfg, &tj, &defaults);
-    if family == Family::WordPiece {
-        tc["do_lower_case"] = json!(inp.do_lower_case.unwrap_or(true));
-    }
-    let stm = tokenizer::special_tokens_map(&tc);
-    let vocab_txt = if family == Family::WordPiece {
-        let lines = tokenizer::wordpiece_lines(&tj).ok_or_else(|| {
-            Error::Invalid(
-                "the new WordPiece vocabulary has ids without a token: cannot write vocab.txt"
-                    .into(),
-            )
-        })?;
-        Some(lines)
-    } else {
-        None
-    };
-
     let mut doc: BTreeMap<String, Value> = inp
         .provenance
         .iter()
@@ -381,7 +334,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         rows: rows.len(),
         token_rows,
         new_tokens: new_tokens.len(),
-        kept_special,
+        kept_special: kept_special.clone(),
         padding_rows,
         tokenizer: family,
         tied,
@@ -394,11 +347,92 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         serde_json::to_value(&report).unwrap_or_default(),
     );
 
-    batch.directory(&inp.cfg.dir, |dir| {
-        for (name, idx) in &files {
-            let ts: Vec<&weights::OutTensor> = idx.iter().map(|&i| &tensors[i]).collect();
-            builder.write_file(dir, name, &ts)?;
+    // The tokenizer files are built while the weights are written: the write waits mostly on
+    // the disk, the tokenizer on the CPU.
+    let side_files = move || -> Result<SideFiles> {
+        // Tokenizer.
+        let tok_origin = source.path.clone();
+        if let Some(target_tj) = inp.target_tokenizer {
+            tj = target_tj.clone();
+            let kept: Vec<(String, u32)> = kept_special
+                .iter()
+                .map(|s| (s.clone(), token_ids[s]))
+                .collect();
+            tokenizer::append_special(&mut tj, &kept);
+        } else if inp.cfg.extend {
+            tokenizer::extend(&mut tj, &new_tokens);
+        } else {
+            tokenizer::replace(
+                &mut tj,
+                &tokenizer::Replace {
+                    tokens: &row_tokens,
+                    ids: &token_ids,
+                    pieces: &row_pieces,
+                },
+                &tok_origin,
+            )?;
         }
+        // Tokenizer side files.
+        let mut defaults: Vec<(&str, String)> = Vec::new();
+        if family == Family::WordPiece {
+            defaults.push(("tokenizer_class", "BertTokenizer".into()));
+            for (k, t) in [
+                ("unk_token", "[UNK]"),
+                ("sep_token", "[SEP]"),
+                ("pad_token", "[PAD]"),
+                ("cls_token", "[CLS]"),
+                ("mask_token", "[MASK]"),
+            ] {
+                if token_ids.contains_key(t) || source.ids.contains_key(t) {
+                    defaults.push((k, t.into()));
+                }
+            }
+        }
+        let mut tc = tokenizer::tokenizer_config(tok_cfg, &tj, &defaults);
+        if family == Family::WordPiece {
+            tc["do_lower_case"] = json!(inp.do_lower_case.unwrap_or(true));
+        }
+        let stm = tokenizer::special_tokens_map(&tc);
+        let vocab_txt = if family == Family::WordPiece {
+            let lines = tokenizer::wordpiece_lines(&tj).ok_or_else(|| {
+                Error::Invalid(
+                    "the new WordPiece vocabulary has ids without a token: cannot write vocab.txt"
+                        .into(),
+                )
+            })?;
+            Some(lines)
+        } else {
+            None
+        };
+        Ok(SideFiles {
+            tj,
+            tc,
+            stm,
+            vocab_txt,
+        })
+    };
+    batch.directory(&inp.cfg.dir, |dir| {
+        let (weights, side) = std::thread::scope(|scope| {
+            let weights = scope.spawn(|| -> Result<()> {
+                for (name, idx) in &files {
+                    let ts: Vec<&weights::OutTensor> = idx.iter().map(|&i| &tensors[i]).collect();
+                    builder.write_file(dir, name, &ts)?;
+                }
+                Ok(())
+            });
+            let side = side_files();
+            let weights = weights
+                .join()
+                .unwrap_or_else(|_| Err(Error::Invalid("the weights writer panicked".into())));
+            (weights, side)
+        });
+        weights?;
+        let SideFiles {
+            tj,
+            tc,
+            stm,
+            vocab_txt,
+        } = side?;
         if files.len() > 1 || files[0].0 != "model.safetensors" {
             write_json(
                 dir,
