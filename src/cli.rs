@@ -264,6 +264,9 @@ pub enum OptimizerArg {
     /// Adam on the embedding rows a batch touched only (PyTorch's SparseAdam, TensorFlow's
     /// LazyAdam); the classifier gets ordinary Adam.
     LazyAdam,
+    /// Dense Adam's updates at lazy Adam's cost: the zero-gradient steps a row missed are applied
+    /// in closed form when a batch next reads it, and at the end of each epoch.
+    DeferredAdam,
     /// Plain stochastic gradient descent (touched rows only, which is the same update).
     Sgd,
 }
@@ -321,7 +324,7 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
 
-    #[arg(long, value_enum, default_value_t = OptimizerArg::LazyAdam)]
+    #[arg(long, value_enum, default_value_t = OptimizerArg::DeferredAdam)]
     pub optimizer: OptimizerArg,
 
     /// Seed for the classifier's initialisation and the shuffling.

@@ -381,6 +381,7 @@ pub fn finetune(args: FinetuneArgs, stderr_is_terminal: bool) -> Result<Finetune
         optimizer: match args.optimizer {
             OptimizerArg::Adam => OptimizerKind::Adam,
             OptimizerArg::LazyAdam => OptimizerKind::LazyAdam,
+            OptimizerArg::DeferredAdam => OptimizerKind::DeferredAdam,
             OptimizerArg::Sgd => OptimizerKind::Sgd,
         },
         seed: args.seed,

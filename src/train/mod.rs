@@ -149,6 +149,21 @@ pub fn train(
         let train_emb = opt_e.is_some() && epoch > opts.freeze_embeddings_epochs;
         let (mut loss_sum, mut correct) = (0.0, 0usize);
         for (k, chunk) in order.chunks(bs).enumerate() {
+            // Deferred Adam: the rows this batch reads first catch up with the steps they missed.
+            if let (true, Some(opt)) = (train_emb, opt_e.as_mut()) {
+                if opt.defers() {
+                    let mut read: Vec<u32> = chunk
+                        .iter()
+                        .flat_map(|&i| train.ids(i).iter().copied())
+                        .collect();
+                    read.sort_unstable();
+                    read.dedup();
+                    if let (Some(j), true) = (journal.as_mut(), best.is_some()) {
+                        j.save(&model.emb, &read);
+                    }
+                    opt.bring_up_to_date(&mut model.emb, &read);
+                }
+            }
             let step = model.step(train, chunk, train_emb, frozen);
             if !step.loss.is_finite() {
                 return Err(diverged(format!(
@@ -174,6 +189,12 @@ pub fn train(
                 .filter(|(p, &i)| **p == train.label(i))
                 .count();
             on_batch(epoch, k + 1, batches);
+        }
+        if let (true, Some(opt)) = (train_emb, opt_e.as_mut()) {
+            if let (Some(j), true) = (journal.as_mut(), best.is_some()) {
+                j.save(&model.emb, opt.rows_to_flush());
+            }
+            opt.flush(&mut model.emb);
         }
         for (name, p) in [
             ("embedding", &model.emb),
@@ -455,14 +476,17 @@ mod tests {
             batch_size: all.len(),
             ..o(kind)
         };
-        let (mut dense, mut lazy) = (base.clone(), base.clone());
+        let (mut dense, mut lazy, mut deferred) = (base.clone(), base.clone(), base.clone());
         run(&mut dense, &all, None, &o(OptimizerKind::Adam));
         run(&mut lazy, &all, None, &o(OptimizerKind::LazyAdam));
+        run(&mut deferred, &all, None, &o(OptimizerKind::DeferredAdam));
         assert_ne!(dense.emb, base.emb);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&dense.emb), bits(&lazy.emb));
-        assert_eq!(bits(&dense.w), bits(&lazy.w));
-        assert_eq!(bits(&dense.b), bits(&lazy.b));
+        for other in [&lazy, &deferred] {
+            assert_eq!(bits(&dense.emb), bits(&other.emb));
+            assert_eq!(bits(&dense.w), bits(&other.w));
+            assert_eq!(bits(&dense.b), bits(&other.b));
+        }
 
         let (base, d) = small();
         let (mut dense, mut lazy) = (base.clone(), base.clone());
@@ -472,6 +496,60 @@ mod tests {
         // Rows no example uses never move, with either.
         assert_eq!(dense.emb[15..], base.emb[15..]);
         assert_eq!(lazy.emb[15..], base.emb[15..]);
+    }
+
+    /// Deferred Adam follows dense Adam where rows are skipped for many steps (its closed form
+    /// leaves out only ε), while lazy Adam ends far from it: the test tells the three apart.
+    #[test]
+    fn deferred_adam_follows_dense_adam_when_rows_are_skipped() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (rows, dim) = (60usize, 8usize);
+        let e: Vec<f32> = (0..rows * dim)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let mut d = Dataset::new();
+        // Row r is used about every r-th example: frequent and rare rows, gaps of 1-60 steps.
+        for i in 0..240usize {
+            let ids: Vec<u32> = (0..rows as u32)
+                .filter(|r| i % (*r as usize + 1) == 0)
+                .take(6)
+                .chain([(i * 7 % rows) as u32])
+                .collect();
+            d.push(i % 3, &ids);
+        }
+        let o = |kind| TrainOptions {
+            batch_size: 4,
+            lr: 0.01,
+            embedding_lr: 0.01,
+            ..opts(kind, 3)
+        };
+        let base = Model::new(e, rows, dim, 3, 5);
+        let (mut dense, mut lazy, mut deferred) = (base.clone(), base.clone(), base.clone());
+        // A validation set: the epoch-end flush must happen before it is evaluated.
+        let best_dense = run(&mut dense, &d, Some(&d), &o(OptimizerKind::Adam));
+        let best_lazy = run(&mut lazy, &d, Some(&d), &o(OptimizerKind::LazyAdam));
+        let best_deferred = run(&mut deferred, &d, Some(&d), &o(OptimizerKind::DeferredAdam));
+        assert_eq!(best_dense, best_deferred);
+        let _ = best_lazy;
+        let dist = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+        };
+        let moved = dist(&dense.emb, &base.emb);
+        assert!(moved > 0.05, "dense Adam moved E by {moved}");
+        let off_deferred = dist(&dense.emb, &deferred.emb);
+        let off_lazy = dist(&dense.emb, &lazy.emb);
+        assert!(
+            off_deferred < 1e-4 * moved.max(1.0),
+            "deferred Adam is {off_deferred} from dense Adam (moved {moved})"
+        );
+        assert!(
+            off_lazy > 100.0 * off_deferred.max(1e-7),
+            "lazy Adam is only {off_lazy} from dense Adam"
+        );
+        assert!(dist(&dense.w, &deferred.w) < 1e-4);
     }
 
     /// Dense Adam takes the same steps as candle-nn's AdamW with no weight decay.
@@ -545,6 +623,7 @@ mod tests {
         for kind in [
             OptimizerKind::Adam,
             OptimizerKind::LazyAdam,
+            OptimizerKind::DeferredAdam,
             OptimizerKind::Sgd,
         ] {
             let (a, b) = (run_with(1, kind), run_with(4, kind));
@@ -568,6 +647,7 @@ mod tests {
         for kind in [
             OptimizerKind::Adam,
             OptimizerKind::LazyAdam,
+            OptimizerKind::DeferredAdam,
             OptimizerKind::Sgd,
         ] {
             let mut m = base.clone();

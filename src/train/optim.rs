@@ -1,7 +1,9 @@
 //! Optimizers over plain f32 buffers: Adam (PyTorch's update, no weight decay) for dense
 //! parameters; for the embedding, dense Adam (every row, every step, as torch.optim.Adam on a
 //! dense gradient), lazy Adam (only the rows a batch touched: PyTorch's SparseAdam, TensorFlow's
-//! LazyAdam) and SGD (only touched rows, which for plain SGD is exactly the dense update).
+//! LazyAdam), deferred Adam (dense Adam's updates, made only when a row is next read: the steps
+//! a row missed are applied in closed form) and SGD (only touched rows, which for plain SGD is
+//! exactly the dense update).
 
 use rayon::prelude::*;
 
@@ -65,6 +67,9 @@ pub enum OptimizerKind {
     Adam,
     /// Adam on the touched rows only (moments of other rows are left alone).
     LazyAdam,
+    /// Dense Adam's trajectory at lazy Adam's cost: a row's missed zero-gradient steps are
+    /// applied in closed form when a batch next reads it (and at the end of each epoch).
+    DeferredAdam,
     Sgd,
 }
 
@@ -73,6 +78,7 @@ impl OptimizerKind {
         match self {
             OptimizerKind::Adam => "adam",
             OptimizerKind::LazyAdam => "lazy-adam",
+            OptimizerKind::DeferredAdam => "deferred-adam",
             OptimizerKind::Sgd => "sgd",
         }
     }
@@ -93,12 +99,18 @@ pub struct Embedding {
     active_rows: Vec<u32>,
     /// Scratch: gradient slot of each row for the current step (u32::MAX: none).
     slot: Vec<u32>,
+    /// Deferred Adam: the step up to which each row (its value and moments) is current.
+    current: Vec<u32>,
+    /// Deferred Adam: gain(s) of every step taken so far (see [`replay`]; the missed steps of a
+    /// row are replayed with their own learning rates).
+    gains: Vec<f64>,
 }
 
 impl Embedding {
     pub fn new(kind: OptimizerKind, rows: usize, dim: usize) -> Self {
         let adam = kind != OptimizerKind::Sgd;
         let dense = kind == OptimizerKind::Adam;
+        let deferred = kind == OptimizerKind::DeferredAdam;
         Embedding {
             kind,
             dim,
@@ -113,13 +125,87 @@ impl Embedding {
                 Vec::new()
             },
             step: 0,
-            active: if dense { vec![false; rows] } else { Vec::new() },
+            active: if dense || deferred {
+                vec![false; rows]
+            } else {
+                Vec::new()
+            },
             active_rows: Vec::new(),
             slot: if dense {
                 vec![u32::MAX; rows]
             } else {
                 Vec::new()
             },
+            current: if deferred { vec![0; rows] } else { Vec::new() },
+            gains: Vec::new(),
+        }
+    }
+
+    /// Deferred Adam: brings `rows` (ascending, distinct) up to the last step taken, as dense
+    /// Adam would have moved them: the rows a batch is about to read, before its forward pass.
+    /// Other kinds: nothing.
+    pub fn bring_up_to_date(&mut self, emb: &mut [f32], rows: &[u32]) {
+        if self.kind != OptimizerKind::DeferredAdam {
+            return;
+        }
+        let step = self.step as u32;
+        let stale: Vec<u32> = rows
+            .iter()
+            .copied()
+            .filter(|&r| self.active[r as usize] && self.current[r as usize] < step)
+            .collect();
+        self.replay_rows(emb, &stale);
+    }
+
+    /// Whether rows must be brought up to date before a batch reads them (deferred Adam).
+    pub fn defers(&self) -> bool {
+        self.kind == OptimizerKind::DeferredAdam
+    }
+
+    /// Deferred Adam: brings every row up to the last step taken (at the end of an epoch, before
+    /// E is evaluated or kept). The rows it may change are [`Embedding::rows_to_flush`], for the
+    /// best-epoch journal to save first.
+    pub fn flush(&mut self, emb: &mut [f32]) {
+        if self.kind != OptimizerKind::DeferredAdam {
+            return;
+        }
+        let step = self.step as u32;
+        let mut stale: Vec<u32> = self
+            .active_rows
+            .iter()
+            .copied()
+            .filter(|&r| self.current[r as usize] < step)
+            .collect();
+        stale.sort_unstable();
+        self.replay_rows(emb, &stale);
+    }
+
+    /// The rows [`Embedding::flush`] may change (deferred Adam: every row ever touched).
+    pub fn rows_to_flush(&self) -> &[u32] {
+        match self.kind {
+            OptimizerKind::DeferredAdam => &self.active_rows,
+            _ => &[],
+        }
+    }
+
+    /// Replays the missed steps of `rows` (ascending, distinct), in parallel: rows are
+    /// independent, and each gets the same arithmetic whatever the thread count.
+    fn replay_rows(&mut self, emb: &mut [f32], rows: &[u32]) {
+        let (d, step) = (self.dim, self.step as u32);
+        let (p, m, v) = (
+            row_slices(emb, rows, d),
+            row_slices(&mut self.m, rows, d),
+            row_slices(&mut self.v, rows, d),
+        );
+        let (current, gains) = (&self.current, &self.gains);
+        p.into_par_iter()
+            .zip(m)
+            .zip(v)
+            .zip(rows)
+            .with_min_len(16)
+            .for_each(|(((p, m), v), &r)| replay(p, m, v, current[r as usize], step, gains));
+        for &r in rows {
+            self.current[r as usize] = step;
         }
     }
 
@@ -146,6 +232,33 @@ impl Embedding {
                 for (&r, g) in rows.iter().zip(grad.chunks_exact(d)) {
                     let p = &mut emb[r as usize * d..(r as usize + 1) * d];
                     p.iter_mut().zip(g).for_each(|(p, g)| *p -= lr * g);
+                }
+            }
+            OptimizerKind::DeferredAdam => {
+                self.step += 1;
+                self.gains.push(gain(self.step, lr));
+                let (bc1, bc2) = corrections(self.step);
+                for (&r, g) in rows.iter().zip(grad.chunks_exact(d)) {
+                    let r = r as usize;
+                    // Normally already current (the batch's rows were brought up to date before
+                    // its forward pass); replay to the previous step otherwise.
+                    if self.active[r] && self.current[r] + 1 < self.step as u32 {
+                        self.step -= 1;
+                        self.replay_rows(emb, &[r as u32]);
+                        self.step += 1;
+                    }
+                    if !self.active[r] {
+                        self.active[r] = true;
+                        self.active_rows.push(r as u32);
+                    }
+                    self.current[r] = self.step as u32;
+                    let span = r * d..(r + 1) * d;
+                    let p = &mut emb[span.clone()];
+                    let m = &mut self.m[span.clone()];
+                    let v = &mut self.v[span];
+                    for (((p, m), v), g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                        adam(p, m, v, *g, lr, bc1, bc2);
+                    }
                 }
             }
             OptimizerKind::LazyAdam => {
@@ -201,6 +314,62 @@ impl Embedding {
             }
         }
     }
+}
+
+/// Dense Adam's steps `from + 1 ..= to` with a zero gradient, in closed form. At step s = from + j
+/// the moments are β1^j·m and β2^j·v, so (ε aside) the update is
+/// (m / √v) · (β1/√β2)^j · gain(s), with gain(s) = lr_s · √(1 - β2^s) / (1 - β1^s): one scalar per
+/// step, summed in f64 until its terms stop mattering (β1/√β2 ≈ 0.9005 per step: 1e-12 after
+/// about 260 steps). Where v is 0 so is m, and dense Adam does not move the value either. ε is
+/// left out of the closed form: the difference is ε/√v̂ relative, below 1e-4 for any gradient
+/// above 1e-4.
+fn replay(p: &mut [f32], m: &mut [f32], v: &mut [f32], from: u32, to: u32, gains: &[f64]) {
+    if to <= from {
+        return;
+    }
+    let (b1, b2) = (BETA1 as f64, BETA2 as f64);
+    let ratio = b1 / b2.sqrt();
+    let mut coef = 0f64;
+    let mut decay = 1f64;
+    for gain in gains.iter().take(to as usize).skip(from as usize) {
+        decay *= ratio;
+        if decay < 1e-12 {
+            break;
+        }
+        coef += gain * decay;
+    }
+    let k = (to - from) as i32;
+    let (dm, dv) = (b1.powi(k) as f32, b2.powi(k) as f32);
+    let coef = coef as f32;
+    for ((p, m), v) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
+        if *v > 0.0 {
+            *p -= coef * *m / v.sqrt();
+        }
+        *m *= dm;
+        *v *= dv;
+    }
+}
+
+/// The rows `rows` (ascending, distinct) of a [_, d] buffer, as disjoint mutable slices.
+fn row_slices<'a>(buf: &'a mut [f32], rows: &[u32], d: usize) -> Vec<&'a mut [f32]> {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut rest = buf;
+    let mut at = 0usize;
+    for &r in rows {
+        let skip = r as usize * d - at;
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(skip);
+        let (row, tail) = tail.split_at_mut(d);
+        out.push(row);
+        rest = tail;
+        at = (r as usize + 1) * d;
+    }
+    out
+}
+
+/// gain(s) of [`replay`] for the step just taken.
+fn gain(step: i32, lr: f32) -> f64 {
+    let (b1, b2) = (BETA1 as f64, BETA2 as f64);
+    lr as f64 * (1.0 - b2.powi(step)).sqrt() / (1.0 - b1.powi(step))
 }
 
 #[cfg(test)]

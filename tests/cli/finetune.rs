@@ -201,10 +201,20 @@ fn finetune_flags_change_what_they_say() {
 #[test]
 fn finetune_optimizers_and_learning_rate_groups() {
     let sb = finetune_sandbox();
-    let lazy = finetune(&sb, "lazy.safetensors", &["--epochs", "2"]);
-    assert_eq!(lazy["optimizer"], "lazy-adam", "the default");
-    let st = read_st(&sb.path("lazy.safetensors"));
-    assert_eq!(st.meta["finetune_optimizer"], "lazy-adam");
+    let deferred = finetune(&sb, "deferred.safetensors", &["--epochs", "2"]);
+    assert_eq!(deferred["optimizer"], "deferred-adam", "the default");
+    let st = read_st(&sb.path("deferred.safetensors"));
+    assert_eq!(st.meta["finetune_optimizer"], "deferred-adam");
+    let lazy = finetune(
+        &sb,
+        "lazy.safetensors",
+        &["--epochs", "2", "--optimizer", "lazy-adam"],
+    );
+    assert_eq!(lazy["optimizer"], "lazy-adam");
+    assert_eq!(
+        read_st(&sb.path("lazy.safetensors")).meta["finetune_optimizer"],
+        "lazy-adam"
+    );
     assert_eq!(st.meta["finetune_embedding_lr"], "0.05", "defaults to --lr");
     finetune(
         &sb,
