@@ -41,15 +41,10 @@ impl Matrix<'_> {
     /// Indices of rows holding NaN or infinity in the source type itself (rows scanned in
     /// parallel). Finite f64 values beyond f32 are not counted here: they are a conversion issue.
     pub fn nonfinite_rows(&self) -> Vec<usize> {
-        let w = self.dtype.size();
         (0..self.rows)
             .into_par_iter()
             .with_min_len(1024)
-            .filter(|&i| {
-                self.row_bytes(i)
-                    .chunks_exact(w)
-                    .any(|b| !self.dtype.is_finite(b))
-            })
+            .filter(|&i| !self.dtype.all_finite(self.row_bytes(i)))
             .collect()
     }
 }
@@ -154,6 +149,10 @@ pub struct BuildOptions {
     pub vocab_rows: usize,
     /// `compose-fit`: the map applied to every composed row after the mean.
     pub compose_map: Option<std::sync::Arc<crate::compose_fit::LinearMap>>,
+    /// Measure copied rows' norms for [`BuildStats`] (the report and `--plot`). Without it (the
+    /// model directory's tensors), a copied row of the output's type is a plain byte copy, its
+    /// norm is left 0 and the copied median is not computed (unless calibrating needs it).
+    pub row_stats: bool,
 }
 
 /// What was noticed while building.
@@ -194,23 +193,27 @@ pub fn build_blocks<R: AsRef<RowSource> + Sync>(
         _ => None,
     };
     // Copied rows keep their source norms, so the calibration target is known before building.
-    let median_copied = median(
-        rows.iter()
-            .filter_map(|r| match r.as_ref() {
-                RowSource::Copy(id) => Some(*id as usize),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-            .par_iter()
-            .map_init(
-                || vec![0f32; cols],
-                |tmp, &id| {
-                    src.row_f32(id, tmp);
-                    tmp.iter().map(|v| v * v).sum::<f32>().sqrt()
-                },
-            )
-            .collect(),
-    );
+    let median_copied = if !(opts.row_stats || opts.calibrate_norm) {
+        None
+    } else {
+        median(
+            rows.iter()
+                .filter_map(|r| match r.as_ref() {
+                    RowSource::Copy(id) => Some(*id as usize),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .par_iter()
+                .map_init(
+                    || vec![0f32; cols],
+                    |tmp, &id| {
+                        src.row_f32(id, tmp);
+                        tmp.iter().map(|v| v * v).sum::<f32>().sqrt()
+                    },
+                )
+                .collect(),
+        )
+    };
     let calibrated_to = median_copied.filter(|_| opts.calibrate_norm);
     let mut norms: Vec<f32> = vec![0.0; rows.len()];
     let mut overflows: Vec<bool> = vec![false; BLOCK_ROWS.min(rows.len())];
@@ -236,6 +239,10 @@ pub fn build_blocks<R: AsRef<RowSource> + Sync>(
                     match row {
                         RowSource::Copy(id) => {
                             let id = *id as usize;
+                            if src.dtype == opts.out && !opts.row_stats {
+                                out.copy_from_slice(src.row_bytes(id));
+                                return;
+                            }
                             src.row_f32(id, acc);
                             if src.dtype == opts.out {
                                 out.copy_from_slice(src.row_bytes(id));
@@ -411,6 +418,7 @@ mod tests {
             calibrate_norm: false,
             vocab_rows: 5,
             compose_map: None,
+            row_stats: true,
         }
     }
 

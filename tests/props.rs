@@ -240,6 +240,7 @@ fn build(c: &Case, rows: &[RowSource], src: &SourceVocab) -> Built {
         calibrate_norm: c.calibrate,
         vocab_rows: src.size,
         compose_map: None,
+        row_stats: true,
     };
     let mut data = Vec::new();
     let stats = align::build_blocks(rows, m, &opts, |b| {

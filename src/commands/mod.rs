@@ -47,7 +47,7 @@ pub fn source_side(
                 "{model}: no source vocabulary (tokenizer.json or vocab.txt) beside the weights; pass --source-vocab"
             ))
         })?;
-    let vocab = vocab::load_source(&path)?;
+    let (vocab, parsed) = vocab::load_source_and_tokenizer(&path)?;
     if vocab.repeated > 0 {
         out.warn(&format!(
             "{}: {} token(s) occur on more than one line (e.g. {:?}); the last line's id is used, as transformers does",
@@ -57,10 +57,13 @@ pub fn source_side(
         ));
     }
     let config = ModelConfig::load(files.config.as_deref(), files.tokenizer_config.as_deref())?;
-    let tokenizer = match vocab.kind {
-        SourceKind::TokenizerJson => SourceTokenizer::from_file(&vocab.path, &vocab)?,
+    let tokenizer = match (vocab.kind, parsed) {
+        (SourceKind::TokenizerJson, Some(tok)) => {
+            SourceTokenizer::from_tokenizer(tok, &vocab.path, &vocab)?
+        }
+        (SourceKind::TokenizerJson, None) => SourceTokenizer::from_file(&vocab.path, &vocab)?,
         // transformers' BertTokenizer lower-cases unless told otherwise.
-        SourceKind::VocabTxt => {
+        (SourceKind::VocabTxt, _) => {
             SourceTokenizer::from_wordpiece_vocab(&vocab, config.do_lower_case.unwrap_or(true))?
         }
     };

@@ -197,6 +197,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         calibrate_norm: cfg.calibrate_norm,
         vocab_rows: source.size,
         compose_map: compose_map.clone(),
+        row_stats: true,
     };
 
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();

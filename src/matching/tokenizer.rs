@@ -38,8 +38,13 @@ pub struct SourceTokenizer {
 impl SourceTokenizer {
     /// From a tokenizer.json (padding and truncation switched off: we tokenize single words).
     pub fn from_file(path: &Path, source: &SourceVocab) -> Result<Self> {
-        let mut tok = Tokenizer::from_file(path)
+        let tok = Tokenizer::from_file(path)
             .map_err(|e| Error::file(path, format!("not a readable tokenizer.json: {e}")))?;
+        Self::from_tokenizer(tok, path, source)
+    }
+
+    /// From a tokenizer already parsed from `path`.
+    pub fn from_tokenizer(mut tok: Tokenizer, path: &Path, source: &SourceVocab) -> Result<Self> {
         tok.with_padding(None);
         tok.with_truncation(None)
             .map_err(|e| Error::file(path, e.to_string()))?;

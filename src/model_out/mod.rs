@@ -17,7 +17,7 @@ use crate::matching::{Method, Plan};
 use crate::vocab::{SourceKind, SourceVocab, TargetVocab};
 use crate::writer::Batch;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use tokenizer::Family;
 
@@ -201,10 +201,11 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
     if inp.cfg.extend {
         rows = (0..inp.emb_rows as u32).map(RowSource::Copy).collect();
         let mut next = source.size as u32;
+        let mut seen: HashSet<&str> = HashSet::new();
         for (t, r) in inp.target.tokens.iter().zip(&inp.plan.rows) {
             let known =
                 source.ids.contains_key(t) || matches!(r.method, Method::Exact | Method::Decoded);
-            if known || new_tokens.iter().any(|(n, _)| n == t) {
+            if known || !seen.insert(t.as_str()) {
                 continue;
             }
             let id = next;

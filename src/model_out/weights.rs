@@ -300,6 +300,7 @@ impl Builder<'_> {
                     } else {
                         None
                     },
+                    row_stats: false,
                     ..self.opts.clone()
                 };
                 let mut n = 0usize;
