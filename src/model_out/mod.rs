@@ -414,12 +414,14 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
     };
     batch.directory(&inp.cfg.dir, |dir| {
         let (weights, side) = std::thread::scope(|scope| {
+            // Shards are written side by side: one copying a file's tensors waits on the disk
+            // while another builds a matrix.
             let weights = scope.spawn(|| -> Result<()> {
-                for (name, idx) in &files {
+                use rayon::prelude::*;
+                files.par_iter().try_for_each(|(name, idx)| {
                     let ts: Vec<&weights::OutTensor> = idx.iter().map(|&i| &tensors[i]).collect();
-                    builder.write_file(dir, name, &ts)?;
-                }
-                Ok(())
+                    builder.write_file(dir, name, &ts)
+                })
             });
             let side = side_files();
             let weights = weights
