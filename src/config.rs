@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct TransplantConfig {
     pub model: String,
+    /// `--model` names a static word-vector file (see [`crate::vectors::sniff`]), in this format.
+    pub vectors: Option<crate::vectors::Format>,
     pub vocab: PathBuf,
     pub output: Target,
     /// False when --emit-model is given without -o: no matrix file then.
@@ -83,6 +85,11 @@ impl TransplantConfig {
         let m = Path::new(&self.model);
         if m.is_file() {
             v.push(m.to_path_buf());
+            // An .npy's word list.
+            if self.vectors == Some(crate::vectors::Format::Npy) {
+                v.push(m.with_extension("txt"));
+                v.push(m.parent().unwrap_or(Path::new(".")).join("vocab.txt"));
+            }
         } else if let Ok(dir) = std::fs::read_dir(m) {
             v.extend(dir.filter_map(|e| e.ok().map(|e| e.path())));
         }
@@ -185,6 +192,20 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
     if model.trim().is_empty() {
         return Err(Error::Usage("--model is empty".into()));
     }
+    let vectors = crate::vectors::sniff(Path::new(&model));
+    if let Some(format) = vectors {
+        static_source_flags(
+            &model,
+            format,
+            [
+                args.emit_model.is_some(),
+                args.tensor.is_some(),
+                args.source_vocab.is_some(),
+                matches!(args.init, InitArg::ComposeFit),
+                args.aux_vectors.is_some(),
+            ],
+        )?;
+    }
     let write_matrix = args.output.is_some() || args.emit_model.is_none();
     let output = Target::new(
         args.output
@@ -244,6 +265,7 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
     let hub = hub_settings(args.hub, progress)?;
     let cfg = TransplantConfig {
         model,
+        vectors,
         vocab,
         output,
         write_matrix,
@@ -288,6 +310,43 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
     Ok(cfg)
 }
 
+/// Flags that need a checkpoint are usage errors when `--model` is a static-vector file.
+fn static_source_flags(
+    model: &str,
+    format: crate::vectors::Format,
+    [emit_model, tensor, source_vocab, compose_fit, aux_vectors]: [bool; 5],
+) -> Result<()> {
+    let refused = [
+        (
+            emit_model,
+            "--emit-model needs a checkpoint (a static-vector file has no model to emit)",
+        ),
+        (
+            tensor,
+            "--tensor names a checkpoint's tensor (a static-vector file holds one matrix)",
+        ),
+        (
+            source_vocab,
+            "--source-vocab does not apply (the file's own words are the source vocabulary)",
+        ),
+        (
+            compose_fit,
+            "--init compose-fit needs a checkpoint's tokenizer to fit on (use --init compose)",
+        ),
+        (
+            aux_vectors,
+            "--aux-vectors guides a checkpoint's rows (here the static vectors are the source)",
+        ),
+    ];
+    match refused.iter().find(|(given, _)| *given) {
+        Some((_, flag)) => Err(Error::Usage(format!(
+            "--model {model} is a static word-vector file ({}): {flag}",
+            format.name()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Two flags naming the same output file.
 fn distinct(targets: &[Option<&Target>]) -> Result<()> {
     let t: Vec<&Target> = targets.iter().flatten().copied().collect();
@@ -305,6 +364,13 @@ fn distinct(targets: &[Option<&Target>]) -> Result<()> {
 }
 
 pub fn inspect(args: InspectArgs, stderr_is_terminal: bool) -> Result<InspectConfig> {
+    if let Some(format) = crate::vectors::sniff(Path::new(&args.model)) {
+        return Err(Error::Usage(format!(
+            "inspect --model {}: a static word-vector file ({}) has no tensors or tokenizer to inspect; `--model {0} --vocab V --json` with -o transplants and prints the counts",
+            args.model,
+            format.name()
+        )));
+    }
     let hub = hub_settings(args.hub, stderr_is_terminal && !args.json)?;
     Ok(InspectConfig {
         model: args.model,
@@ -317,6 +383,13 @@ pub fn inspect(args: InspectArgs, stderr_is_terminal: bool) -> Result<InspectCon
 }
 
 pub fn score(args: ScoreArgs, stderr_is_terminal: bool) -> Result<ScoreConfig> {
+    if let Some(format) = crate::vectors::sniff(Path::new(&args.model)) {
+        return Err(Error::Usage(format!(
+            "score --model {}: a static word-vector file ({}) has no tokenizer to hold tokens out of; score a checkpoint (the file can be its --aux-vectors)",
+            args.model,
+            format.name()
+        )));
+    }
     if args.sample == 0 {
         return Err(Error::Usage("--sample must be at least 1".into()));
     }

@@ -96,8 +96,15 @@ impl Output {
                 return;
             }
         }
+        let from = match &r.static_vectors {
+            Some(v) => format!(
+                "{from} ({}, {} of {} vectors kept)",
+                v.format, v.kept, v.vectors
+            ),
+            None => format!("{from} tensor {} ({})", r.tensor, r.weights_format),
+        };
         self.info(&format!(
-            "wrote {}: {} rows x {} {} | copied {} ({:.1}%), initialised {} [{}] | from {} tensor {} ({}) in {:.2}s",
+            "wrote {}: {} rows x {} {} | copied {} ({:.1}%), initialised {} [{}] | from {} in {:.2}s",
             r.output,
             r.rows,
             r.dim,
@@ -107,8 +114,6 @@ impl Output {
             r.initialised,
             counts.join(", "),
             from,
-            r.tensor,
-            r.weights_format,
             r.seconds
         ));
     }

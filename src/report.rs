@@ -57,6 +57,9 @@ pub struct TransplantReport {
     /// `--aux-vectors`: the static-vector file that guided rows (method `guided`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aux_vectors: Option<String>,
+    /// `--model` was a static word-vector file: what was read from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_vectors: Option<StaticSource>,
     /// `--init compose-fit`: the fitted map.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compose_fit: Option<crate::compose_fit::FitSummary>,
@@ -66,6 +69,20 @@ pub struct TransplantReport {
     /// `--emit-model`: what the model directory holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<crate::model_out::ModelReport>,
+}
+
+/// A static word-vector file read as the source (`--model vectors.txt`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StaticSource {
+    /// `word2vec text`, `word2vec binary` or `npy`.
+    pub format: String,
+    /// Vectors in the file.
+    pub vectors: usize,
+    /// Vectors kept: those some target token, normalised form or character needed.
+    pub kept: usize,
+    /// `.npy`: the word list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words_file: Option<String>,
 }
 
 /// One row that was not an exact copy, for `--report`.
@@ -149,15 +166,20 @@ pub fn parse_ranges(s: &str, rows: usize) -> Result<Vec<bool>, String> {
     Ok(mask)
 }
 
-/// The `--report` notes: every row that is not an exact copy, with how it was made and the source
-/// tokens it was built from.
-pub fn notes(tokens: &[String], plan: &Plan, source: &SourceVocab, fill: &str) -> Vec<RowNote> {
+/// Each source id's token (`?` for an id no token has).
+pub fn source_names(source: &SourceVocab) -> Vec<&str> {
     let mut names: Vec<&str> = vec!["?"; source.size];
     for (t, &id) in &source.ids {
         if let Some(n) = names.get_mut(id as usize) {
             *n = t;
         }
     }
+    names
+}
+
+/// The `--report` notes: every row that is not an exact copy, with how it was made and the source
+/// tokens it was built from (`names`: each source id's token).
+pub fn notes(tokens: &[String], plan: &Plan, names: &[&str], fill: &str) -> Vec<RowNote> {
     plan.rows
         .iter()
         .enumerate()

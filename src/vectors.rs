@@ -15,11 +15,15 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use unicode_normalization::UnicodeNormalization;
 
 /// The kept rows of a static-vector file.
 #[derive(Debug, Clone)]
 pub struct Vectors {
     pub path: PathBuf,
+    pub format: Format,
+    /// `.npy`: the file its words came from.
+    pub words_file: Option<PathBuf>,
     pub dim: usize,
     /// Vectors in the file (kept or not).
     pub total: usize,
@@ -31,25 +35,55 @@ pub struct Vectors {
 
 impl Vectors {
     pub fn get(&self, word: &str) -> Option<&[f32]> {
-        self.index
-            .get(word)
-            .map(|&i| &self.data[i * self.dim..(i + 1) * self.dim])
+        self.position(word).map(|i| self.row(i))
     }
 
-    /// A token's vector: the token itself, else trimmed, else lower-cased (GloVe is lower-case).
+    /// The row number of `word` among the kept rows.
+    pub fn position(&self, word: &str) -> Option<usize> {
+        self.index.get(word).copied()
+    }
+
+    /// Kept row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// A token's vector under the first of its [`Vectors::forms`] the file has.
     pub fn lookup(&self, token: &str) -> Option<&[f32]> {
-        self.get(token)
-            .or_else(|| self.get(token.trim()))
-            .or_else(|| self.get(&token.trim().to_lowercase()))
+        self.find(token).map(|(i, _)| self.row(i))
     }
 
-    /// The forms [`Vectors::lookup`] tries, for choosing which rows to keep while reading.
-    pub fn forms(token: &str) -> [String; 3] {
-        [
-            token.to_string(),
-            token.trim().to_string(),
-            token.trim().to_lowercase(),
-        ]
+    /// The kept row a token finds under its [`Vectors::forms`], and whether it was the token as
+    /// written (`true`) or a normalised form.
+    pub fn find(&self, token: &str) -> Option<(usize, bool)> {
+        if let Some(i) = self.position(token) {
+            return Some((i, true));
+        }
+        Self::forms(token)
+            .iter()
+            .skip(1)
+            .find_map(|f| self.position(f))
+            .map(|i| (i, false))
+    }
+
+    /// The forms a token is looked up under, in order, without repeats: as written; NFKC
+    /// (full-width `ＡＢＣ` -> `ABC`, as the matching of checkpoints does); trimmed; lower-cased
+    /// (GloVe is lower-case). Also the rows to keep while reading.
+    pub fn forms(token: &str) -> Vec<String> {
+        let nfkc: String = token.nfkc().collect();
+        let trimmed = nfkc.trim();
+        let mut out = vec![token.to_string()];
+        for f in [
+            nfkc.as_str(),
+            token.trim(),
+            trimmed,
+            &trimmed.to_lowercase(),
+        ] {
+            if !f.is_empty() && !out.iter().any(|o| o == f) {
+                out.push(f.to_string());
+            }
+        }
+        out
     }
 
     pub fn len(&self) -> usize {
@@ -70,6 +104,86 @@ impl Vectors {
     }
 }
 
+/// The file formats read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// word2vec / GloVe / fastText text, with or without the `count dim` header line.
+    Text,
+    /// word2vec binary: a `count dim` line, then per vector the word, a space and dim f32 LE.
+    Binary,
+    /// A 2-D `.npy` array and a word list.
+    Npy,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "word2vec text",
+            Format::Binary => "word2vec binary",
+            Format::Npy => "npy",
+        }
+    }
+
+    fn of_path(path: &Path) -> Format {
+        match extension(path).as_str() {
+            "npy" => Format::Npy,
+            "bin" => Format::Binary,
+            _ => Format::Text,
+        }
+    }
+}
+
+fn extension(path: &Path) -> String {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// Whether `--model PATH` names a static-vector file rather than a checkpoint, and which format:
+/// `.npy` always; `.txt` and `.vec` always (no checkpoint is text); `.bin` when its first line is
+/// `count dim` (a PyTorch `.bin` starts with a zip or pickle header); other names (none of
+/// `.safetensors`, `.json`, `.pt`, `.pth`, `.ckpt`) when the first line is a `count dim` header or
+/// a word followed by numbers. Directories and hub ids are never vector files.
+pub fn sniff(path: &Path) -> Option<Format> {
+    if !path.is_file() {
+        return None;
+    }
+    let head = || -> Vec<u8> {
+        let mut buf = vec![0u8; 1 << 16];
+        let n = std::fs::File::open(path)
+            .and_then(|mut f| f.read(&mut buf))
+            .unwrap_or(0);
+        buf.truncate(n);
+        buf
+    };
+    let first_line = |b: &[u8]| -> Option<String> {
+        let end = b.iter().position(|&c| c == b'\n')?;
+        std::str::from_utf8(&b[..end])
+            .ok()
+            .map(|l| l.trim_start_matches('\u{feff}').trim_end().to_string())
+    };
+    match extension(path).as_str() {
+        "npy" => Some(Format::Npy),
+        "txt" | "vec" => Some(Format::Text),
+        "bin" => first_line(&head())
+            .and_then(|l| parse_header(&l))
+            .map(|_| Format::Binary),
+        "safetensors" | "json" | "pt" | "pth" | "ckpt" => None,
+        _ => {
+            let l = first_line(&head())?;
+            let mut fields = l.split_ascii_whitespace();
+            let word = fields.next()?;
+            let nums: Vec<&str> = fields.collect();
+            let looks = parse_header(&l).is_some()
+                || (!word.is_empty()
+                    && !nums.is_empty()
+                    && nums.iter().all(|x| x.parse::<f32>().is_ok()));
+            looks.then_some(Format::Text)
+        }
+    }
+}
+
 /// Bytes read and parsed per block of a text file.
 const BLOCK: usize = 32 << 20;
 
@@ -79,21 +193,18 @@ pub fn read(path: &Path, wanted: &(dyn Fn(&str) -> bool + Sync)) -> Result<Vecto
     if f.metadata().is_ok_and(|m| m.is_dir()) {
         return Err(Error::file(path, "is a directory, not a vector file"));
     }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    match ext.as_str() {
-        "npy" => read_npy(path, f, wanted),
-        "bin" => read_binary(path, f, wanted),
-        _ => read_text(path, f, wanted),
+    match Format::of_path(path) {
+        Format::Npy => read_npy(path, f, wanted),
+        Format::Binary => read_binary(path, f, wanted),
+        Format::Text => read_text(path, f, wanted),
     }
 }
 
-fn empty(path: &Path, dim: usize) -> Vectors {
+fn empty(path: &Path, format: Format, dim: usize) -> Vectors {
     Vectors {
         path: path.to_path_buf(),
+        format,
+        words_file: None,
         dim,
         total: 0,
         words: Vec::new(),
@@ -209,7 +320,7 @@ fn read_text(
     let mut header: Option<(usize, usize)> = None;
     let mut dim: Option<usize> = None;
     let mut line_no = 0usize; // lines before the current block
-    let mut out = empty(path, 0);
+    let mut out = empty(path, Format::Text, 0);
     let mut eof = false;
     while !eof {
         let n = f.read(&mut chunk).map_err(|e| Error::io(path, e))?;
@@ -343,7 +454,7 @@ fn read_binary(
                 "a word2vec binary file starts with a `count dim` line",
             )
         })?;
-    let mut out = empty(path, dim);
+    let mut out = empty(path, Format::Binary, dim);
     let mut vals = vec![0u8; dim * 4];
     let mut v = vec![0f32; dim];
     let mut word = Vec::new();
@@ -384,8 +495,13 @@ fn read_binary(
                 ),
             )
         })?;
-        let w = String::from_utf8_lossy(&word).into_owned();
-        if wanted(&w) {
+        let Ok(w) = std::str::from_utf8(&word) else {
+            return Err(Error::file(
+                path,
+                format!("vector {}: the word is not UTF-8", k + 1),
+            ));
+        };
+        if wanted(w) {
             for (x, b) in v.iter_mut().zip(vals.chunks_exact(4)) {
                 *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
@@ -395,7 +511,7 @@ fn read_binary(
                     format!("vector {} (`{w}`) holds NaN or infinity", k + 1),
                 ));
             }
-            out.push(w, &v);
+            out.push(w.to_string(), &v);
         }
         out.total += 1;
     }
@@ -483,7 +599,8 @@ fn read_npy(
         ));
     }
     let mut r = std::io::BufReader::with_capacity(1 << 20, f);
-    let mut out = empty(path, dim);
+    let mut out = empty(path, Format::Npy, dim);
+    out.words_file = Some(words_path.clone());
     let decode = |b: &[u8]| -> f32 {
         if width == 4 {
             f32::from_le_bytes([b[0], b[1], b[2], b[3]])

@@ -6,6 +6,7 @@ pub mod finetune;
 pub mod inspect;
 pub mod score;
 pub mod transplant;
+pub mod vectors_source;
 
 use crate::error::{Error, Result};
 use crate::hub::ModelFiles;

@@ -27,6 +27,9 @@ const REPORT_SAMPLE: usize = 2000;
 const PLAUSIBLE_SIGMA: std::ops::RangeInclusive<f64> = 1e-8..=10.0;
 
 pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantReport>> {
+    if cfg.vectors.is_some() {
+        return super::vectors_source::run(cfg, out);
+    }
     let start = Instant::now();
     let mut timings: BTreeMap<String, f64> = BTreeMap::new();
     let mut lap = Instant::now();
@@ -249,46 +252,21 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         overflow_rows: 0,
         tokenizer_errors: plan.tokenizer_errors,
         aux_vectors: cfg.aux_vectors.as_ref().map(|p| p.display().to_string()),
+        static_vectors: None,
         compose_fit: compose_map.as_ref().map(|m| m.summary()),
         seconds: 0.0,
         timings: BTreeMap::new(),
         model: None,
     };
 
-    let copied_rows = report::ranges(
-        plan.rows
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.source.is_copy())
-            .map(|(i, _)| i),
-    );
-    let meta = metadata(&report, &copied_rows);
+    let meta = metadata(&report, &copied_rows_of(&plan));
     // The matrix is built block by block straight into the output's temp file.
-    let mut stats = align::BuildStats::default();
     let mut batch = Batch::new();
-    if cfg.write_matrix {
-        let bar = out.bytes_bar(
-            cfg.progress,
-            (rows * emb.cols * out_dtype.size()) as u64,
-            &format!(
-                "writing {}",
-                cfg.output
-                    .path
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-            ),
-        );
-        batch.matrix(&cfg.output, out_dtype, [rows, emb.cols], &meta, |w| {
-            stats = align::build_blocks(&plan.rows, src, &opts, |block| {
-                w.write_all(block)?;
-                bar.inc(block.len() as u64);
-                Ok(())
-            })?;
-            Ok(())
-        })?;
-        bar.finish_and_clear();
-    }
+    let stats = if cfg.write_matrix {
+        stage_matrix(cfg, out, &plan, src, &opts, &meta, &mut batch)?
+    } else {
+        align::BuildStats::default()
+    };
     if let Some(emit) = &cfg.emit {
         // The model directory reads the embedding again through its own map.
         emb.release();
@@ -311,20 +289,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         report.model = Some(model);
         mark("write_model");
     }
-    if stats.overflow_rows > 0 {
-        let msg = format!(
-            "{} row(s) overflow to infinity as {}",
-            stats.overflow_rows,
-            out_dtype.name()
-        );
-        if cfg.strict {
-            return Err(Error::file(&cfg.output.path, msg));
-        }
-        out.warn(&format!("{}: {msg}", cfg.output.path.display()));
-    }
-    report.overflow_rows = stats.overflow_rows;
-    report.median_norm_copied = stats.median_norm_copied;
-    report.median_norm_initialised = stats.median_norm_initialised;
+    record_stats(&mut report, &stats);
     mark("build_and_write_output");
     // The report says how well the chosen method rebuilds rows the model knows.
     let held_out = match &cfg.report {
@@ -369,21 +334,109 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     mark("held_out_score");
     report.timings = timings;
     report.seconds = start.elapsed().as_secs_f64();
+    let names = report::source_names(&source);
+    stage_extras(
+        cfg,
+        &report,
+        held_out.as_ref(),
+        (&target.tokens, &plan, &names),
+        &stats,
+        &mut batch,
+    )?;
+    Ok(Staged { report, batch })
+}
+
+/// Row indices copied from the source, as `a-b,c` ranges (the `copied_rows` metadata).
+pub(super) fn copied_rows_of(plan: &matching::Plan) -> String {
+    report::ranges(
+        plan.rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.source.is_copy())
+            .map(|(i, _)| i),
+    )
+}
+
+/// Stages the `-o` matrix, built block by block from `src` into the output's temp file. Rows
+/// that overflow the output type are an error with `--strict`, else a warning.
+pub(super) fn stage_matrix(
+    cfg: &TransplantConfig,
+    out: &Output,
+    plan: &matching::Plan,
+    src: Matrix<'_>,
+    opts: &BuildOptions,
+    meta: &BTreeMap<String, String>,
+    batch: &mut Batch,
+) -> Result<align::BuildStats> {
+    let rows = plan.rows.len();
+    let bar = out.bytes_bar(
+        cfg.progress,
+        (rows * src.cols * opts.out.size()) as u64,
+        &format!(
+            "writing {}",
+            cfg.output
+                .path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+        ),
+    );
+    let mut stats = align::BuildStats::default();
+    batch.matrix(&cfg.output, opts.out, [rows, src.cols], meta, |w| {
+        stats = align::build_blocks(&plan.rows, src, opts, |block| {
+            w.write_all(block)?;
+            bar.inc(block.len() as u64);
+            Ok(())
+        })?;
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    if stats.overflow_rows > 0 {
+        let msg = format!(
+            "{} row(s) overflow to infinity as {}",
+            stats.overflow_rows,
+            opts.out.name()
+        );
+        if cfg.strict {
+            return Err(Error::file(&cfg.output.path, msg));
+        }
+        out.warn(&format!("{}: {msg}", cfg.output.path.display()));
+    }
+    Ok(stats)
+}
+
+/// What building noticed, into the summary.
+pub(super) fn record_stats(report: &mut TransplantReport, stats: &align::BuildStats) {
+    report.overflow_rows = stats.overflow_rows;
+    report.median_norm_copied = stats.median_norm_copied;
+    report.median_norm_initialised = stats.median_norm_initialised;
+}
+
+/// Stages `--report` (the summary, the held-out score and a note per row that is not an exact
+/// copy, its pieces named by `names`) and `--plot`.
+pub(super) fn stage_extras(
+    cfg: &TransplantConfig,
+    report: &TransplantReport,
+    held_out: Option<&ReportScore>,
+    (tokens, plan, names): (&[String], &matching::Plan, &[&str]),
+    stats: &align::BuildStats,
+    batch: &mut Batch,
+) -> Result<()> {
     if let Some(report_target) = &cfg.report {
-        let notes = report::notes(&target.tokens, &plan, &source, fill_name);
+        let notes = report::notes(tokens, plan, names, &report.fill);
         let doc = ReportFile {
-            summary: &report,
-            score: held_out.as_ref(),
+            summary: report,
+            score: held_out,
             rows: &notes,
         };
         batch.json(report_target, &doc)?;
     }
     if let Some(plot_target) = &cfg.plot {
-        let picture = plot::row_norms_svg(&norm_plot(&report, &plan, &stats, fill_name))
+        let picture = plot::row_norms_svg(&norm_plot(report, plan, stats, &report.fill))
             .map_err(|msg| Error::file(&plot_target.path, msg))?;
         batch.file(plot_target, None, |w| w.write_all(picture.as_bytes()))?;
     }
-    Ok(Staged { report, batch })
+    Ok(())
 }
 
 /// `--aux-vectors`: every row that is not a copy and whose token the static file knows becomes
@@ -470,7 +523,7 @@ fn norm_plot(
 }
 
 /// The output's `__metadata__`: strings only, sorted when written.
-fn metadata(r: &TransplantReport, copied_rows: &str) -> BTreeMap<String, String> {
+pub(super) fn metadata(r: &TransplantReport, copied_rows: &str) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     let mut put = |k: &str, v: String| {
         m.insert(k.to_string(), v);
@@ -487,7 +540,13 @@ fn metadata(r: &TransplantReport, copied_rows: &str) -> BTreeMap<String, String>
     if let Some(c) = &r.source.commit {
         put("source_commit", c.clone());
     }
-    put("source_tensor", r.tensor.clone());
+    match &r.static_vectors {
+        None => put("source_tensor", r.tensor.clone()),
+        Some(v) => {
+            put("source_format", v.format.clone());
+            put("source_vectors_kept", v.kept.to_string());
+        }
+    }
     put("source_dtype", r.source_dtype.clone());
     put(
         "source_shape",

@@ -5,6 +5,7 @@
 //! tokenizer; else the fill method. Every row records its method for counts and reports.
 
 pub mod holdout;
+pub mod statics;
 mod tokenizer;
 
 pub use tokenizer::{SourceTokenizer, Style};

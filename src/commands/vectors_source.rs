@@ -1,0 +1,181 @@
+//! The transplant from a static word-vector file (`--model vectors.txt`, `.vec`, word2vec `.bin`,
+//! `.npy` + word list). The file is streamed once and only the rows some target token needs (the
+//! token, its normalised forms, a Chinese word's characters) are kept; those kept rows are the
+//! source matrix that the plan, the build and the writer of every transplant run on.
+
+use super::transplant::{copied_rows_of, metadata, record_stats, stage_extras, stage_matrix};
+use super::Staged;
+use crate::align::{self, BuildOptions, Fill, FillKind, Matrix};
+use crate::config::TransplantConfig;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::hub::Provenance;
+use crate::matching::{statics, Style};
+use crate::output::Output;
+use crate::quality::ReportScore;
+use crate::report::{StaticSource, TransplantReport};
+use crate::vectors;
+use crate::vocab;
+use crate::writer::Batch;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantReport>> {
+    let start = Instant::now();
+    let mut timings: BTreeMap<String, f64> = BTreeMap::new();
+    let mut lap = Instant::now();
+    let mut mark = |name: &str| {
+        timings.insert(name.to_string(), lap.elapsed().as_secs_f64());
+        lap = Instant::now();
+    };
+    let target = vocab::read_target(&cfg.vocab)?;
+    super::warn_target(out, &target);
+    mark("read_target_vocab");
+    let path = Path::new(&cfg.model);
+    let compose = cfg.init.composes();
+    let wanted = statics::wanted(&target.tokens, compose);
+    let spin = out.spinner(
+        cfg.progress,
+        &format!(
+            "reading {}",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ),
+    );
+    let vectors = vectors::read(path, &|w: &str| wanted.contains(w))?;
+    spin.finish_and_clear();
+    drop(wanted);
+    mark("read_vectors");
+    if vectors.is_empty() {
+        return Err(Error::file(
+            path,
+            format!(
+                "none of the {} target tokens (nor a normalised form{}) has a vector among its {}: nothing to transplant",
+                target.tokens.len(),
+                if compose { ", nor a Chinese word's characters" } else { "" },
+                vectors.total
+            ),
+        ));
+    }
+    let plan = statics::plan(&target.tokens, &|t: &str| vectors.find(t), compose);
+    mark("match_and_compose");
+
+    let src = Matrix {
+        dtype: DType::F32,
+        rows: vectors.len(),
+        cols: vectors.dim,
+        data: bytemuck::cast_slice(&vectors.data),
+    };
+    let out_dtype = cfg.dtype.unwrap_or(DType::F32);
+    let fill_kind = cfg.init.fill();
+    let fill_name = fill_kind.name();
+    let (fill, sigma, sigma_from) = match fill_kind {
+        FillKind::Random => {
+            let s = align::std_of(src, src.rows);
+            (
+                Fill::Random { sigma: s },
+                Some(s),
+                Some("std of the vectors read (the kept rows)".to_string()),
+            )
+        }
+        FillKind::Zeros => (Fill::Zeros, None, None),
+        FillKind::Mean => (Fill::Mean, None, None),
+    };
+    let opts = BuildOptions {
+        out: out_dtype,
+        fill,
+        seed: cfg.seed,
+        calibrate_norm: cfg.calibrate_norm,
+        vocab_rows: src.rows,
+        compose_map: None,
+    };
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &plan.rows {
+        *counts.entry(r.method.name(fill_name)).or_default() += 1;
+    }
+    let copied = plan.copied();
+    let rows = plan.rows.len();
+    let words_file = vectors
+        .words_file
+        .as_ref()
+        .map(|p| p.display().to_string());
+    let mut report = TransplantReport {
+        output: cfg.output.path.display().to_string(),
+        source: Provenance {
+            kind: "local",
+            model: cfg.model.clone(),
+            revision: None,
+            commit: None,
+        },
+        weights: path.display().to_string(),
+        weights_format: vectors.format.name().to_string(),
+        tensor: String::new(),
+        tensor_rule: "static word vectors".to_string(),
+        source_shape: [vectors.total, vectors.dim],
+        source_dtype: DType::F32.name().to_string(),
+        source_vocab: words_file.clone().unwrap_or_else(|| cfg.model.clone()),
+        source_vocab_size: vectors.total,
+        target_vocab: target.origin.clone(),
+        target_vocab_sha256: target.sha256.clone(),
+        rows,
+        dim: vectors.dim,
+        dtype: out_dtype.name().to_string(),
+        copied,
+        initialised: rows - copied,
+        coverage_percent: if rows == 0 {
+            0.0
+        } else {
+            100.0 * copied as f64 / rows as f64
+        },
+        counts,
+        init: cfg.init.name().to_string(),
+        fill: fill_name.to_string(),
+        source_tokenizer: Style::Other,
+        seed: cfg.seed,
+        sigma,
+        sigma_from,
+        calibrate_norm: cfg.calibrate_norm,
+        median_norm_copied: None,
+        median_norm_initialised: None,
+        duplicate_lines: target.duplicates,
+        nonfinite_source_rows: 0,
+        overflow_rows: 0,
+        tokenizer_errors: 0,
+        aux_vectors: None,
+        static_vectors: Some(StaticSource {
+            format: vectors.format.name().to_string(),
+            vectors: vectors.total,
+            kept: vectors.len(),
+            words_file,
+        }),
+        compose_fit: None,
+        seconds: 0.0,
+        timings: BTreeMap::new(),
+        model: None,
+    };
+    let meta = metadata(&report, &copied_rows_of(&plan));
+    let mut batch = Batch::new();
+    let stats = stage_matrix(cfg, out, &plan, src, &opts, &meta, &mut batch)?;
+    record_stats(&mut report, &stats);
+    mark("build_and_write_output");
+    // No tokenizer to rebuild without held-out tokens: the report says so instead of a score.
+    let held_out = cfg.report.as_ref().map(|_| ReportScore {
+        scored: 0,
+        in_target: None,
+        seed: cfg.seed,
+        score: None,
+        note: Some("no held-out score for a static-vector source".into()),
+    });
+    report.timings = timings;
+    report.seconds = start.elapsed().as_secs_f64();
+    let names: Vec<&str> = vectors.words.iter().map(String::as_str).collect();
+    stage_extras(
+        cfg,
+        &report,
+        held_out.as_ref(),
+        (&target.tokens, &plan, &names),
+        &stats,
+        &mut batch,
+    )?;
+    Ok(Staged { report, batch })
+}
