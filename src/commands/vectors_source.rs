@@ -95,10 +95,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     }
     let copied = plan.copied();
     let rows = plan.rows.len();
-    let words_file = vectors
-        .words_file
-        .as_ref()
-        .map(|p| p.display().to_string());
+    let words_file = vectors.words_file.as_ref().map(|p| p.display().to_string());
     let mut report = TransplantReport {
         output: cfg.output.path.display().to_string(),
         source: Provenance {

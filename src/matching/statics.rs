@@ -29,9 +29,7 @@ pub fn is_han(c: char) -> bool {
 pub fn han_chars(token: &str) -> Option<Vec<String>> {
     let n: String = token.nfkc().collect();
     let chars: Vec<String> = n.trim().chars().map(String::from).collect();
-    let all_han = chars
-        .iter()
-        .all(|c| c.chars().next().is_some_and(is_han));
+    let all_han = chars.iter().all(|c| c.chars().next().is_some_and(is_han));
     (chars.len() >= 2 && all_han).then_some(chars)
 }
 
@@ -126,14 +124,26 @@ mod tests {
         let words = ["apple", "Apple", "中", "国", "人", "abc"];
         let find = finder(&words);
         let tokens: Vec<String> = [
-            "Apple", "APPLE", "ＡＢＣ", " abc", "中国", "中国人民", "人", "xyzzy", "民主", "中x",
+            "Apple",
+            "APPLE",
+            "ＡＢＣ",
+            " abc",
+            "中国",
+            "中国人民",
+            "人",
+            "xyzzy",
+            "民主",
+            "中x",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         let p = plan(&tokens, &find, true);
-        let got: Vec<(Method, RowSource)> =
-            p.rows.iter().map(|r| (r.method, r.source.clone())).collect();
+        let got: Vec<(Method, RowSource)> = p
+            .rows
+            .iter()
+            .map(|r| (r.method, r.source.clone()))
+            .collect();
         use RowSource::*;
         assert_eq!(
             got,

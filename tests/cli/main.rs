@@ -17,3 +17,4 @@ mod plot;
 mod score;
 mod signals;
 mod transplant;
+mod vectors;
