@@ -363,7 +363,12 @@ proptest! {
         }
         prop_assert_eq!(counts.iter().sum::<usize>(), c.target.len());
         // A note for every row that is not an exact copy, in order, naming its line and token.
-        let notes = embed_transplant::report::notes(&c.target, &plan, &src, "random");
+        let notes = embed_transplant::report::notes(
+            &c.target,
+            &plan,
+            &embed_transplant::report::source_names(&src),
+            "random",
+        );
         prop_assert_eq!(counts[0] + notes.len(), c.target.len());
         let non_exact: Vec<(usize, &String)> = c
             .target

@@ -101,7 +101,7 @@ fn static_vectors_are_a_source_exact_normalised_composed_and_filled() {
     assert_eq!(out_row(&st, 7), row_of("the"));
     // Chinese words: the mean of the characters the file has (民 is missing).
     let mean = |chars: &[&str]| -> Vec<f32> {
-        let mut acc = vec![0f32; DIM];
+        let mut acc = [0f32; DIM];
         for c in chars {
             for (a, x) in acc.iter_mut().zip(row_of(c)) {
                 *a += x;
