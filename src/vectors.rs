@@ -184,8 +184,11 @@ pub fn sniff(path: &Path) -> Option<Format> {
     }
 }
 
-/// Bytes read and parsed per block of a text file.
-const BLOCK: usize = 32 << 20;
+/// Bytes of a text file parsed per round: the mapped pages of one round are all this process
+/// holds of the file (they are released before the next round).
+const ROUND: usize = 16 << 20;
+/// Longest line accepted (a file without line ends is not a vector file).
+const MAX_LINE: usize = 32 << 20;
 
 /// Reads the rows of `path` whose word `wanted` accepts.
 pub fn read(path: &Path, wanted: &(dyn Fn(&str) -> bool + Sync)) -> Result<Vectors> {
@@ -196,7 +199,10 @@ pub fn read(path: &Path, wanted: &(dyn Fn(&str) -> bool + Sync)) -> Result<Vecto
     match Format::of_path(path) {
         Format::Npy => read_npy(path, f, wanted),
         Format::Binary => read_binary(path, f, wanted),
-        Format::Text => read_text(path, f, wanted),
+        Format::Text => {
+            drop(f);
+            read_text(path, wanted, ROUND)
+        }
     }
 }
 
@@ -231,11 +237,34 @@ fn parse_header(line: &str) -> Option<(usize, usize)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
-/// What one block of lines gave: lines seen, rows kept, and the first error (by local line).
+/// What one piece of lines gave: lines seen, rows kept, and the first error (by local line).
 struct BlockOut {
     lines: usize,
     kept: Vec<(String, Vec<f32>)>,
     error: Option<(usize, String)>,
+}
+
+/// How many bytes of `hay` equal `b`, in 32-byte strides with byte counters (which the compiler
+/// turns into vector compares): a line's field count is checked on every row, so this runs over
+/// the whole file.
+fn count_byte(hay: &[u8], b: u8) -> usize {
+    let mut total = 0usize;
+    let mut chunks = hay.chunks_exact(32);
+    let mut acc = [0u8; 32];
+    let mut n = 0;
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += u8::from(x == b);
+        }
+        n += 1;
+        if n == 255 {
+            total += acc.iter().map(|&a| a as usize).sum::<usize>();
+            acc = [0; 32];
+            n = 0;
+        }
+    }
+    total += acc.iter().map(|&a| a as usize).sum::<usize>();
+    total + chunks.remainder().iter().filter(|&&x| x == b).count()
 }
 
 fn parse_block(block: &[u8], dim: usize, wanted: &(dyn Fn(&str) -> bool + Sync)) -> BlockOut {
@@ -244,7 +273,19 @@ fn parse_block(block: &[u8], dim: usize, wanted: &(dyn Fn(&str) -> bool + Sync))
         kept: Vec::new(),
         error: None,
     };
-    for raw in block.split(|&b| b == b'\n') {
+    // Lines as `split(b'\n')` gives them (an empty block is one empty line), found with memchr.
+    let mut rest = Some(block);
+    while let Some(r) = rest {
+        let raw = match memchr::memchr(b'\n', r) {
+            Some(p) => {
+                rest = Some(&r[p + 1..]);
+                &r[..p]
+            }
+            None => {
+                rest = None;
+                r
+            }
+        };
         out.lines += 1;
         let mut line = raw;
         while let Some((&last, rest)) = line.split_last() {
@@ -259,12 +300,12 @@ fn parse_block(block: &[u8], dim: usize, wanted: &(dyn Fn(&str) -> bool + Sync))
             out.error = fail("empty line".into());
             return out;
         }
-        let Some(sp) = line.iter().position(|&b| b == b' ') else {
+        let Some(sp) = memchr::memchr(b' ', line) else {
             out.error = fail(format!("a word and no values (expected {dim})"));
             return out;
         };
         let (word, values) = (&line[..sp], &line[sp + 1..]);
-        let fields = values.iter().filter(|&&b| b == b' ').count() + 1;
+        let fields = count_byte(values, b' ') + 1;
         let fields = if fields == dim {
             fields
         } else {
@@ -309,94 +350,75 @@ fn parse_block(block: &[u8], dim: usize, wanted: &(dyn Fn(&str) -> bool + Sync))
     out
 }
 
+/// The text format, memory-mapped: each round of [`ROUND`] bytes is cut at line ends into a
+/// few pieces per thread, parsed in parallel, merged in file order, and its pages released.
 fn read_text(
     path: &Path,
-    mut f: std::fs::File,
     wanted: &(dyn Fn(&str) -> bool + Sync),
+    round: usize,
 ) -> Result<Vectors> {
-    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + (1 << 16));
-    let mut carry: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; BLOCK];
-    let mut header: Option<(usize, usize)> = None;
-    let mut dim: Option<usize> = None;
-    let mut line_no = 0usize; // lines before the current block
+    let map = crate::checkpoint::map_file(path).map_err(|e| match e {
+        Error::File { .. } => Error::file(path, "holds no vectors"),
+        e => e,
+    })?;
+    let data: &[u8] = &map;
     let mut out = empty(path, Format::Text, 0);
-    let mut eof = false;
-    while !eof {
-        let n = f.read(&mut chunk).map_err(|e| Error::io(path, e))?;
-        eof = n == 0;
-        buf.clear();
-        buf.append(&mut carry);
-        buf.extend_from_slice(&chunk[..n]);
-        // Whole lines only; the tail waits for the next read.
-        let end = if eof {
-            buf.len()
+    // The first line: a header, or the first vector (which sets the dimension).
+    let first_end = memchr::memchr(b'\n', data).unwrap_or(data.len());
+    if first_end > MAX_LINE {
+        return Err(line_err(path, 1, "a line over 32 MiB: not a vector file"));
+    }
+    let first = String::from_utf8_lossy(&data[..first_end]);
+    let first = first.trim_start_matches('\u{feff}');
+    let (header, dim, mut pos, mut line_no) = match parse_header(first) {
+        Some((_, 0)) => return Err(line_err(path, 1, "the header says dimension 0")),
+        Some((count, d)) => (Some(count), d, (first_end + 1).min(data.len()), 1),
+        None => {
+            let fields = first.split_ascii_whitespace().count();
+            if fields < 2 {
+                return Err(line_err(
+                    path,
+                    1,
+                    "neither a `count dim` header nor a word followed by its values",
+                ));
+            }
+            // The BOM is not part of the first word.
+            let bom = if data.starts_with("\u{feff}".as_bytes()) { 3 } else { 0 };
+            (None, fields - 1, bom, 0)
+        }
+    };
+    out.dim = dim;
+    // Rounds end at a line end, which they leave out: a final line end closes the last line and
+    // opens no empty one, while an empty line anywhere (also last) is a piece's empty line.
+    let end = data.len();
+    let parts = rayon::current_num_threads().max(1) * 4;
+    while pos < end {
+        let round_end = cut(data, pos, (pos + round).min(end), end)
+            .ok_or_else(|| too_long(path, data, pos, line_no))?;
+        let round_end = if round_end == end && data[end - 1] == b'\n' {
+            end - 1
         } else {
-            buf.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1)
+            round_end
         };
-        carry.extend_from_slice(&buf[end..]);
-        if carry.len() > BLOCK {
-            return Err(line_err(
-                path,
-                line_no + 1,
-                "a line over 32 MiB: not a vector file",
-            ));
-        }
-        if end == 0 {
-            continue;
-        }
-        let mut body = &buf[..end];
-        if let Some(stripped) = body.strip_suffix(b"\n") {
-            body = stripped;
-        }
-        if body.is_empty() {
-            continue;
-        }
-        if dim.is_none() {
-            // The first line: a header, or the first vector (which sets the dimension).
-            let first_end = body.iter().position(|&b| b == b'\n').unwrap_or(body.len());
-            let first = String::from_utf8_lossy(&body[..first_end]);
-            let first = first.trim_start_matches('\u{feff}');
-            if let Some((count, d)) = parse_header(first) {
-                if d == 0 {
-                    return Err(line_err(path, 1, "the header says dimension 0"));
-                }
-                header = Some((count, d));
-                dim = Some(d);
-                line_no = 1;
-                body = body.get(first_end + 1..).unwrap_or(&[]);
+        let body = &data[pos..round_end];
+        let piece = (body.len() / parts).max(round.min(1 << 16));
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(parts + 1);
+        let mut at = 0;
+        loop {
+            let next = if body.len() - at <= piece {
+                body.len()
             } else {
-                let fields = first.split_ascii_whitespace().count();
-                if fields < 2 {
-                    return Err(line_err(
-                        path,
-                        1,
-                        "neither a `count dim` header nor a word followed by its values",
-                    ));
-                }
-                dim = Some(fields - 1);
-            }
-            if body.is_empty() {
-                continue;
-            }
-        }
-        let d = dim.unwrap_or(0);
-        // Split the block at line ends into one piece per worker.
-        let parts = rayon::current_num_threads().max(1) * 4;
-        let mut pieces: Vec<&[u8]> = Vec::with_capacity(parts);
-        let mut rest = body;
-        while !rest.is_empty() {
-            let target = (body.len() / parts).max(1 << 16).min(rest.len());
-            let cut = match rest[target..].iter().position(|&b| b == b'\n') {
-                Some(p) => target + p,
-                None => rest.len(),
+                cut(body, at, at + piece, body.len()).unwrap_or(body.len())
             };
-            pieces.push(&rest[..cut]);
-            rest = rest.get(cut + 1..).unwrap_or(&[]);
+            pieces.push(&body[at..next]);
+            if next >= body.len() {
+                break;
+            }
+            at = next + 1;
         }
         let results: Vec<BlockOut> = pieces
             .par_iter()
-            .map(|p| parse_block(p, d, wanted))
+            .map(|p| parse_block(p, dim, wanted))
             .collect();
         for r in results {
             if let Some((local, msg)) = r.error {
@@ -408,9 +430,10 @@ fn read_text(
             line_no += r.lines;
             out.total += r.lines;
         }
+        crate::checkpoint::release_range(&map, pos, round_end - pos);
+        pos = round_end + 1;
     }
-    out.dim = dim.unwrap_or(0);
-    if let Some((count, _)) = header {
+    if let Some(count) = header {
         if count != out.total {
             return Err(Error::file(
                 path,
@@ -425,6 +448,27 @@ fn read_text(
         return Err(Error::file(path, "holds no vectors"));
     }
     Ok(out)
+}
+
+/// The first line end at or after `target` (at most `limit`; `limit` itself when the line runs
+/// to it), or None when the line from `from` is longer than [`MAX_LINE`].
+fn cut(data: &[u8], from: usize, target: usize, limit: usize) -> Option<usize> {
+    let target = target.min(limit);
+    let window = &data[target..limit.min(target.max(from) + MAX_LINE)];
+    match memchr::memchr(b'\n', window) {
+        Some(p) => Some(target + p),
+        None if limit - target <= MAX_LINE => Some(limit),
+        None => None,
+    }
+}
+
+fn too_long(path: &Path, data: &[u8], pos: usize, line_no: usize) -> Error {
+    let upto = &data[pos..(pos + ROUND).min(data.len())];
+    line_err(
+        path,
+        line_no + 1 + count_byte(upto, b'\n'),
+        "a line over 32 MiB: not a vector file",
+    )
 }
 
 fn read_binary(
@@ -739,6 +783,57 @@ mod tests {
         assert!(e.contains("ends in vector 1"), "{e}");
         let e = err("nowords.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f4'}");
         assert!(e.contains("no shape"), "{e}");
+    }
+
+    #[test]
+    fn rounds_and_pieces_keep_lines_and_their_numbers() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = String::new();
+        for i in 0..300 {
+            s.push_str(&format!("w{i} {i} 2.5\r\n"));
+        }
+        let all_rows = |v: &Vectors| {
+            assert_eq!((v.total, v.len(), v.dim), (300, 300, 2));
+            for i in [0usize, 1, 137, 299] {
+                assert_eq!(v.get(&format!("w{i}")).unwrap(), &[i as f32, 2.5]);
+            }
+        };
+        // Rounds and pieces of every size, with and without a header, BOM or final line end.
+        for text in [
+            s.clone(),
+            format!("300 2\n{s}"),
+            format!("\u{feff}{s}"),
+            s.trim_end().to_string(),
+        ] {
+            let p = write(d.path(), "r.txt", text.as_bytes());
+            for round in [1, 7, 64, 1000, 1 << 20] {
+                all_rows(&read_text(&p, &all, round).unwrap());
+            }
+        }
+        // An empty line (also right at a round's cut) or at the end is an error naming it.
+        for (text, line) in [
+            (format!("{s}\n"), 301),
+            (format!("a 1 2\n\n{s}"), 2),
+            (s.replacen("w5 5 2.5\r\n", "\n", 1), 6),
+        ] {
+            let p = write(d.path(), "e.txt", text.as_bytes());
+            for round in [1, 5, 6, 7, 13, 1 << 20] {
+                let e = match read_text(&p, &all, round) {
+                    Ok(v) => panic!("round {round} line {line}: read {} lines", v.total),
+                    Err(e) => e.to_string(),
+                };
+                assert!(e.ends_with(&format!("line {line}: empty line")), "{round}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn count_byte_counts() {
+        let hay: Vec<u8> = (0..20_000u32).map(|i| if i % 7 == 0 { b' ' } else { b'x' }).collect();
+        for len in [0, 1, 31, 32, 33, 8160, 8161, 20_000] {
+            let want = hay[..len].iter().filter(|&&b| b == b' ').count();
+            assert_eq!(count_byte(&hay[..len], b' '), want, "{len}");
+        }
     }
 
     #[test]

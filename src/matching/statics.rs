@@ -8,7 +8,7 @@ use super::{Method, Plan, Row};
 use crate::align::RowSource;
 use crate::vectors::Vectors;
 use rayon::prelude::*;
-use std::collections::HashSet;
+use ahash::AHashSet as HashSet;
 use unicode_normalization::UnicodeNormalization;
 
 /// A CJK unified or compatibility ideograph (the blocks and extensions through G, and U+3007 〇).
@@ -36,7 +36,7 @@ pub fn han_chars(token: &str) -> Option<Vec<String>> {
 /// Every word the reader must keep for these target tokens: their forms and, when composing, the
 /// forms of a Chinese word's characters.
 pub fn wanted(tokens: &[String], compose: bool) -> HashSet<String> {
-    let mut set = HashSet::new();
+    let mut set = HashSet::default();
     for t in tokens {
         set.extend(Vectors::forms(t));
         if compose {
