@@ -104,6 +104,43 @@ impl Vectors {
     }
 }
 
+/// The words a reader keeps: a set, with a bit filter in front of it so that the millions of
+/// words nobody wants are turned away by one hash and one bit (a set lookup misses the cache on
+/// most of them).
+pub struct Wanted {
+    set: ahash::AHashSet<String>,
+    bits: Vec<u64>,
+    hasher: ahash::RandomState,
+}
+
+impl Wanted {
+    pub fn new(words: impl IntoIterator<Item = String>) -> Self {
+        let set: ahash::AHashSet<String> = words.into_iter().collect();
+        // About 16 bits per word: a few percent of unwanted words reach the set.
+        let n = (set.len() * 16).next_power_of_two().max(64);
+        let hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
+        let mut bits = vec![0u64; n / 64];
+        for w in &set {
+            let h = hasher.hash_one(w.as_str()) as usize & (n - 1);
+            bits[h / 64] |= 1 << (h % 64);
+        }
+        Wanted { set, bits, hasher }
+    }
+
+    pub fn contains(&self, word: &str) -> bool {
+        let h = self.hasher.hash_one(word) as usize & (self.bits.len() * 64 - 1);
+        self.bits[h / 64] & (1 << (h % 64)) != 0 && self.set.contains(word)
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
 /// The file formats read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -331,11 +368,9 @@ fn parse_block(block: &[u8], dim: usize, wanted: &(dyn Fn(&str) -> bool + Sync))
             .split(|b| b.is_ascii_whitespace())
             .filter(|s| !s.is_empty())
         {
-            match std::str::from_utf8(s)
-                .ok()
-                .and_then(|t| t.parse::<f32>().ok())
-            {
-                Some(x) if x.is_finite() => v.push(x),
+            // Correctly rounded, as `str::parse::<f32>`, straight from the bytes.
+            match fast_float2::parse::<f32, _>(s) {
+                Ok(x) if x.is_finite() => v.push(x),
                 _ => {
                     out.error = fail(format!(
                         "`{}` is not a finite number",
@@ -352,11 +387,7 @@ fn parse_block(block: &[u8], dim: usize, wanted: &(dyn Fn(&str) -> bool + Sync))
 
 /// The text format, memory-mapped: each round of [`ROUND`] bytes is cut at line ends into a
 /// few pieces per thread, parsed in parallel, merged in file order, and its pages released.
-fn read_text(
-    path: &Path,
-    wanted: &(dyn Fn(&str) -> bool + Sync),
-    round: usize,
-) -> Result<Vectors> {
+fn read_text(path: &Path, wanted: &(dyn Fn(&str) -> bool + Sync), round: usize) -> Result<Vectors> {
     let map = crate::checkpoint::map_file(path).map_err(|e| match e {
         Error::File { .. } => Error::file(path, "holds no vectors"),
         e => e,
@@ -383,7 +414,11 @@ fn read_text(
                 ));
             }
             // The BOM is not part of the first word.
-            let bom = if data.starts_with("\u{feff}".as_bytes()) { 3 } else { 0 };
+            let bom = if data.starts_with("\u{feff}".as_bytes()) {
+                3
+            } else {
+                0
+            };
             (None, fields - 1, bom, 0)
         }
     };
@@ -822,14 +857,63 @@ mod tests {
                     Ok(v) => panic!("round {round} line {line}: read {} lines", v.total),
                     Err(e) => e.to_string(),
                 };
-                assert!(e.ends_with(&format!("line {line}: empty line")), "{round}: {e}");
+                assert!(
+                    e.ends_with(&format!("line {line}: empty line")),
+                    "{round}: {e}"
+                );
             }
         }
     }
 
     #[test]
+    fn wanted_keeps_exactly_its_words() {
+        let words: Vec<String> = (0..5000).map(|i| format!("w{i}")).collect();
+        let w = Wanted::new(words.iter().cloned());
+        assert_eq!(w.len(), 5000);
+        assert!(words.iter().all(|x| w.contains(x)));
+        assert!((5000..50_000).all(|i| !w.contains(&format!("w{i}"))));
+        assert!(!Wanted::new(Vec::new()).contains(""));
+    }
+
+    #[test]
+    fn numbers_parse_as_rust_does() {
+        for s in [
+            "0.5",
+            "-1",
+            "1e-3",
+            "+2.25",
+            ".5",
+            "5.",
+            "-0",
+            "3.4028235e38",
+            "1e-45",
+        ] {
+            let text = format!("a {s}\n");
+            let d = tempfile::tempdir().unwrap();
+            let p = write(d.path(), "n.txt", text.as_bytes());
+            let v = read(&p, &all).unwrap();
+            assert_eq!(
+                v.get("a").unwrap()[0].to_bits(),
+                s.parse::<f32>().unwrap().to_bits(),
+                "{s}"
+            );
+        }
+        for s in ["nan", "inf", "-infinity", "1e39", "1,5", "0x10", "--1"] {
+            let d = tempfile::tempdir().unwrap();
+            let p = write(d.path(), "n.txt", format!("a {s}\n").as_bytes());
+            let e = read(&p, &all).unwrap_err().to_string();
+            assert!(
+                e.ends_with(&format!("line 1: `{s}` is not a finite number")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn count_byte_counts() {
-        let hay: Vec<u8> = (0..20_000u32).map(|i| if i % 7 == 0 { b' ' } else { b'x' }).collect();
+        let hay: Vec<u8> = (0..20_000u32)
+            .map(|i| if i % 7 == 0 { b' ' } else { b'x' })
+            .collect();
         for len in [0, 1, 31, 32, 33, 8160, 8161, 20_000] {
             let want = hay[..len].iter().filter(|&&b| b == b' ').count();
             assert_eq!(count_byte(&hay[..len], b' '), want, "{len}");

@@ -40,15 +40,28 @@ pub enum Method {
     Zeros,
     /// Static vectors as a guide ([`crate::guide`]); composition where the token has none.
     Guide,
+    /// Variants of compose: pieces weighted by their length in characters.
+    ComposeLength,
+    /// Pieces weighted 1/(position + 1): the first piece (the stem) counts most.
+    ComposePosition,
+    /// The mean's deviation from the vocabulary mean μ rescaled to the vocabulary's median
+    /// deviation: μ + (m − μ) · median|r − μ| / |m − μ|.
+    ComposeCentred,
+    /// The common direction removed: m − μ.
+    ComposeDecentred,
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 9] = [
         Method::Compose,
         Method::ComposeFit,
         Method::Mean,
         Method::Random,
         Method::Zeros,
+        Method::ComposeLength,
+        Method::ComposePosition,
+        Method::ComposeCentred,
+        Method::ComposeDecentred,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +72,10 @@ impl Method {
             Method::Random => "random",
             Method::Zeros => "zeros",
             Method::Guide => "guide",
+            Method::ComposeLength => "compose-length",
+            Method::ComposePosition => "compose-position",
+            Method::ComposeCentred => "compose-centred",
+            Method::ComposeDecentred => "compose-decentred",
         }
     }
 
@@ -174,8 +191,7 @@ pub fn run(cfg: &ScoreConfig, out: &Output) -> Result<ScoreReport> {
     let cands = holdout::candidates(&side.tokenizer, side.vocab.size);
     let vectors = match &cfg.aux_vectors {
         Some(p) => {
-            let wanted: HashSet<String> =
-                cands.iter().flat_map(|c| Vectors::forms(&c.text)).collect();
+            let wanted = vectors::Wanted::new(cands.iter().flat_map(|c| Vectors::forms(&c.text)));
             Some(vectors::read(p, &|w: &str| wanted.contains(w))?)
         }
         None => None,
@@ -381,6 +397,62 @@ pub fn evaluate(
                     .collect()
             }
             Method::Zeros => vec![0.0; held.len() * d],
+            Method::ComposeLength | Method::ComposePosition => {
+                let mut out = vec![0f32; held.len() * d];
+                let mut tmp = vec![0f32; d];
+                for (h, o) in held.iter().zip(out.chunks_exact_mut(d.max(1))) {
+                    let w: Vec<f32> = h
+                        .pieces
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &p)| {
+                            if m == Method::ComposePosition {
+                                1.0 / (i as f32 + 1.0)
+                            } else {
+                                let t = tok.token(p).unwrap_or_default();
+                                let t = t
+                                    .trim_start_matches("##")
+                                    .trim_start_matches(['\u{2581}', '\u{120}']);
+                                t.chars().count().max(1) as f32
+                            }
+                        })
+                        .collect();
+                    let total: f32 = w.iter().sum();
+                    for (&p, wt) in h.pieces.iter().zip(&w) {
+                        src.row_f32(p as usize, &mut tmp);
+                        o.iter_mut()
+                            .zip(&tmp)
+                            .for_each(|(a, t)| *a += wt / total * t);
+                    }
+                }
+                out
+            }
+            Method::ComposeCentred | Method::ComposeDecentred => {
+                let mu = align::mean_row(src, vocab_rows);
+                let mut out = means.clone();
+                let mut tmp = vec![0f32; d];
+                let mut devs: Vec<f32> = (0..vocab_rows.min(src.rows))
+                    .map(|i| {
+                        src.row_f32(i, &mut tmp);
+                        tmp.iter()
+                            .zip(&mu)
+                            .map(|(a, b)| (a - b) * (a - b))
+                            .sum::<f32>()
+                            .sqrt()
+                    })
+                    .collect();
+                devs.sort_by(|a, b| a.total_cmp(b));
+                let target = devs.get(devs.len() / 2).copied().unwrap_or(0.0);
+                for o in out.chunks_exact_mut(d.max(1)) {
+                    o.iter_mut().zip(&mu).for_each(|(a, b)| *a -= b);
+                    if m == Method::ComposeCentred {
+                        let n = o.iter().map(|a| a * a).sum::<f32>().sqrt();
+                        let s = if n > 0.0 { target / n } else { 1.0 };
+                        o.iter_mut().zip(&mu).for_each(|(a, b)| *a = *a * s + b);
+                    }
+                }
+                out
+            }
             Method::Guide => {
                 let Some(g) = &opts.guide else { continue };
                 let mut preds = means.clone();

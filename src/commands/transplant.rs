@@ -452,12 +452,13 @@ fn guide_rows(
     let open: Vec<usize> = (0..tokens.len())
         .filter(|&i| !plan.rows[i].source.is_copy())
         .collect();
-    let wanted: HashSet<String> = cands
-        .iter()
-        .map(|c| c.text.as_str())
-        .chain(open.iter().map(|&i| tokens[i].as_str()))
-        .flat_map(Vectors::forms)
-        .collect();
+    let wanted = vectors::Wanted::new(
+        cands
+            .iter()
+            .map(|c| c.text.as_str())
+            .chain(open.iter().map(|&i| tokens[i].as_str()))
+            .flat_map(Vectors::forms),
+    );
     let vectors = vectors::read(path, &|w: &str| wanted.contains(w))?;
     let anchors = score::anchors(&cands, &vectors);
     let with: Vec<usize> = open

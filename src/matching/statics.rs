@@ -7,8 +7,8 @@
 use super::{Method, Plan, Row};
 use crate::align::RowSource;
 use crate::vectors::Vectors;
+use crate::vectors::Wanted;
 use rayon::prelude::*;
-use ahash::AHashSet as HashSet;
 use unicode_normalization::UnicodeNormalization;
 
 /// A CJK unified or compatibility ideograph (the blocks and extensions through G, and U+3007 〇).
@@ -35,17 +35,20 @@ pub fn han_chars(token: &str) -> Option<Vec<String>> {
 
 /// Every word the reader must keep for these target tokens: their forms and, when composing, the
 /// forms of a Chinese word's characters.
-pub fn wanted(tokens: &[String], compose: bool) -> HashSet<String> {
-    let mut set = HashSet::default();
-    for t in tokens {
-        set.extend(Vectors::forms(t));
-        if compose {
-            for c in han_chars(t).unwrap_or_default() {
-                set.extend(Vectors::forms(&c));
-            }
-        }
-    }
-    set
+pub fn wanted(tokens: &[String], compose: bool) -> Wanted {
+    Wanted::new(tokens.iter().flat_map(|t| {
+        let chars = if compose {
+            han_chars(t).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Vectors::forms(t).into_iter().chain(
+            chars
+                .iter()
+                .flat_map(|c| Vectors::forms(c))
+                .collect::<Vec<_>>(),
+        )
+    }))
 }
 
 /// One row per target token, in target order. `find` gives a token's kept row and whether it was

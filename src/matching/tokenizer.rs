@@ -125,6 +125,11 @@ impl SourceTokenizer {
     }
 
     /// The tokenizers-crate tokenizer inside (for rebuilding it without some tokens).
+    /// A source token's string as the vocabulary stores it (`##ing`, `▁the`, `Ġhello`).
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.tok.id_to_token(id)
+    }
+
     pub(super) fn inner(&self) -> &Tokenizer {
         &self.tok
     }

@@ -208,9 +208,11 @@ fn fills_follow_init_and_dtype_converts() {
         assert!((*got as f64 - want).abs() < 1e-6, "{got} {want}");
     }
     assert_eq!(st.meta["source_vectors_kept"], "4");
-    // f16 output.
-    let st = run(&["--dtype", "f16"], "h.safetensors");
+    // f16 output, and the picture of row norms.
+    let st = run(&["--dtype", "f16", "--plot", "p.svg"], "h.safetensors");
     assert_eq!(st.tensors["weight"].0, "F16");
+    let svg = std::fs::read_to_string(sb.path("p.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("composed"), "{svg}");
     // Another seed: other random rows, the same copies.
     let a = run(&["--seed", "1"], "s1.safetensors");
     let b = run(&["--seed", "2"], "s2.safetensors");
