@@ -12,8 +12,12 @@ use std::collections::HashSet;
 pub const TOP_K: usize = 10;
 /// Softmax temperature over cosine similarities.
 pub const TEMPERATURE: f32 = 0.1;
-/// Queries per matrix product (bounds memory: 1024 x anchors similarities).
+/// Queries per matrix product, at most.
 const QUERY_BLOCK: usize = 1024;
+/// Similarities per matrix product, at most (8 MB of f32; the product's copies hold a few times
+/// this): a static file that shares tens of thousands of words with the source vocabulary gives
+/// that many anchors, and 1024 queries against them would hold hundreds of MB.
+const SIMS_BUDGET: usize = 2 << 20;
 
 /// Tokens in both spaces: their source row and their unit-length static vector.
 pub struct Anchors {
@@ -66,7 +70,8 @@ impl Anchors {
     ) -> Result<Vec<Vec<(usize, f32)>>> {
         let d = self.dim;
         let mut out = Vec::with_capacity(queries.len() / d.max(1));
-        for block in queries.chunks(QUERY_BLOCK * d.max(1)) {
+        let per_block = (SIMS_BUDGET / self.len().max(1)).clamp(1, QUERY_BLOCK);
+        for block in queries.chunks(per_block * d.max(1)) {
             let mut q = block.to_vec();
             q.chunks_exact_mut(d.max(1)).for_each(unit);
             let sims = matmul_t(&q, &self.vecs, d)?;
