@@ -81,6 +81,8 @@ pub enum Init {
     Compose,
     /// Compose, then the fitted map ([`crate::compose_fit`]).
     ComposeFit,
+    /// Compose with each piece weighted by its length.
+    ComposeLength,
     /// Every such row gets the fill.
     Fill(FillKind),
 }
@@ -90,6 +92,7 @@ impl Init {
         match self {
             Init::Compose => "compose",
             Init::ComposeFit => "compose-fit",
+            Init::ComposeLength => "compose-length",
             Init::Fill(f) => f.name(),
         }
     }
@@ -97,14 +100,14 @@ impl Init {
     /// What rows with nothing to copy or compose get.
     pub fn fill(self) -> FillKind {
         match self {
-            Init::Compose | Init::ComposeFit => FillKind::Random,
+            Init::Compose | Init::ComposeFit | Init::ComposeLength => FillKind::Random,
             Init::Fill(f) => f,
         }
     }
 
     /// Whether out-of-vocabulary tokens are composed from their pieces.
     pub fn composes(self) -> bool {
-        matches!(self, Init::Compose | Init::ComposeFit)
+        matches!(self, Init::Compose | Init::ComposeFit | Init::ComposeLength)
     }
 }
 

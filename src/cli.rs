@@ -143,6 +143,9 @@ pub enum InitArg {
     /// compose, then an affine map fitted by ridge regression on the source's own multi-piece
     /// tokens (mean of pieces -> true row; lambda by a held-out split).
     ComposeFit,
+    /// compose with each piece weighted by its length (bytes of its text, without the `##`,
+    /// `▁` or `Ġ` marker): a held-out score win over the plain mean on all-MiniLM-L6-v2.
+    ComposeLength,
     /// N(0, sigma): sigma is config.json's initializer_range, else the source matrix's std.
     Random,
     /// All zeros.

@@ -275,6 +275,7 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
         init: match args.init {
             InitArg::Compose => Init::Compose,
             InitArg::ComposeFit => Init::ComposeFit,
+            InitArg::ComposeLength => Init::ComposeLength,
             InitArg::Random => Init::Fill(FillKind::Random),
             InitArg::Zeros => Init::Fill(FillKind::Zeros),
             InitArg::Mean => Init::Fill(FillKind::Mean),

@@ -40,28 +40,19 @@ pub enum Method {
     Zeros,
     /// Static vectors as a guide ([`crate::guide`]); composition where the token has none.
     Guide,
-    /// Variants of compose: pieces weighted by their length in characters.
+    /// Compose with pieces weighted by length
+    /// ([`crate::matching::SourceTokenizer::length_weights`]).
     ComposeLength,
-    /// Pieces weighted 1/(position + 1): the first piece (the stem) counts most.
-    ComposePosition,
-    /// The mean's deviation from the vocabulary mean μ rescaled to the vocabulary's median
-    /// deviation: μ + (m − μ) · median|r − μ| / |m − μ|.
-    ComposeCentred,
-    /// The common direction removed: m − μ.
-    ComposeDecentred,
 }
 
 impl Method {
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 6] = [
         Method::Compose,
+        Method::ComposeLength,
         Method::ComposeFit,
         Method::Mean,
         Method::Random,
         Method::Zeros,
-        Method::ComposeLength,
-        Method::ComposePosition,
-        Method::ComposeCentred,
-        Method::ComposeDecentred,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,9 +64,6 @@ impl Method {
             Method::Zeros => "zeros",
             Method::Guide => "guide",
             Method::ComposeLength => "compose-length",
-            Method::ComposePosition => "compose-position",
-            Method::ComposeCentred => "compose-centred",
-            Method::ComposeDecentred => "compose-decentred",
         }
     }
 
@@ -84,6 +72,7 @@ impl Method {
         match init {
             align::Init::Compose => Method::Compose,
             align::Init::ComposeFit => Method::ComposeFit,
+            align::Init::ComposeLength => Method::ComposeLength,
             align::Init::Fill(align::FillKind::Mean) => Method::Mean,
             align::Init::Fill(align::FillKind::Random) => Method::Random,
             align::Init::Fill(align::FillKind::Zeros) => Method::Zeros,
@@ -397,58 +386,13 @@ pub fn evaluate(
                     .collect()
             }
             Method::Zeros => vec![0.0; held.len() * d],
-            Method::ComposeLength | Method::ComposePosition => {
+            Method::ComposeLength => {
                 let mut out = vec![0f32; held.len() * d];
                 let mut tmp = vec![0f32; d];
                 for (h, o) in held.iter().zip(out.chunks_exact_mut(d.max(1))) {
-                    let w: Vec<f32> = h
-                        .pieces
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &p)| {
-                            if m == Method::ComposePosition {
-                                1.0 / (i as f32 + 1.0)
-                            } else {
-                                let t = tok.token(p).unwrap_or_default();
-                                let t = t
-                                    .trim_start_matches("##")
-                                    .trim_start_matches(['\u{2581}', '\u{120}']);
-                                t.chars().count().max(1) as f32
-                            }
-                        })
-                        .collect();
-                    let total: f32 = w.iter().sum();
-                    for (&p, wt) in h.pieces.iter().zip(&w) {
+                    for (&p, w) in h.pieces.iter().zip(tok.length_weights(&h.pieces)) {
                         src.row_f32(p as usize, &mut tmp);
-                        o.iter_mut()
-                            .zip(&tmp)
-                            .for_each(|(a, t)| *a += wt / total * t);
-                    }
-                }
-                out
-            }
-            Method::ComposeCentred | Method::ComposeDecentred => {
-                let mu = align::mean_row(src, vocab_rows);
-                let mut out = means.clone();
-                let mut tmp = vec![0f32; d];
-                let mut devs: Vec<f32> = (0..vocab_rows.min(src.rows))
-                    .map(|i| {
-                        src.row_f32(i, &mut tmp);
-                        tmp.iter()
-                            .zip(&mu)
-                            .map(|(a, b)| (a - b) * (a - b))
-                            .sum::<f32>()
-                            .sqrt()
-                    })
-                    .collect();
-                devs.sort_by(|a, b| a.total_cmp(b));
-                let target = devs.get(devs.len() / 2).copied().unwrap_or(0.0);
-                for o in out.chunks_exact_mut(d.max(1)) {
-                    o.iter_mut().zip(&mu).for_each(|(a, b)| *a -= b);
-                    if m == Method::ComposeCentred {
-                        let n = o.iter().map(|a| a * a).sum::<f32>().sqrt();
-                        let s = if n > 0.0 { target / n } else { 1.0 };
-                        o.iter_mut().zip(&mu).for_each(|(a, b)| *a = *a * s + b);
+                        o.iter_mut().zip(&tmp).for_each(|(a, t)| *a += w * t);
                     }
                 }
                 out

@@ -164,6 +164,15 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         ));
     }
     let mut plan = plan;
+    if cfg.init == Init::ComposeLength {
+        // The pieces' rows weighted by their lengths (the report shows each piece's weight).
+        for row in plan.rows.iter_mut() {
+            if let align::RowSource::Composed(ids) = &row.source {
+                let w = tokenizer.length_weights(ids);
+                row.source = align::RowSource::Weighted(ids.iter().copied().zip(w).collect());
+            }
+        }
+    }
     if let Some(path) = &cfg.aux_vectors {
         guide_rows(&mut plan, &target.tokens, &tokenizer, source.size, path)?;
         mark("aux_vectors");

@@ -125,9 +125,25 @@ impl SourceTokenizer {
     }
 
     /// The tokenizers-crate tokenizer inside (for rebuilding it without some tokens).
-    /// A source token's string as the vocabulary stores it (`##ing`, `▁the`, `Ġhello`).
-    pub fn token(&self, id: u32) -> Option<String> {
-        self.tok.id_to_token(id)
+    /// Each piece's share of a length-weighted composition: its length in bytes of text (a
+    /// byte-level token's characters each stand for one byte), the `##`, `▁` or `Ġ` marker left
+    /// out, at least 1; the shares sum to 1.
+    pub fn length_weights(&self, ids: &[u32]) -> Vec<f32> {
+        let lens: Vec<f32> = ids
+            .iter()
+            .map(|&id| {
+                let t = self.tok.id_to_token(id).unwrap_or_default();
+                let n = match self.style {
+                    Style::WordPiece => t.strip_prefix("##").unwrap_or(&t).len(),
+                    Style::SentencePiece => t.strip_prefix('\u{2581}').unwrap_or(&t).len(),
+                    Style::ByteLevel => t.strip_prefix('\u{120}').unwrap_or(&t).chars().count(),
+                    Style::Other => t.len(),
+                };
+                n.max(1) as f32
+            })
+            .collect();
+        let total: f32 = lens.iter().sum();
+        lens.iter().map(|l| l / total).collect()
     }
 
     pub(super) fn inner(&self) -> &Tokenizer {

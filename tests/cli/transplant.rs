@@ -225,6 +225,45 @@ fn compose_english_word_from_wordpieces() {
 }
 
 #[test]
+fn compose_length_weights_pieces_by_their_length() {
+    let dir = fixtures().join("tiny-bert-uncased");
+    let (summary, report, st) = run_tokens(
+        &dir,
+        "hyperparameter\nembeddings\n",
+        &["--init", "compose-length"],
+    );
+    assert_eq!(summary["counts"]["composed"], 2);
+    assert_eq!(summary["init"], "compose-length");
+    assert_eq!(report["score"]["score"]["method"], "compose-length");
+    // hyper (5) + para (4) + meter (5); em (2) + bed (3) + ding (4) + s (1).
+    assert_eq!(
+        report["rows"][0]["pieces"],
+        serde_json::json!(["hyper:0.357", "##para:0.286", "##meter:0.357"])
+    );
+    assert_eq!(
+        report["rows"][1]["pieces"],
+        serde_json::json!(["em:0.200", "##bed:0.300", "##ding:0.400", "##s:0.100"])
+    );
+    let (ids, src, dim) = source_rows(&dir, "embeddings.word_embeddings.weight");
+    for (row, pieces) in [
+        (0, &[("hyper", 5.0), ("##para", 4.0), ("##meter", 5.0)][..]),
+        (
+            1,
+            &[("em", 2.0), ("##bed", 3.0), ("##ding", 4.0), ("##s", 1.0)][..],
+        ),
+    ] {
+        let total: f64 = pieces.iter().map(|p| p.1).sum();
+        for (c, got) in out_row(&st, row).iter().enumerate() {
+            let want: f64 = pieces
+                .iter()
+                .map(|(p, l)| l / total * src[ids[*p] * dim + c] as f64)
+                .sum();
+            assert!((*got as f64 - want).abs() < 1e-6, "row {row} col {c}");
+        }
+    }
+}
+
+#[test]
 fn normalised_and_continuation_matches() {
     let dir = fixtures().join("tiny-bert-uncased");
     let (summary, report, st) = run_tokens(
