@@ -76,13 +76,17 @@ impl Anchors {
             q.chunks_exact_mut(d.max(1)).for_each(unit);
             let sims = matmul_t(&q, &self.vecs, d)?;
             let a = self.len();
+            // One scratch list of every anchor's similarity, reused: each query keeps only its
+            // top k (a list per query with room for every anchor held GBs at 30k queries).
+            let mut best: Vec<(usize, f32)> = Vec::with_capacity(a);
             for row in sims.chunks(a.max(1)).take(block.len() / d.max(1)) {
-                let mut best: Vec<(usize, f32)> = row
-                    .iter()
-                    .enumerate()
-                    .filter(|(k, _)| !exclude.contains(&self.ids[*k]))
-                    .map(|(k, s)| (k, *s))
-                    .collect();
+                best.clear();
+                best.extend(
+                    row.iter()
+                        .enumerate()
+                        .filter(|(k, _)| !exclude.contains(&self.ids[*k]))
+                        .map(|(k, s)| (k, *s)),
+                );
                 let k = TOP_K.min(best.len());
                 if k == 0 {
                     out.push(Vec::new());
@@ -98,7 +102,7 @@ impl Anchors {
                     total += b.1;
                 }
                 best.iter_mut().for_each(|b| b.1 /= total);
-                out.push(best);
+                out.push(best.clone());
             }
         }
         Ok(out)

@@ -134,12 +134,12 @@ impl Output {
             r.model, r.scored, r.source_shape[0], r.source_shape[1], r.seed
         )];
         lines.push(format!(
-            "{:<12} {:>11} {:>7} {:>7} {:>11} {:>10}",
+            "{:<14} {:>11} {:>7} {:>7} {:>11} {:>10}",
             "method", "mean cosine", "top-1", "top-10", "median rank", "norm ratio"
         ));
         for s in &r.scores {
             lines.push(format!(
-                "{:<12} {:>11.3} {:>6.1}% {:>6.1}% {:>11} {:>10.2}",
+                "{:<14} {:>11.3} {:>6.1}% {:>6.1}% {:>11} {:>10.2}",
                 s.method,
                 s.mean_cosine,
                 100.0 * s.top1,
