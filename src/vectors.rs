@@ -1,12 +1,15 @@
 //! Static word vectors (word2vec, GloVe, fastText, Tencent AI Lab): text with or without the
-//! `count dim` header line, word2vec binary, and `.npy` with a word list. Files are streamed in
-//! blocks and only the rows a caller wants are kept; text blocks are parsed in parallel.
+//! `count dim` header line, word2vec binary, and `.npy` with a word list; also which `--model`
+//! paths are such files ([`sniff`]). Only the rows a caller wants ([`Wanted`]) are kept. Text is
+//! memory-mapped and parsed in rounds of 16 MB, each cut at line ends into pieces parsed in
+//! parallel and its pages released before the next (the reused checkpoint map helpers); binary
+//! and `.npy` are read through a buffer.
 //!
 //! Every text line's field count is checked (a ragged row is an error naming its line), but the
 //! values are parsed only on the rows that are kept: a bad number in a row nobody needs is not
 //! noticed. A header's count and dimension are checked against the file.
 //!
-//! `.npy` (a 2-D `<f4` or `<f8` array, C order) takes its words, one per line, from the file
+//! `.npy` (a 2-D `<f4` or `<f8` array, C or Fortran order) takes its words, one per line, from the file
 //! with the same name and `.txt` in place of `.npy` (`glove.npy` -> `glove.txt`), else
 //! `vocab.txt` beside it.
 
