@@ -88,6 +88,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         calibrate_norm: cfg.calibrate_norm,
         vocab_rows: src.rows,
         compose_map: None,
+        row_stats: true,
     };
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for r in &plan.rows {
