@@ -35,6 +35,8 @@ pub struct ModelReport {
     pub kept_special: Vec<String>,
     pub padding_rows: usize,
     pub tokenizer: Family,
+    /// --extend: how the new tokens went into the tokenizer.
+    pub extension: Option<tokenizer::Extension>,
     /// No separate output head was written (tied to the embedding, or none).
     pub tied: bool,
     pub routing: weights::Routing,
@@ -324,6 +326,8 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         opts: inp.opts.clone(),
     };
 
+    let extension = (inp.cfg.extend && inp.target_tokenizer.is_none())
+        .then(|| tokenizer::extension_for(&tj, new_tokens.first().map(|(_, id)| *id)));
     let mut doc: BTreeMap<String, Value> = inp
         .provenance
         .iter()
@@ -338,6 +342,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         kept_special: kept_special.clone(),
         padding_rows,
         tokenizer: family,
+        extension,
         tied,
         routing,
         weight_files: files.iter().map(|(n, _)| n.clone()).collect(),
@@ -360,8 +365,8 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                 .map(|s| (s.clone(), token_ids[s]))
                 .collect();
             tokenizer::append_special(&mut tj, &kept);
-        } else if inp.cfg.extend {
-            tokenizer::extend(&mut tj, &new_tokens);
+        } else if let Some(kind) = extension {
+            tokenizer::extend(&mut tj, &new_tokens, kind);
         } else {
             tokenizer::replace(
                 &mut tj,

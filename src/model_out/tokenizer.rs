@@ -304,8 +304,88 @@ fn repoint_post_processor(pp: &mut Value, ids: &HashMap<String, u32>) -> Result<
     Ok(())
 }
 
-/// Appends `new` (token, id) as non-special added tokens.
-pub fn extend(tj: &mut Value, new: &[(String, u32)]) {
+/// How `--extend` put the new tokens into the tokenizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Extension {
+    /// Added (non-special) tokens, matched before pre-tokenisation.
+    AddedTokens,
+    /// Added tokens, and also WordPiece vocabulary entries (so vocab.txt has every row).
+    WordPieceAndAddedTokens,
+    /// SentencePiece Unigram pieces appended to the model's vocabulary, scored by
+    /// [`extension_score`].
+    UnigramPieces,
+}
+
+/// The score of a piece `--extend` appends to a Unigram model: the highest score among the
+/// source's ordinary pieces (added tokens such as `<s>` score 0 and are left out). Scores are log
+/// probabilities (negative), so any split of the new piece into two or more pieces sums lower: the
+/// word is one token wherever its own span is in question.
+fn extension_score(tj: &Value) -> Option<f64> {
+    let added: std::collections::HashSet<&str> = tj
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.get("content").and_then(Value::as_str))
+        .collect();
+    tj.pointer("/model/vocab")?
+        .as_array()?
+        .iter()
+        .filter_map(|e| Some((e.get(0)?.as_str()?, e.get(1)?.as_f64()?)))
+        .filter(|(p, s)| !added.contains(p) && *s < 0.0)
+        .map(|(_, s)| s)
+        .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))))
+}
+
+/// How `--extend` puts new tokens into `tj` (the first new id is `first`):
+///
+/// - SentencePiece Unigram: appended to the model's pieces (when the piece list ends where the
+///   new ids start), so the normaliser and the Metaspace pre-tokeniser treat them as they treat
+///   every piece: no stray `▁` before a new word or in front of the text after it, which added
+///   tokens give (Metaspace prepends `▁` to every segment an added token leaves), and decoding
+///   gives back the text.
+/// - WordPiece: added tokens (BERT's normaliser spaces CJK characters out, so a multi-character
+///   Chinese word is only ever matched as an added token), and vocabulary entries too, so that
+///   vocab.txt lists every row.
+/// - Anything else (byte-level BPE): added tokens.
+pub fn extension_for(tj: &Value, first: Option<u32>) -> Extension {
+    match family(tj) {
+        Family::Unigram => {
+            let pieces = tj.pointer("/model/vocab").and_then(Value::as_array);
+            match (pieces, extension_score(tj)) {
+                (Some(p), Some(_)) if first.is_none_or(|f| f as usize == p.len()) => {
+                    Extension::UnigramPieces
+                }
+                _ => Extension::AddedTokens,
+            }
+        }
+        Family::WordPiece if tj.pointer("/model/vocab").is_some_and(Value::is_object) => {
+            Extension::WordPieceAndAddedTokens
+        }
+        _ => Extension::AddedTokens,
+    }
+}
+
+/// `--extend`: puts `new` (token, id; ids consecutive from the source's size) into the tokenizer
+/// as [`extension_for`] decided, so that text containing them tokenizes to them.
+pub fn extend(tj: &mut Value, new: &[(String, u32)], kind: Extension) {
+    if kind == Extension::UnigramPieces {
+        let score = extension_score(tj).unwrap_or(0.0);
+        if let Some(vocab) = tj.pointer_mut("/model/vocab").and_then(Value::as_array_mut) {
+            for (t, _) in new {
+                vocab.push(json!([t, score]));
+            }
+        }
+        return;
+    }
+    if kind == Extension::WordPieceAndAddedTokens {
+        if let Some(vocab) = tj.pointer_mut("/model/vocab").and_then(Value::as_object_mut) {
+            for (t, id) in new {
+                vocab.entry(t.clone()).or_insert_with(|| json!(id));
+            }
+        }
+    }
     let mut added = tj
         .get("added_tokens")
         .and_then(Value::as_array)

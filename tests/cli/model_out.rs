@@ -611,3 +611,126 @@ fn tying_follows_the_bytes_when_the_config_is_silent() {
     assert!(weights(&sb.path("qwen")).contains_key("lm_head.weight"));
     assert!(!weights(&sb.path("legacy")).contains_key("cls.predictions.decoder.weight"));
 }
+
+/// `--extend` on WordPiece sources (tokenizer.json, and the legacy .bin with vocab.txt only):
+/// every old id, row and bias entry is the source's; new words are appended in file order, listed
+/// in vocab.txt, and one token each, also inside unspaced Chinese text.
+#[test]
+fn bert_wordpiece_sources_are_extended() {
+    let sb = Sandbox::new();
+    for (name, src) in [
+        ("st", bert_dir()),
+        ("legacy", fixture("tiny-bert-chinese-legacy")),
+    ] {
+        sb.transplant(&src)
+            .args(["--emit-model", name, "-q", "--extend"])
+            .assert()
+            .success();
+        let dir = sb.path(name);
+        let src_vocab = lines(&src.join("vocab.txt"));
+        let target = lines(&target_vocab());
+        let new: Vec<&String> = target
+            .iter()
+            .filter(|t| !src_vocab.contains(t))
+            .collect();
+        assert!(new.len() > 1000, "{}", new.len());
+        // vocab.txt: the source's lines, then the new words in target order.
+        let v = lines(&dir.join("vocab.txt"));
+        assert_eq!(v[..21128], src_vocab[..], "{name}");
+        assert_eq!(v[21128..].iter().collect::<Vec<_>>(), new, "{name}");
+        let cfg = json(&dir.join("config.json"));
+        assert_eq!(cfg["vocab_size"], 21128 + new.len());
+        assert_eq!(cfg["pad_token_id"], 0);
+        let tj = json(&dir.join("tokenizer.json"));
+        let row = 21128 + new.iter().position(|t| *t == "人工智能").unwrap();
+        assert!(tj["added_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["content"] == "人工智能" && a["id"] == row && a["special"] == false));
+        assert_eq!(tj["model"]["vocab"]["人工智能"], row);
+        assert_eq!(tj["post_processor"]["special_tokens"]["[CLS]"]["ids"][0], 101);
+        let out = weights(&dir);
+        let src_w = read_st(&bert_dir().join("model.safetensors")).tensors;
+        let emb = "bert.embeddings.word_embeddings.weight";
+        assert_eq!(rows(&out[emb])[..21128], rows(&src_w[emb])[..], "{name}");
+        let bias = &out["cls.predictions.bias"];
+        assert_eq!(bias.1, vec![21128 + new.len()]);
+        assert_eq!(bias.2[..21128 * 4], src_w["cls.predictions.bias"].2[..]);
+        let prov = json(&dir.join("transplant.json"));
+        assert_eq!(prov["emit_model"]["extension"], "word_piece_and_added_tokens");
+        check_in_python(
+            &src,
+            &dir,
+            serde_json::json!({"mode": "extend", "text": "中 国 人 的 大 学", "new_words": ["人工智能", "中国", "大学"]}),
+        );
+    }
+}
+
+/// `--extend` on a SentencePiece Unigram source (XLM-R): new words become Unigram pieces after
+/// the old ones, so the Metaspace pre-tokeniser treats them like every piece: one token inside
+/// unspaced text, a `▁word` piece after a space, and decoding gives the text back.
+#[test]
+fn xlmr_unigram_source_is_extended_with_pieces() {
+    let sb = Sandbox::new();
+    // 我们 and ▁我们 are source pieces (not new); ▁新词 is spelled as a word-initial piece.
+    std::fs::write(
+        sb.path("v.txt"),
+        "人工智能\n我们\n我爱\n\u{2581}我们\n大学生\n\u{2581}新词\n",
+    )
+    .unwrap();
+    let src = fixture("tiny-xlmr");
+    sb.cmd()
+        .arg("-m")
+        .arg(&src)
+        .args(["-v", "v.txt", "--emit-model", "out", "-q", "--extend"])
+        .assert()
+        .success();
+    let dir = sb.path("out");
+    let tj = json(&dir.join("tokenizer.json"));
+    let src_tj = json(&src.join("tokenizer.json"));
+    let (vocab, sv) = (
+        tj["model"]["vocab"].as_array().unwrap(),
+        src_tj["model"]["vocab"].as_array().unwrap(),
+    );
+    assert_eq!(vocab[..sv.len()], sv[..], "old pieces and scores unchanged");
+    let new: Vec<&str> = vocab[sv.len()..]
+        .iter()
+        .map(|e| e[0].as_str().unwrap())
+        .collect();
+    assert_eq!(new, ["人工智能", "我爱", "大学生", "\u{2581}新词"]);
+    // Every new piece scores the best ordinary source score (',' at -3.46 here).
+    let best = sv
+        .iter()
+        .map(|e| e[1].as_f64().unwrap())
+        .filter(|s| *s < 0.0)
+        .fold(f64::MIN, f64::max);
+    assert!(vocab[sv.len()..]
+        .iter()
+        .all(|e| e[1].as_f64() == Some(best)));
+    assert_eq!(
+        tj["added_tokens"], src_tj["added_tokens"],
+        "no added tokens: the new words are pieces"
+    );
+    let cfg = json(&dir.join("config.json"));
+    assert_eq!(cfg["vocab_size"], sv.len() + 4);
+    let out = weights(&dir);
+    let src_w = weights(&src);
+    for name in ["roberta.embeddings.word_embeddings.weight"] {
+        assert_eq!(rows(&out[name])[..sv.len()], rows(&src_w[name])[..]);
+    }
+    assert_eq!(
+        out["lm_head.bias"].2[..sv.len() * 4],
+        src_w["lm_head.bias"].2[..]
+    );
+    assert_eq!(
+        json(&dir.join("transplant.json"))["emit_model"]["extension"],
+        "unigram_pieces"
+    );
+    check_in_python(
+        &src,
+        &dir,
+        serde_json::json!({"mode": "extend", "text": "大学 的人", "alone": false, "roundtrip": true,
+            "new_words": ["人工智能", "我爱", "大学生", ["新词", "\u{2581}新词"]]}),
+    );
+}
