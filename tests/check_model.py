@@ -55,7 +55,8 @@ src_cfg = json.loads((src_dir / "config.json").read_text())
 inv_src = {i: t for t, i in src_vocab.items()}
 inv_out = {i: t for t, i in out_vocab.items()}
 for k in ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id", "cls_token_id",
-          "sep_token_id", "mask_token_id", "decoder_start_token_id"):
+          "sep_token_id", "mask_token_id", "decoder_start_token_id", "forced_bos_token_id",
+          "forced_eos_token_id"):
     if isinstance(src_cfg.get(k), int):
         assert inv_out[cfg[k]] == inv_src[src_cfg[k]], (k, cfg[k], src_cfg[k])
 
@@ -73,10 +74,26 @@ if spec["mode"] == "extend":
         assert same, ("old id changed", t, i, out_vocab.get(t))
     assert torch.equal(enc_out["input_ids"], enc_src["input_ids"])
 
+def decoder_inputs(enc, config):
+    """Teacher forcing: the decoder start token, then the text's ids shifted right."""
+    ids = enc["input_ids"]
+    start = torch.full((ids.shape[0], 1), config.decoder_start_token_id, dtype=ids.dtype)
+    return torch.cat([start, ids[:, :-1]], dim=1)
+
+
+if spec.get("seq2seq"):
+    enc_out["decoder_input_ids"] = decoder_inputs(enc_out, out_model.config)
+    enc_src["decoder_input_ids"] = decoder_inputs(enc_src, src_model.config)
 with torch.no_grad():
     o = out_model(**enc_out, output_hidden_states=True)
     s = src_model(**enc_src, output_hidden_states=True)
-for a, b in zip(o.hidden_states, s.hidden_states):
+if spec.get("seq2seq"):
+    pairs = list(zip(o.encoder_hidden_states, s.encoder_hidden_states)) + list(
+        zip(o.decoder_hidden_states, s.decoder_hidden_states))
+else:
+    pairs = list(zip(o.hidden_states, s.hidden_states))
+assert pairs
+for a, b in pairs:
     assert torch.equal(a, b), "hidden states differ"
 # Logits: every column of a token both vocabularies hold, remapped, bit for bit.
 shared = sorted(t for t in out_vocab if t in src_vocab and out_vocab[t] < o.logits.shape[-1])
@@ -127,4 +144,24 @@ if spec.get("causal"):
     ids = out_tok(text, return_tensors="pt")["input_ids"]
     gen = out_model.generate(ids, max_new_tokens=5, do_sample=False)
     assert gen.shape[1] == ids.shape[1] + 5, gen.shape
+if spec.get("seq2seq"):
+    ids = out_tok(text, return_tensors="pt")["input_ids"]
+    gen = out_model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    start = out_model.generation_config.decoder_start_token_id
+    assert start == cfg["decoder_start_token_id"], (start, cfg["decoder_start_token_id"])
+    assert gen[0, 0].item() == start and gen.shape[1] >= 6, gen
+
+# Per-token biases (BERT's cls.predictions.bias, BART's final_logits_bias): copied entries are
+# the source's; a new word's entry is the mean of the entries of the pieces the source tokenizer
+# splits it into.
+for name in spec.get("biases", []):
+    ob = out_model.state_dict()[name].reshape(-1)
+    sb = src_model.state_dict()[name].reshape(-1)
+    shared_bias = sorted(t for t in out_vocab if t in src_vocab)
+    assert torch.equal(ob[[out_vocab[t] for t in shared_bias]], sb[[src_vocab[t] for t in shared_bias]]), name
+    for w in spec.get("bias_words", []):
+        pieces = src_tok(w, add_special_tokens=False)["input_ids"]
+        want = sb[pieces].mean()
+        got = ob[out_vocab[w]]
+        assert abs(got - want) <= 1e-6, (name, w, pieces, got.item(), want.item())
 print("ok")

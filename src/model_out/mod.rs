@@ -78,6 +78,8 @@ const CONFIG_ID_KEYS: &[&str] = &[
     "sep_token_id",
     "mask_token_id",
     "decoder_start_token_id",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
 ];
 
 const TOKEN_KEYS: &[&str] = &[

@@ -380,7 +380,10 @@ pub fn extend(tj: &mut Value, new: &[(String, u32)], kind: Extension) {
         return;
     }
     if kind == Extension::WordPieceAndAddedTokens {
-        if let Some(vocab) = tj.pointer_mut("/model/vocab").and_then(Value::as_object_mut) {
+        if let Some(vocab) = tj
+            .pointer_mut("/model/vocab")
+            .and_then(Value::as_object_mut)
+        {
             for (t, id) in new {
                 vocab.entry(t.clone()).or_insert_with(|| json!(id));
             }

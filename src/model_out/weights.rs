@@ -66,6 +66,9 @@ pub struct Routing {
     /// Tensors left out because transformers ties them (a tied head, BERT's decoder bias).
     pub tied_dropped: Vec<String>,
     pub biases: Vec<String>,
+    /// Other tensors equal to the embedding (T5's `encoder.embed_tokens.weight` beside
+    /// `shared.weight` in older checkpoints): written as the same new rows.
+    pub copies_of_embedding: Vec<String>,
 }
 
 const HEAD_NAMES: &[&str] = &[
@@ -141,6 +144,13 @@ pub fn route(
                 vec![out_rows]
             };
             (Make::Bias, shape)
+        } else if t.shape == [source_rows, dim]
+            && t.dtype == emb_t.dtype
+            && store.bytes(t)? == store.bytes(emb_t)?
+        {
+            // Built by the same plan and seed as the embedding: the same bytes again.
+            routing.copies_of_embedding.push(t.name.clone());
+            (Make::Rows { seed_offset: 0 }, vec![out_rows, dim])
         } else if vocab_shaped
             || t.shape.get(1) == Some(&source_rows) && t.shape.len() == 2 && t.shape[0] == 1
         {

@@ -629,10 +629,7 @@ fn bert_wordpiece_sources_are_extended() {
         let dir = sb.path(name);
         let src_vocab = lines(&src.join("vocab.txt"));
         let target = lines(&target_vocab());
-        let new: Vec<&String> = target
-            .iter()
-            .filter(|t| !src_vocab.contains(t))
-            .collect();
+        let new: Vec<&String> = target.iter().filter(|t| !src_vocab.contains(t)).collect();
         assert!(new.len() > 1000, "{}", new.len());
         // vocab.txt: the source's lines, then the new words in target order.
         let v = lines(&dir.join("vocab.txt"));
@@ -649,7 +646,10 @@ fn bert_wordpiece_sources_are_extended() {
             .iter()
             .any(|a| a["content"] == "人工智能" && a["id"] == row && a["special"] == false));
         assert_eq!(tj["model"]["vocab"]["人工智能"], row);
-        assert_eq!(tj["post_processor"]["special_tokens"]["[CLS]"]["ids"][0], 101);
+        assert_eq!(
+            tj["post_processor"]["special_tokens"]["[CLS]"]["ids"][0],
+            101
+        );
         let out = weights(&dir);
         let src_w = read_st(&bert_dir().join("model.safetensors")).tensors;
         let emb = "bert.embeddings.word_embeddings.weight";
@@ -658,7 +658,10 @@ fn bert_wordpiece_sources_are_extended() {
         assert_eq!(bias.1, vec![21128 + new.len()]);
         assert_eq!(bias.2[..21128 * 4], src_w["cls.predictions.bias"].2[..]);
         let prov = json(&dir.join("transplant.json"));
-        assert_eq!(prov["emit_model"]["extension"], "word_piece_and_added_tokens");
+        assert_eq!(
+            prov["emit_model"]["extension"],
+            "word_piece_and_added_tokens"
+        );
         check_in_python(
             &src,
             &dir,
@@ -732,5 +735,284 @@ fn xlmr_unigram_source_is_extended_with_pieces() {
         &dir,
         serde_json::json!({"mode": "extend", "text": "大学 的人", "alone": false, "roundtrip": true,
             "new_words": ["人工智能", "我爱", "大学生", ["新词", "\u{2581}新词"]]}),
+    );
+}
+
+/// A tokenizer.json with the same tokens under other ids: the model vocabulary in reverse order
+/// (merges name tokens by string, so they stay valid); added tokens and a RobertaProcessing
+/// post-processor follow their tokens.
+fn reversed_tokenizer(src: &Path) -> serde_json::Value {
+    let mut tj = json(&src.join("tokenizer.json"));
+    let vocab = tj["model"]["vocab"].as_object_mut().unwrap();
+    let n = vocab.len() as u64;
+    for v in vocab.values_mut() {
+        *v = serde_json::json!(n - 1 - v.as_u64().unwrap());
+    }
+    let vocab = vocab.clone();
+    for a in tj["added_tokens"].as_array_mut().unwrap() {
+        if let Some(id) = vocab.get(a["content"].as_str().unwrap()) {
+            a["id"] = id.clone();
+        }
+    }
+    for k in ["sep", "cls"] {
+        if let Some(pair) = tj["post_processor"].get_mut(k) {
+            pair[1] = vocab[pair[0].as_str().unwrap()].clone();
+        }
+    }
+    tj
+}
+
+const ENGLISH_WORDS: &str = "hello\nworld\nembedding\ntransplant\n人工智能\n";
+
+/// BART (byte-level BPE, tied head, `final_logits_bias`, `decoder_start_token_id` = `</s>`):
+/// `--extend` keeps every old id, row and bias entry; new bias entries are the mean of the
+/// word's pieces' entries (checked in Python); the seq2seq model loads, gives the source's
+/// encoder and decoder states and logits on old-token text, and generate() starts from the
+/// decoder start token.
+#[test]
+fn bart_is_extended_with_its_final_logits_bias() {
+    let sb = Sandbox::new();
+    std::fs::write(sb.path("v.txt"), ENGLISH_WORDS).unwrap();
+    let src = fixture("tiny-bart");
+    sb.cmd()
+        .arg("-m")
+        .arg(&src)
+        .args(["-v", "v.txt", "--emit-model", "out", "-q", "--extend"])
+        .assert()
+        .success();
+    let dir = sb.path("out");
+    let cfg = json(&dir.join("config.json"));
+    assert_eq!(cfg["vocab_size"], 406);
+    for (k, v) in [
+        ("decoder_start_token_id", 2),
+        ("eos_token_id", 2),
+        ("pad_token_id", 1),
+    ] {
+        assert_eq!(cfg[k], v, "{k}");
+    }
+    let out = weights(&dir);
+    let src_w = weights(&src);
+    let bias = &out["final_logits_bias"];
+    assert_eq!(bias.1, vec![1, 406]);
+    assert_eq!(bias.2[..401 * 4], src_w["final_logits_bias"].2[..]);
+    assert_eq!(
+        rows(&out["model.shared.weight"])[..401],
+        rows(&src_w["model.shared.weight"])[..]
+    );
+    assert_eq!(out.len(), src_w.len(), "tied: no lm_head written");
+    let routing = &json(&dir.join("transplant.json"))["emit_model"]["routing"];
+    assert_eq!(routing["biases"], serde_json::json!(["final_logits_bias"]));
+    check_in_python(
+        &src,
+        &dir,
+        serde_json::json!({"mode": "extend", "text": "The cat sat on the mat.", "roundtrip": true,
+            "new_words": ["embedding", "transplant", "人工智能"], "seq2seq": true,
+            "biases": ["final_logits_bias"], "bias_words": ["embedding", "transplant", "人工智能"]}),
+    );
+}
+
+/// BART replaced through a target tokenizer.json that moves every token: every special id of
+/// config.json and generation_config.json (decoder_start, bos, eos, pad, forced_eos) is
+/// re-pointed, and `final_logits_bias` follows its tokens.
+#[test]
+fn bart_is_replaced_by_a_target_tokenizer_json() {
+    let sb = Sandbox::new();
+    let src = fixture("tiny-bart");
+    let tj = reversed_tokenizer(&src);
+    std::fs::write(sb.path("target.json"), serde_json::to_vec(&tj).unwrap()).unwrap();
+    sb.cmd()
+        .arg("-m")
+        .arg(&src)
+        .args(["-v", "target.json", "--emit-model", "out", "-q"])
+        .assert()
+        .success();
+    let dir = sb.path("out");
+    assert_eq!(json(&dir.join("tokenizer.json")), tj);
+    // <s> <pad> </s> <unk> were 0..3 of 400 model tokens (<mask>, 400, is an added token only):
+    // now 399..396.
+    for f in ["config.json", "generation_config.json"] {
+        let c = json(&dir.join(f));
+        for (k, v) in [
+            ("decoder_start_token_id", 397),
+            ("bos_token_id", 399),
+            ("eos_token_id", 397),
+            ("pad_token_id", 398),
+            ("forced_eos_token_id", 397),
+        ] {
+            if f == "config.json" || c.get(k).is_some() {
+                assert_eq!(c[k], v, "{f} {k}");
+            }
+        }
+    }
+    let out = weights(&dir);
+    let src_w = weights(&src);
+    let (o, s) = (&out["final_logits_bias"].2, &src_w["final_logits_bias"].2);
+    assert_eq!(
+        o[397 * 4..398 * 4],
+        s[2 * 4..3 * 4],
+        "</s>'s bias moved with it"
+    );
+    check_in_python(
+        &src,
+        &dir,
+        serde_json::json!({"mode": "replace", "text": "The cat sat on the mat.", "seq2seq": true,
+            "biases": ["final_logits_bias"]}),
+    );
+}
+
+/// T5 v1.1 (SentencePiece Unigram, untied lm_head, `encoder.`/`decoder.embed_tokens.weight`
+/// stored beside `shared.weight`, decoder_start = pad): extended, and replaced by a token list
+/// that moves `<pad>` (so decoder_start_token_id is re-pointed) with --keep-special for the
+/// extra ids it lacks.
+#[test]
+fn t5_is_extended_and_replaced() {
+    let sb = Sandbox::new();
+    let src = fixture("tiny-t5");
+    std::fs::write(sb.path("v.txt"), ENGLISH_WORDS).unwrap();
+    sb.cmd()
+        .arg("-m")
+        .arg(&src)
+        .args(["-v", "v.txt", "--emit-model", "ext", "-q", "--extend"])
+        .assert()
+        .success();
+    let dir = sb.path("ext");
+    let out = weights(&dir);
+    let src_w = weights(&src);
+    assert_eq!(out.len(), src_w.len());
+    // 303 tokens, 308 rows: the new words take the padding rows first.
+    assert_eq!(json(&dir.join("config.json"))["vocab_size"], 308);
+    for name in ["shared.weight", "lm_head.weight"] {
+        assert_eq!(out[name].1, vec![308, 16]);
+        assert_eq!(rows(&out[name])[..303], rows(&src_w[name])[..303], "{name}");
+    }
+    assert_ne!(
+        rows(&out["lm_head.weight"])[303],
+        rows(&out["shared.weight"])[303],
+        "the untied head is rebuilt from its own rows"
+    );
+    for copy in ["encoder.embed_tokens.weight", "decoder.embed_tokens.weight"] {
+        assert_eq!(out[copy], out["shared.weight"], "{copy}");
+    }
+    let routing = &json(&dir.join("transplant.json"))["emit_model"]["routing"];
+    assert_eq!(routing["head"], "lm_head.weight");
+    check_in_python(
+        &src,
+        &dir,
+        serde_json::json!({"mode": "extend", "text": "The cat sat on the mat.", "alone": false,
+            "roundtrip": true, "new_words": ["embedding", "transplant", "人工智能"], "seq2seq": true}),
+    );
+
+    std::fs::write(
+        sb.path("r.txt"),
+        "</s>\n<unk>\n\u{2581}The\n\u{2581}c\nat\n\u{2581}s\n\u{2581}on\n\u{2581}the\n\u{2581}ma\nt.\n<pad>\n<extra_id_1>\n\u{2581}\nembedding\n",
+    )
+    .unwrap();
+    sb.cmd()
+        .arg("-m")
+        .arg(&src)
+        .args(["-v", "r.txt", "--emit-model", "rep", "-q", "--keep-special"])
+        .assert()
+        .success();
+    let dir = sb.path("rep");
+    let cfg = json(&dir.join("config.json"));
+    assert_eq!(cfg["decoder_start_token_id"], 10, "<pad> is line 11");
+    assert_eq!(cfg["pad_token_id"], 10);
+    assert_eq!(cfg["eos_token_id"], 0);
+    assert_eq!(
+        json(&dir.join("generation_config.json"))["decoder_start_token_id"],
+        10
+    );
+    let v = json(&dir.join("tokenizer.json"));
+    let pieces: Vec<&str> = v["model"]["vocab"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pieces[14..],
+        ["<extra_id_0>", "<extra_id_2>"],
+        "kept specials appended"
+    );
+    check_in_python(
+        &src,
+        &dir,
+        serde_json::json!({"mode": "replace", "text": "The cat sat on the mat.", "alone": false,
+            "new_words": ["embedding"], "seq2seq": true}),
+    );
+}
+
+/// GPT-2 (byte-level BPE, tied head, no pad token): `--extend`, replacement by a target
+/// tokenizer.json, and the refusal of a plain list.
+#[test]
+fn gpt2_is_extended_and_replaced_by_a_tokenizer_json() {
+    let sb = Sandbox::new();
+    let src = fixture("tiny-gpt2");
+    std::fs::write(sb.path("v.txt"), ENGLISH_WORDS).unwrap();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(&src)
+        .args(["-v", "v.txt", "--emit-model", "plain"])
+        .assert()
+        .code(1);
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("tokenizer.json: a BPE tokenizer cannot take a plain token list (a list has no merges); pass --extend"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(sb.files(), vec!["v.txt"]);
+
+    sb.cmd()
+        .arg("-m")
+        .arg(&src)
+        .args(["-v", "v.txt", "--emit-model", "ext", "-q", "--extend"])
+        .assert()
+        .success();
+    let dir = sb.path("ext");
+    let cfg = json(&dir.join("config.json"));
+    assert_eq!(cfg["vocab_size"], 406);
+    assert!(cfg.get("pad_token_id").is_none_or(|v| v.is_null()));
+    assert_eq!(cfg["eos_token_id"], 400);
+    let out = weights(&dir);
+    let src_w = weights(&src);
+    assert_eq!(
+        rows(&out["transformer.wte.weight"])[..401],
+        rows(&src_w["transformer.wte.weight"])[..]
+    );
+    assert!(!out.contains_key("lm_head.weight"));
+    let added = json(&dir.join("tokenizer.json"))["added_tokens"].clone();
+    assert!(added
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["content"] == "人工智能" && a["id"] == 405 && a["special"] == false));
+    check_in_python(
+        &src,
+        &dir,
+        serde_json::json!({"mode": "extend", "text": "The cat sat on the mat.", "roundtrip": true,
+            "new_words": ["embedding", "transplant", "人工智能"], "causal": true}),
+    );
+
+    let tj = reversed_tokenizer(&src);
+    std::fs::write(sb.path("target.json"), serde_json::to_vec(&tj).unwrap()).unwrap();
+    sb.cmd()
+        .arg("-m")
+        .arg(&src)
+        .args(["-v", "target.json", "--emit-model", "rep", "-q"])
+        .assert()
+        .success();
+    let dir = sb.path("rep");
+    assert_eq!(json(&dir.join("tokenizer.json")), tj);
+    let out = weights(&dir);
+    assert_eq!(
+        rows(&out["transformer.wte.weight"])[0],
+        rows(&src_w["transformer.wte.weight"])[399]
+    );
+    check_in_python(
+        &src,
+        &dir,
+        serde_json::json!({"mode": "replace", "text": "The cat sat on the mat.", "causal": true}),
     );
 }
