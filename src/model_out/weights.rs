@@ -257,8 +257,13 @@ impl Builder<'_> {
         let io = |e| Error::io(&path, e);
         w.write_all(&header(tensors)).map_err(io)?;
         let mut since = 0usize;
+        let pause = crate::writer::test_pause();
         for t in tensors {
             self.write_tensor(&mut w, t)?;
+            if let Some(p) = pause {
+                w.flush().map_err(io)?;
+                std::thread::sleep(p);
+            }
             since += t.nbytes();
             if since >= WRITEBACK {
                 w.flush().map_err(io)?;

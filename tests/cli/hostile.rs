@@ -944,3 +944,64 @@ fn an_unreadable_cache_is_not_a_cache_miss() {
     assert!(err.contains("the hub cache cannot be read"), "{err}");
     assert!(!err.contains("not in the cache"), "{err}");
 }
+
+/// The same for `--emit-model DIR`: a signal while the directory's weights are being written
+/// (held after each tensor by the test hook) exits 128 + n and leaves no DIR and no temp
+/// directory; an existing DIR that `--force` would have replaced is left as it was.
+#[cfg(unix)]
+#[test]
+fn signals_mid_emit_model_remove_the_temp_dir_and_exit_128_plus_n() {
+    for (sig, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
+        for existing in [false, true] {
+            let sb = Sandbox::new();
+            if existing {
+                std::fs::create_dir(sb.path("out")).unwrap();
+                std::fs::write(sb.path("out/config.json"), "{}").unwrap();
+            }
+            let mut child =
+                std::process::Command::new(assert_cmd::cargo::cargo_bin!("embed-transplant"))
+                    .current_dir(sb.dir.path())
+                    .env("HF_HOME", sb.hf_home())
+                    .env("EMBED_TRANSPLANT_TEST_WRITE_PAUSE_MS", "30000")
+                    .arg("-m")
+                    .arg(bert_dir())
+                    .arg("-v")
+                    .arg(target_vocab())
+                    .args(["--emit-model", "out", "--force", "-q"])
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+            // Wait until the temp directory holds the weights file: the writer is then inside
+            // the pause after its first tensor (or about to be).
+            let start = Instant::now();
+            loop {
+                let t = temp_files(sb.dir.path());
+                if t.len() == 1 && sb.path(&t[0]).join("model.safetensors").exists() {
+                    break;
+                }
+                assert!(start.elapsed() < Duration::from_secs(60), "no temp dir");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            let sent = Instant::now();
+            signal(child.id(), sig);
+            let status = child.wait().unwrap();
+            assert!(sent.elapsed() < Duration::from_secs(10), "{sig}: too slow");
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert_eq!(status.code(), Some(code), "{sig}: {err}");
+            assert_eq!(err, format!("error: interrupted by SIG{sig}\n"));
+            if existing {
+                assert_eq!(sb.files(), vec!["out"], "{sig}: files left");
+                let kept: Vec<String> = std::fs::read_dir(sb.path("out"))
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                assert_eq!(kept, ["config.json"], "{sig}: the existing DIR changed");
+                assert_eq!(std::fs::read(sb.path("out/config.json")).unwrap(), b"{}");
+            } else {
+                assert_eq!(sb.files(), Vec::<String>::new(), "{sig}: files left");
+            }
+        }
+    }
+}
