@@ -72,6 +72,11 @@ pub trait FetchFile {
     fn fetch(&self, name: &str) -> Result<PathBuf>;
     /// The file if it is already on disk, without downloading.
     fn local(&self, name: &str) -> Option<PathBuf>;
+    /// A file the model may or may not have (generation_config.json): downloaded if the hub has
+    /// it, None if it has not (or, offline, if the cache has not).
+    fn fetch_optional(&self, name: &str) -> Result<Option<PathBuf>> {
+        Ok(self.local(name))
+    }
     /// The header (length prefix and JSON) of a safetensors file that is not on disk, read
     /// without downloading the file; None where that is not possible.
     fn remote_header(&self, _name: &str) -> Result<Option<Vec<u8>>> {

@@ -115,6 +115,9 @@ impl FetchFile for HubRepo {
     fn local(&self, name: &str) -> Option<PathBuf> {
         self.cached(name)
     }
+    fn fetch_optional(&self, name: &str) -> Result<Option<PathBuf>> {
+        self.try_fetch(name)
+    }
 
     fn remote_header(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let (Some(api), Some(range)) =

@@ -296,8 +296,9 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
             config[*k] = new;
         }
     }
-    let generation = match cfg_path.parent().map(|d| d.join("generation_config.json")) {
-        Some(p) if p.is_file() => {
+    // From the model's own files (a hub source downloads it here: the matrix output never needs it).
+    let generation = match inp.files.fetcher.fetch_optional("generation_config.json")? {
+        Some(p) => {
             let mut g = read_json(&p)?;
             for k in CONFIG_ID_KEYS {
                 if let Some(v) = g.get(*k).cloned() {

@@ -432,3 +432,51 @@ fn inspect_survives_a_server_that_ignores_range() {
         .collect();
     assert_eq!(answered.len(), 2, "{answered:?}");
 }
+
+/// `--emit-model` from the hub: a sharded model's every shard, its index, config, generation
+/// config and tokenizer files are fetched, nothing else; then the same from the cache with
+/// HF_HUB_OFFLINE=1 gives the same directory, which loads in transformers.
+#[test]
+fn hub_sharded_model_emits_a_whole_model_then_offline() {
+    let sb = Sandbox::new();
+    let src = fixtures().join("tiny-qwen2");
+    let hub = FakeHub::start(vec![RepoSpec::new("org/tiny-qwen2", &src)]);
+    sb.transplant("org/tiny-qwen2")
+        .env("HF_ENDPOINT", hub.endpoint())
+        .args(["--emit-model", "a", "-q", "--extend"])
+        .assert()
+        .success();
+    let reqs = hub.requests();
+    let mut fetched: Vec<&str> = reqs.iter().filter_map(|r| r.rsplit('/').next()).collect();
+    fetched.sort();
+    fetched.dedup();
+    let mut want: Vec<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    // model.safetensors is asked for first and answered 404 (the sharded index is next).
+    want.push("model.safetensors".into());
+    want.sort();
+    assert_eq!(fetched, want, "{reqs:?}");
+    drop(hub);
+
+    sb.transplant("org/tiny-qwen2")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .args(["--emit-model", "b", "-q", "--extend"])
+        .assert()
+        .success();
+    for f in std::fs::read_dir(sb.path("a")).unwrap() {
+        let name = f.unwrap().file_name();
+        let (a, b) = (sb.path("a").join(&name), sb.path("b").join(&name));
+        if name == "transplant.json" {
+            continue;
+        }
+        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{name:?}");
+    }
+    crate::model_out::check_in_python(
+        &src,
+        &sb.path("b"),
+        serde_json::json!({"mode": "extend", "text": "This is a test.", "new_words": ["人工智能"], "causal": true}),
+    );
+}

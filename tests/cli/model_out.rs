@@ -42,7 +42,7 @@ fn python_with_transformers() -> Option<String> {
     Some(python)
 }
 
-fn check_in_python(source: &Path, out: &Path, spec: serde_json::Value) {
+pub fn check_in_python(source: &Path, out: &Path, spec: serde_json::Value) {
     let Some(python) = python_with_transformers() else {
         return;
     };
