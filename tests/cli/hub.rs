@@ -472,7 +472,11 @@ fn hub_sharded_model_emits_a_whole_model_then_offline() {
         if name == "transplant.json" {
             continue;
         }
-        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{name:?}");
+        assert_eq!(
+            std::fs::read(a).unwrap(),
+            std::fs::read(b).unwrap(),
+            "{name:?}"
+        );
     }
     crate::model_out::check_in_python(
         &src,

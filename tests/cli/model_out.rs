@@ -1016,3 +1016,118 @@ fn gpt2_is_extended_and_replaced_by_a_tokenizer_json() {
         serde_json::json!({"mode": "replace", "text": "The cat sat on the mat.", "causal": true}),
     );
 }
+
+/// A tiny BERT-named model directory made here (8 tokens, dim 4), for refusals.
+fn tiny_model(dir: &Path, extra_tensor: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("vocab.txt"),
+        "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\na\nb\nc\n",
+    )
+    .unwrap();
+    let data: Vec<u8> = (0..32u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let mut tensors = vec![(
+        "bert.embeddings.word_embeddings.weight".to_string(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![8, 4], &data).unwrap(),
+    )];
+    // Not equal to the embedding (a copy of it would be rebuilt with it).
+    let other: Vec<u8> = data.iter().rev().copied().collect();
+    if extra_tensor {
+        tensors.push((
+            "bert.extra.table".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![8, 4], &other)
+                .unwrap(),
+        ));
+    }
+    safetensors::serialize_to_file(tensors, None, &dir.join("model.safetensors")).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"architectures": ["BertForMaskedLM"], "model_type": "bert", "vocab_size": 8, "pad_token_id": 0}"#,
+    )
+    .unwrap();
+}
+
+/// Every refusal of `--emit-model` is exit 1, one line naming what is wrong, and no DIR.
+#[test]
+fn emit_model_refusals_are_one_line_and_leave_nothing() {
+    type Edit = fn(&Path);
+    let cases: Vec<(&str, bool, Edit, &[&str], &str)> = vec![
+        (
+            "no-config",
+            false,
+            |d| std::fs::remove_file(d.join("config.json")).unwrap(),
+            &[],
+            "--emit-model needs the model's config.json, and",
+        ),
+        (
+            "bad-id",
+            false,
+            |d| {
+                std::fs::write(
+                    d.join("config.json"),
+                    r#"{"model_type": "bert", "vocab_size": 8, "bos_token_id": 99}"#,
+                )
+                .unwrap()
+            },
+            &[],
+            "config.json: bos_token_id 99 names no token of the source vocabulary",
+        ),
+        (
+            "no-cls",
+            false,
+            |d| {
+                std::fs::write(
+                    d.join("vocab.txt"),
+                    "[PAD]\n[UNK]\n[XLS]\n[SEP]\n[MASK]\na\nb\nc\n",
+                )
+                .unwrap()
+            },
+            &[],
+            "vocab.txt: a vocab.txt without [CLS] and [SEP]: not a BERT vocabulary; --emit-model needs a tokenizer.json for it",
+        ),
+        (
+            "extra-tensor",
+            true,
+            |_| {},
+            &[],
+            "1 tensor(s) have one row per source token but are not an embedding, output head or per-token bias this tool knows how to rebuild: `bert.extra.table` [8, 4]; refused rather than copied at the old size",
+        ),
+        (
+            "word-level",
+            false,
+            |d| {
+                let tj = serde_json::json!({"version": "1.0", "added_tokens": [],
+                    "model": {"type": "WordLevel", "unk_token": "[UNK]", "vocab": {"[PAD]": 0, "[UNK]": 1,
+                    "[CLS]": 2, "[SEP]": 3, "[MASK]": 4, "a": 5, "b": 6, "c": 7}}});
+                std::fs::write(d.join("tokenizer.json"), tj.to_string()).unwrap();
+            },
+            &[],
+            "tokenizer.json: tokenizer model type WordLevel is not supported for --emit-model without --extend",
+        ),
+    ];
+    for (name, extra, edit, args, want) in cases {
+        let sb = Sandbox::new();
+        let src = sb.path("src");
+        tiny_model(&src, extra);
+        edit(&src);
+        std::fs::write(
+            sb.path("v.txt"),
+            "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nb\nab\n",
+        )
+        .unwrap();
+        let a = sb
+            .cmd()
+            .args(["-m", "src", "-v", "v.txt", "--emit-model", "out"])
+            .args(args)
+            .assert()
+            .code(1);
+        let err = stderr_of(&a);
+        assert!(err.contains(want), "{name}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: {err}");
+        assert_eq!(
+            sb.files(),
+            vec!["src", "v.txt"],
+            "{name}: a refusal leaves nothing"
+        );
+    }
+}
