@@ -505,6 +505,34 @@ mod tests {
     }
 
     #[test]
+    fn extend_puts_new_tokens_where_the_family_needs_them() {
+        let unigram = json!({"added_tokens": [{"id": 0, "content": "<s>", "special": true}],
+            "model": {"type": "Unigram", "vocab": [["<s>", 0.0], ["a", -3.5], ["\u{2581}", -2.0]]}});
+        let new = vec![("ab".to_string(), 3)];
+        assert_eq!(extension_for(&unigram, Some(3)), Extension::UnigramPieces);
+        let mut tj = unigram.clone();
+        extend(&mut tj, &new, Extension::UnigramPieces);
+        // The best ordinary score (<s>'s 0 is an added token's), no added token.
+        assert_eq!(tj["model"]["vocab"][3], json!(["ab", -2.0]));
+        assert_eq!(tj["added_tokens"], unigram["added_tokens"]);
+        // Ids past the piece list: the new pieces could not get their ids, so added tokens.
+        assert_eq!(extension_for(&unigram, Some(4)), Extension::AddedTokens);
+
+        let wp = json!({"added_tokens": [], "model": {"type": "WordPiece", "vocab": {"a": 0}}});
+        let kind = extension_for(&wp, Some(1));
+        assert_eq!(kind, Extension::WordPieceAndAddedTokens);
+        let mut tj = wp.clone();
+        extend(&mut tj, &[("中国".to_string(), 1)], kind);
+        assert_eq!(tj["model"]["vocab"]["中国"], 1);
+        assert_eq!(tj["added_tokens"][0]["content"], "中国");
+        assert_eq!(tj["added_tokens"][0]["normalized"], false);
+
+        let bpe =
+            json!({"added_tokens": [], "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}});
+        assert_eq!(extension_for(&bpe, Some(1)), Extension::AddedTokens);
+    }
+
+    #[test]
     fn unproducible_wordpiece_tokens() {
         assert!(wordpiece_unproducible("中国"));
         assert!(!wordpiece_unproducible("中"));
