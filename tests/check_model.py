@@ -38,6 +38,8 @@ out_model, out_info = load(out_dir)
 # The emitted model loads exactly as cleanly as its source (the source's own report is the bar).
 for k in ("missing_keys", "unexpected_keys", "mismatched_keys"):
     assert out_info.get(k, []) == src_info.get(k, []), (k, out_info.get(k), src_info.get(k))
+    if spec.get("seq2seq"):
+        assert not out_info.get(k), (k, out_info[k])
 src_tok = AutoTokenizer.from_pretrained(src_dir)
 out_tok = AutoTokenizer.from_pretrained(out_dir)
 cfg = json.loads((out_dir / "config.json").read_text())
