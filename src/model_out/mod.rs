@@ -431,37 +431,42 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                     builder.write_file(dir, name, &ts)
                 })
             });
-            let side = side_files();
+            // The tokenizer's files are built and written (and their JSON values dropped) while
+            // the weights are being written.
+            let side = side_files().and_then(|side| {
+                let SideFiles {
+                    tj,
+                    tc,
+                    stm,
+                    vocab_txt,
+                } = side;
+                write_json(dir, "config.json", &config)?;
+                if let Some(g) = &generation {
+                    write_json(dir, "generation_config.json", g)?;
+                }
+                write_json(dir, "tokenizer.json", &tj)?;
+                write_json(dir, "tokenizer_config.json", &tc)?;
+                write_json(dir, "special_tokens_map.json", &stm)?;
+                if let Some(lines) = &vocab_txt {
+                    let mut text = lines.join("\n");
+                    text.push('\n');
+                    write_bytes(dir, "vocab.txt", text.as_bytes())?;
+                }
+                Ok(())
+            });
             let weights = weights
                 .join()
                 .unwrap_or_else(|_| Err(Error::Invalid("the weights writer panicked".into())));
             (weights, side)
         });
         weights?;
-        let SideFiles {
-            tj,
-            tc,
-            stm,
-            vocab_txt,
-        } = side?;
+        side?;
         if files.len() > 1 || files[0].0 != "model.safetensors" {
             write_json(
                 dir,
                 "model.safetensors.index.json",
                 &weights::index_json(&tensors, &files),
             )?;
-        }
-        write_json(dir, "config.json", &config)?;
-        if let Some(g) = &generation {
-            write_json(dir, "generation_config.json", g)?;
-        }
-        write_json(dir, "tokenizer.json", &tj)?;
-        write_json(dir, "tokenizer_config.json", &tc)?;
-        write_json(dir, "special_tokens_map.json", &stm)?;
-        if let Some(lines) = &vocab_txt {
-            let mut text = lines.join("\n");
-            text.push('\n');
-            write_bytes(dir, "vocab.txt", text.as_bytes())?;
         }
         write_json(dir, "transplant.json", &doc)
     })?;
