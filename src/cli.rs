@@ -120,6 +120,10 @@ pub struct ScoreArgs {
     pub hub: HubArgs,
 
     /// Print the scores as JSON on standard output.
+    /// Print nothing on standard error but warnings and errors (no table: use --json).
+    #[arg(short, long)]
+    pub quiet: bool,
+
     #[arg(long)]
     pub json: bool,
 }

@@ -120,6 +120,7 @@ pub struct ScoreConfig {
     pub source_vocab: Option<PathBuf>,
     pub hub: HubSettings,
     pub json: bool,
+    pub quiet: bool,
 }
 
 /// `finetune`'s settings.
@@ -405,6 +406,7 @@ pub fn score(args: ScoreArgs, stderr_is_terminal: bool) -> Result<ScoreConfig> {
         source_vocab: args.source_vocab,
         hub,
         json: args.json,
+        quiet: args.quiet,
     })
 }
 

@@ -88,7 +88,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Score(a)) => {
             let cfg = config::score(a, tty)?;
-            let out = Output { quiet: false };
+            let out = Output { quiet: cfg.quiet };
             let s = commands::score::run(&cfg, &out)?;
             if cfg.json {
                 output::print_json(&s)?;

@@ -176,18 +176,32 @@ fn score_prints_a_table_and_prefers_target_tokens() {
         assert!(err.contains(m), "{err}");
     }
     assert!(stdout_of(&a).is_empty());
+    // -q, as the other commands take it in scripts: no table, and --json still prints.
+    let q = sb
+        .cmd()
+        .args(["score", "-m", "m", "--sample", "5", "-q", "--json"])
+        .assert()
+        .success();
+    assert!(!stderr_of(&q).contains("held-out tokens scored"));
+    let v: serde_json::Value = serde_json::from_str(&stdout_of(&q)).unwrap();
+    assert_eq!(v["scored"], 5);
 }
 
 #[test]
 fn score_runs_on_every_fixture_family() {
     let sb = Sandbox::new();
-    for m in [
-        "tiny-bert-uncased",
-        "tiny-bert-chinese",
-        "tiny-llama-sharded",
-    ] {
-        let v = score_json(&sb, fixtures().join(m).to_str().unwrap(), &[]);
-        assert!(v["scored"].as_u64().unwrap() > 0, "{m}: {v}");
+    // Every fixture model: WordPiece (safetensors and legacy .bin), Unigram (XLM-R, T5),
+    // byte-level BPE (Qwen2, GPT-2, BART), LLaMA.
+    let mut models: Vec<_> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("config.json").is_file())
+        .collect();
+    models.sort();
+    assert!(models.len() >= 10, "{models:?}");
+    for m in &models {
+        let v = score_json(&sb, m.to_str().unwrap(), &[]);
+        assert!(v["scored"].as_u64().unwrap() > 0, "{}: {v}", m.display());
         assert_eq!(method(&v, "zeros")["top10"], 0.0);
     }
 }
