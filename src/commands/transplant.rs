@@ -6,15 +6,16 @@ use super::Staged;
 use crate::align::{self, BuildOptions, Fill, FillKind, Init, Matrix};
 use crate::checkpoint;
 use crate::config::TransplantConfig;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::hub;
-use crate::matching::{self, holdout};
+use crate::matching::{self, holdout, Plan};
 use crate::output::Output;
 use crate::plot;
 use crate::quality::ReportScore;
 use crate::report::{self, ReportFile, TransplantReport};
 use crate::vectors::{self, Vectors};
-use crate::vocab;
+use crate::vocab::{self, TargetVocab};
 use crate::writer::Batch;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -212,13 +213,6 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         row_stats: true,
     };
 
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for r in &plan.rows {
-        *counts.entry(r.method.name(fill_name)).or_default() += 1;
-    }
-    let copied = plan.copied();
-    let rows = plan.rows.len();
-
     let mut report = TransplantReport {
         output: if cfg.write_matrix {
             cfg.output.path.display().to_string()
@@ -234,38 +228,13 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         source_dtype: emb.dtype.name().to_string(),
         source_vocab: source.path.display().to_string(),
         source_vocab_size: source.size,
-        target_vocab: target.origin.clone(),
-        target_vocab_sha256: target.sha256.clone(),
-        rows,
-        dim: emb.cols,
-        dtype: out_dtype.name().to_string(),
-        copied,
-        initialised: rows - copied,
-        coverage_percent: if rows == 0 {
-            0.0
-        } else {
-            100.0 * copied as f64 / rows as f64
-        },
-        counts,
-        init: cfg.init.name().to_string(),
-        fill: fill_name.to_string(),
         source_tokenizer: tokenizer.style,
-        seed: cfg.seed,
         sigma,
         sigma_from,
-        calibrate_norm: opts.calibrate_norm,
-        median_norm_copied: None,
-        median_norm_initialised: None,
-        duplicate_lines: target.duplicates,
         nonfinite_source_rows: bad_rows.len(),
-        overflow_rows: 0,
-        tokenizer_errors: plan.tokenizer_errors,
         aux_vectors: cfg.aux_vectors.as_ref().map(|p| p.display().to_string()),
-        static_vectors: None,
         compose_fit: compose_map.as_ref().map(|m| m.summary()),
-        seconds: 0.0,
-        timings: BTreeMap::new(),
-        model: None,
+        ..plan_report(cfg, &target, &plan, fill_name, out_dtype, emb.cols)
     };
 
     let meta = metadata(&report, &copied_rows_of(&plan));
@@ -353,6 +322,46 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         &mut batch,
     )?;
     Ok(Staged { report, batch })
+}
+
+/// The report's fields that come from the target, the plan and the flags: the same for every
+/// kind of source (the caller fills in the source's).
+pub(super) fn plan_report(
+    cfg: &TransplantConfig,
+    target: &TargetVocab,
+    plan: &Plan,
+    fill_name: &str,
+    out_dtype: DType,
+    dim: usize,
+) -> TransplantReport {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &plan.rows {
+        *counts.entry(r.method.name(fill_name)).or_default() += 1;
+    }
+    let copied = plan.copied();
+    let rows = plan.rows.len();
+    TransplantReport {
+        target_vocab: target.origin.clone(),
+        target_vocab_sha256: target.sha256.clone(),
+        rows,
+        dim,
+        dtype: out_dtype.name().to_string(),
+        copied,
+        initialised: rows - copied,
+        coverage_percent: if rows == 0 {
+            0.0
+        } else {
+            100.0 * copied as f64 / rows as f64
+        },
+        counts,
+        init: cfg.init.name().to_string(),
+        fill: fill_name.to_string(),
+        seed: cfg.seed,
+        calibrate_norm: cfg.calibrate_norm,
+        duplicate_lines: target.duplicates,
+        tokenizer_errors: plan.tokenizer_errors,
+        ..TransplantReport::default()
+    }
 }
 
 /// Row indices copied from the source, as `a-b,c` ranges (the `copied_rows` metadata).

@@ -3,7 +3,9 @@
 //! token, its normalised forms, a Chinese word's characters) are kept; those kept rows are the
 //! source matrix that the plan, the build and the writer of every transplant run on.
 
-use super::transplant::{copied_rows_of, metadata, record_stats, stage_extras, stage_matrix};
+use super::transplant::{
+    copied_rows_of, metadata, plan_report, record_stats, stage_extras, stage_matrix,
+};
 use super::Staged;
 use crate::align::{self, BuildOptions, Fill, FillKind, Matrix};
 use crate::config::TransplantConfig;
@@ -90,12 +92,6 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         compose_map: None,
         row_stats: true,
     };
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for r in &plan.rows {
-        *counts.entry(r.method.name(fill_name)).or_default() += 1;
-    }
-    let copied = plan.copied();
-    let rows = plan.rows.len();
     let words_file = vectors.words_file.as_ref().map(|p| p.display().to_string());
     let mut report = TransplantReport {
         output: cfg.output.path.display().to_string(),
@@ -113,43 +109,16 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         source_dtype: DType::F32.name().to_string(),
         source_vocab: words_file.clone().unwrap_or_else(|| cfg.model.clone()),
         source_vocab_size: vectors.total,
-        target_vocab: target.origin.clone(),
-        target_vocab_sha256: target.sha256.clone(),
-        rows,
-        dim: vectors.dim,
-        dtype: out_dtype.name().to_string(),
-        copied,
-        initialised: rows - copied,
-        coverage_percent: if rows == 0 {
-            0.0
-        } else {
-            100.0 * copied as f64 / rows as f64
-        },
-        counts,
-        init: cfg.init.name().to_string(),
-        fill: fill_name.to_string(),
         source_tokenizer: Style::Other,
-        seed: cfg.seed,
         sigma,
         sigma_from,
-        calibrate_norm: cfg.calibrate_norm,
-        median_norm_copied: None,
-        median_norm_initialised: None,
-        duplicate_lines: target.duplicates,
-        nonfinite_source_rows: 0,
-        overflow_rows: 0,
-        tokenizer_errors: 0,
-        aux_vectors: None,
         static_vectors: Some(StaticSource {
             format: vectors.format.name().to_string(),
             vectors: vectors.total,
             kept: vectors.len(),
             words_file,
         }),
-        compose_fit: None,
-        seconds: 0.0,
-        timings: BTreeMap::new(),
-        model: None,
+        ..plan_report(cfg, &target, &plan, fill_name, out_dtype, vectors.dim)
     };
     let meta = metadata(&report, &copied_rows_of(&plan));
     let mut batch = Batch::new();

@@ -124,7 +124,7 @@ fn strip_userinfo(url: &str) -> String {
 }
 
 /// Where the model came from, for the summary and the output's metadata.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Provenance {
     /// `hub` or `local`.
     pub kind: &'static str,

@@ -17,12 +17,13 @@ use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer
 use unicode_normalization::UnicodeNormalization;
 
 /// How the source vocabulary spells tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Style {
     WordPiece,
     ByteLevel,
     SentencePiece,
+    #[default]
     Other,
 }
 
