@@ -44,6 +44,19 @@ fn temp_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Sends `sig` to a child held in the write pause: it must exit at once (well before the 30 s
+/// pause would have ended: the signal does not wait for the writer) with `code` and one line.
+fn interrupt(mut child: std::process::Child, sig: &str, code: i32) {
+    let sent = Instant::now();
+    signal(child.id(), sig);
+    let status = child.wait().unwrap();
+    assert!(sent.elapsed() < Duration::from_secs(10), "{sig}: too slow");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(code), "{sig}: {err}");
+    assert_eq!(err, format!("error: interrupted by SIG{sig}\n"));
+}
+
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])
@@ -59,19 +72,18 @@ fn signal(pid: u32, sig: &str) {
 fn signals_mid_write_remove_the_temp_file_and_exit_128_plus_n() {
     for (sig, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
         let sb = Sandbox::new();
-        let mut child =
-            std::process::Command::new(assert_cmd::cargo::cargo_bin!("embed-transplant"))
-                .current_dir(sb.dir.path())
-                .env("HF_HOME", sb.hf_home())
-                .env("EMBED_TRANSPLANT_TEST_WRITE_PAUSE_MS", "30000")
-                .arg("-m")
-                .arg(bert_dir())
-                .arg("-v")
-                .arg(target_vocab())
-                .args(["-o", "out.safetensors", "-q"])
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("embed-transplant"))
+            .current_dir(sb.dir.path())
+            .env("HF_HOME", sb.hf_home())
+            .env("EMBED_TRANSPLANT_TEST_WRITE_PAUSE_MS", "30000")
+            .arg("-m")
+            .arg(bert_dir())
+            .arg("-v")
+            .arg(target_vocab())
+            .args(["-o", "out.safetensors", "-q"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         // Wait until the temp file exists: the writer is then inside the pause (or about to be).
         let start = Instant::now();
         while temp_files(sb.dir.path()).is_empty() {
@@ -79,15 +91,7 @@ fn signals_mid_write_remove_the_temp_file_and_exit_128_plus_n() {
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(200));
-        let sent = Instant::now();
-        signal(child.id(), sig);
-        let status = child.wait().unwrap();
-        // Well before the 30 s pause would have ended: the signal did not wait for the writer.
-        assert!(sent.elapsed() < Duration::from_secs(10), "{sig}: too slow");
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-        assert_eq!(status.code(), Some(code), "{sig}: {err}");
-        assert_eq!(err, format!("error: interrupted by SIG{sig}\n"));
+        interrupt(child, sig, code);
         assert_eq!(sb.files(), Vec::<String>::new(), "{sig}: files left");
     }
 }
@@ -958,7 +962,7 @@ fn signals_mid_emit_model_remove_the_temp_dir_and_exit_128_plus_n() {
                 std::fs::create_dir(sb.path("out")).unwrap();
                 std::fs::write(sb.path("out/config.json"), "{}").unwrap();
             }
-            let mut child =
+            let child =
                 std::process::Command::new(assert_cmd::cargo::cargo_bin!("embed-transplant"))
                     .current_dir(sb.dir.path())
                     .env("HF_HOME", sb.hf_home())
@@ -983,14 +987,7 @@ fn signals_mid_emit_model_remove_the_temp_dir_and_exit_128_plus_n() {
                 std::thread::sleep(Duration::from_millis(20));
             }
             std::thread::sleep(Duration::from_millis(200));
-            let sent = Instant::now();
-            signal(child.id(), sig);
-            let status = child.wait().unwrap();
-            assert!(sent.elapsed() < Duration::from_secs(10), "{sig}: too slow");
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            assert_eq!(status.code(), Some(code), "{sig}: {err}");
-            assert_eq!(err, format!("error: interrupted by SIG{sig}\n"));
+            interrupt(child, sig, code);
             if existing {
                 assert_eq!(sb.files(), vec!["out"], "{sig}: files left");
                 let kept: Vec<String> = std::fs::read_dir(sb.path("out"))
