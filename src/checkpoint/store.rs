@@ -158,6 +158,19 @@ impl TensorStore {
         }
     }
 
+    /// Whether two tensors hold the same bytes (same dtype and shape checked by the caller).
+    /// Mapped pages touched by the comparison are given back afterwards, so that checking a
+    /// vocabulary-sized head against the embedding leaves neither resident.
+    pub fn same_bytes(&self, a: &StoredTensor, b: &StoredTensor) -> Result<bool> {
+        if a.nbytes != b.nbytes {
+            return Ok(false);
+        }
+        let same = self.bytes(a)? == self.bytes(b)?;
+        self.release(a);
+        self.release(b);
+        Ok(same)
+    }
+
     /// Drops a mapped tensor's pages from resident memory once it has been used.
     pub fn release(&self, t: &StoredTensor) {
         if let StoreFile::St(f, names) = &self.files[t.file] {

@@ -113,7 +113,7 @@ pub fn route(
         } else if is_head {
             let tied = match tied {
                 Some(t) => t,
-                None => t.dtype == emb_t.dtype && store.bytes(t)? == store.bytes(emb_t)?,
+                None => t.dtype == emb_t.dtype && store.same_bytes(t, emb_t)?,
             };
             if tied {
                 routing.tied_dropped.push(t.name.clone());
@@ -146,7 +146,7 @@ pub fn route(
             (Make::Bias, shape)
         } else if t.shape == [source_rows, dim]
             && t.dtype == emb_t.dtype
-            && store.bytes(t)? == store.bytes(emb_t)?
+            && store.same_bytes(t, emb_t)?
         {
             // Built by the same plan and seed as the embedding: the same bytes again.
             routing.copies_of_embedding.push(t.name.clone());

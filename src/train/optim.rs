@@ -154,7 +154,7 @@ impl Embedding {
             .copied()
             .filter(|&r| self.active[r as usize] && self.current[r as usize] < step)
             .collect();
-        self.replay_rows(emb, &stale);
+        self.replay_rows(emb, &stale, step);
     }
 
     /// Whether rows must be brought up to date before a batch reads them (deferred Adam).
@@ -177,7 +177,7 @@ impl Embedding {
             .filter(|&r| self.current[r as usize] < step)
             .collect();
         stale.sort_unstable();
-        self.replay_rows(emb, &stale);
+        self.replay_rows(emb, &stale, step);
     }
 
     /// The rows [`Embedding::flush`] may change (deferred Adam: every row ever touched).
@@ -188,10 +188,10 @@ impl Embedding {
         }
     }
 
-    /// Replays the missed steps of `rows` (ascending, distinct), in parallel: rows are
-    /// independent, and each gets the same arithmetic whatever the thread count.
-    fn replay_rows(&mut self, emb: &mut [f32], rows: &[u32]) {
-        let (d, step) = (self.dim, self.step as u32);
+    /// Replays the missed steps of `rows` (ascending, distinct) up to step `to`, in parallel:
+    /// rows are independent, and each gets the same arithmetic whatever the thread count.
+    fn replay_rows(&mut self, emb: &mut [f32], rows: &[u32], to: u32) {
+        let d = self.dim;
         let (p, m, v) = (
             row_slices(emb, rows, d),
             row_slices(&mut self.m, rows, d),
@@ -203,9 +203,9 @@ impl Embedding {
             .zip(v)
             .zip(rows)
             .with_min_len(16)
-            .for_each(|(((p, m), v), &r)| replay(p, m, v, current[r as usize], step, gains));
+            .for_each(|(((p, m), v), &r)| replay(p, m, v, current[r as usize], to, gains));
         for &r in rows {
-            self.current[r as usize] = step;
+            self.current[r as usize] = to;
         }
     }
 
@@ -243,9 +243,7 @@ impl Embedding {
                     // Normally already current (the batch's rows were brought up to date before
                     // its forward pass); replay to the previous step otherwise.
                     if self.active[r] && self.current[r] + 1 < self.step as u32 {
-                        self.step -= 1;
-                        self.replay_rows(emb, &[r as u32]);
-                        self.step += 1;
+                        self.replay_rows(emb, &[r as u32], self.step as u32 - 1);
                     }
                     if !self.active[r] {
                         self.active[r] = true;
