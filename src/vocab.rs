@@ -27,12 +27,141 @@ pub struct TargetVocab {
     pub sha256: String,
     /// Where it came from, as the user named it (`<stdin>` for `-`).
     pub origin: String,
+    /// How the tokens are spelled: plain text for a word list; a tokenizer.json's own code
+    /// (byte-level, SentencePiece) for its model vocabulary.
+    pub spelling: Spelling,
+    /// Rows (sorted) whose token is plain text whatever the spelling: a tokenizer.json's added
+    /// tokens (`<|im_start|>` is stored as typed, not byte-mapped).
+    pub plain: Vec<usize>,
 }
 
-/// Reads a target vocabulary from a file, or from standard input when `path` is `-`. The limits
+/// How a target vocabulary spells its tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Spelling {
+    /// As typed (a word list, a WordPiece vocabulary).
+    #[default]
+    Text,
+    /// GPT-2's byte-to-character code (GPT-2, RoBERTa, Qwen, LLaMA-3): `Ġduring` is " during",
+    /// `çĶļ` the three bytes of 甚.
+    ByteLevel,
+    /// SentencePiece: `▁` is a space and `<0xE7>` a byte-fallback piece holding one byte.
+    SentencePiece,
+}
+
+impl TargetVocab {
+    /// The bytes the token of row `i` stands for, when its spelling is a code (None: the token is
+    /// its own text). May be part of a character (byte-level tokens and byte-fallback pieces
+    /// split characters).
+    pub fn bytes_of(&self, i: usize) -> Option<Vec<u8>> {
+        if self.spelling == Spelling::Text || self.plain.binary_search(&i).is_ok() {
+            return None;
+        }
+        decode_spelling(&self.tokens[i], self.spelling)
+    }
+
+    /// The text each token stands for (a partial character's bytes dropped), for consumers that
+    /// want words: static vectors, `--aux-vectors`.
+    pub fn texts(&self) -> Vec<String> {
+        (0..self.tokens.len())
+            .map(|i| match self.bytes_of(i) {
+                Some(b) => lossy_text(&b),
+                None => self.tokens[i].clone(),
+            })
+            .collect()
+    }
+}
+
+/// The bytes as text with the bytes of partial characters dropped.
+pub fn lossy_text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).replace('\u{fffd}', "")
+}
+
+/// The bytes as text, partial characters written `\xE7` (for reports).
+pub fn escaped_text(b: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in b.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for x in chunk.invalid() {
+            out.push_str(&format!("\\x{x:02X}"));
+        }
+    }
+    out
+}
+
+/// The bytes a token spelled in `spelling` stands for; None when the token is not in that code
+/// (a character outside GPT-2's byte alphabet).
+pub fn decode_spelling(token: &str, spelling: Spelling) -> Option<Vec<u8>> {
+    match spelling {
+        Spelling::Text => Some(token.as_bytes().to_vec()),
+        Spelling::ByteLevel => token.chars().map(char_byte).collect(),
+        Spelling::SentencePiece => {
+            if let Some(b) = byte_fallback(token) {
+                return Some(vec![b]);
+            }
+            Some(token.replace('\u{2581}', " ").into_bytes())
+        }
+    }
+}
+
+/// A SentencePiece byte-fallback piece, `<0xE7>`: its byte.
+fn byte_fallback(t: &str) -> Option<u8> {
+    let hex = t.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+/// Bytes GPT-2's code writes as themselves: printable Latin-1 except the soft hyphen.
+fn printable(b: u8) -> bool {
+    matches!(b, 0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF)
+}
+
+/// GPT-2's byte-to-character code (`bytes_to_unicode`): printable bytes are themselves, the
+/// other 68 take U+0100.. in byte order. (The tokenizers crate keeps its table private.)
+static BYTE_CHARS: std::sync::LazyLock<[char; 256]> = std::sync::LazyLock::new(|| {
+    let mut t = ['\0'; 256];
+    let mut next = 256u32;
+    for b in 0..=255u8 {
+        t[b as usize] = if printable(b) {
+            b as char
+        } else {
+            next += 1;
+            char::from_u32(next - 1).unwrap_or('\0')
+        };
+    }
+    t
+});
+
+pub fn byte_char(b: u8) -> char {
+    BYTE_CHARS[b as usize]
+}
+
+/// The byte a character of GPT-2's code stands for.
+pub fn char_byte(c: char) -> Option<u8> {
+    let n = c as u32;
+    if n < 256 {
+        return printable(n as u8).then_some(n as u8);
+    }
+    static CODED: std::sync::LazyLock<Vec<u8>> =
+        std::sync::LazyLock::new(|| (0..=255u8).filter(|&x| !printable(x)).collect());
+    CODED.get((n - 256) as usize).copied()
+}
+
+/// Bytes in GPT-2's code (how a byte-level BPE vocabulary stores them).
+pub fn byte_level_spelling(b: &[u8]) -> String {
+    b.iter().map(|&x| byte_char(x)).collect()
+}
+
+/// Reads a target vocabulary from a file, or from standard input when `path` is `-`; a
+/// tokenizer.json (see [`is_tokenizer_json`]) gives its tokens by id. The limits
 /// hold while streaming: a line is never read past [`MAX_TOKEN_BYTES`], so `/dev/zero` or a
 /// 50 MB line fail after a kilobyte, not after filling memory.
 pub fn read_target(path: &Path) -> Result<TargetVocab> {
+    if is_tokenizer_json(path) {
+        return read_target_tokenizer(path).map(|(v, _)| v);
+    }
     if path == Path::new("-") {
         parse_target_stream(std::io::stdin().lock(), "<stdin>")
     } else {
@@ -146,6 +275,8 @@ pub fn parse_target_stream(mut r: impl BufRead, origin: &str) -> Result<TargetVo
         control_lines,
         sha256: hex(&hasher.finalize()),
         origin: origin.to_string(),
+        spelling: Spelling::Text,
+        plain: Vec::new(),
     })
 }
 
@@ -292,28 +423,106 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A target tokenizer.json (`--vocab tokenizer.json` with `--emit-model`): its tokens by id
-/// (model vocabulary and added tokens) are the rows, and the file itself becomes the model's
-/// tokenizer. Ids must run 0..n without gaps.
+/// Whether a target vocabulary file is a tokenizer.json rather than a word list: its name ends in
+/// `.json`, or it opens a JSON object: `{` then a `"` after any whitespace (a word list would
+/// have to start with the lines `{` and `"...`; a pretty-printed tokenizer.json read as lines
+/// would otherwise pass for one).
+pub fn is_tokenizer_json(path: &Path) -> bool {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
+        return true;
+    }
+    if path == Path::new("-") {
+        return false;
+    }
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    if f.metadata().is_ok_and(|m| !m.is_file()) {
+        return false;
+    }
+    let mut head = Vec::with_capacity(64);
+    if f.take(64).read_to_end(&mut head).is_err() {
+        return false;
+    }
+    looks_like_json(&head)
+}
+
+fn looks_like_json(head: &[u8]) -> bool {
+    let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    // `{` then, after any whitespace (line breaks included), a `"` opening the first key.
+    match head.trim_ascii_start().strip_prefix(b"{") {
+        Some(rest) => rest.trim_ascii_start().starts_with(b"\""),
+        None => false,
+    }
+}
+
+/// How a target tokenizer spells its model vocabulary, from the types in its pre-tokenizer and
+/// decoder (`ByteLevel`; `Metaspace`, `ByteFallback` or a `Replace` of `▁`), Sequences included.
+fn spelling_of(tj: &serde_json::Value) -> Spelling {
+    fn types(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(t) = m.get("type").and_then(|t| t.as_str()) {
+                    out.push(t.to_string());
+                }
+                if m.get("type").and_then(|t| t.as_str()) == Some("Replace")
+                    && m.get("pattern")
+                        .and_then(|p| p.get("String"))
+                        .and_then(|p| p.as_str())
+                        == Some("\u{2581}")
+                {
+                    out.push("Metaspace".into());
+                }
+                for v in m.values() {
+                    types(v, out);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| types(v, out)),
+            _ => {}
+        }
+    }
+    let mut t = Vec::new();
+    for k in ["pre_tokenizer", "decoder"] {
+        if let Some(v) = tj.get(k) {
+            types(v, &mut t);
+        }
+    }
+    if t.iter().any(|x| x == "ByteLevel") {
+        Spelling::ByteLevel
+    } else if t.iter().any(|x| x == "Metaspace" || x == "ByteFallback")
+        || tj.pointer("/model/byte_fallback").and_then(|b| b.as_bool()) == Some(true)
+    {
+        Spelling::SentencePiece
+    } else {
+        Spelling::Text
+    }
+}
+
+/// A target tokenizer.json (`--vocab tokenizer.json`): its tokens by id (model vocabulary and
+/// added tokens) are the rows, and with `--emit-model` the file itself becomes the model's
+/// tokenizer. Ids must run 0..n: each id is checked against the number of entries before
+/// anything is allocated for it, a gap is an error, and so are two tokens on one id.
 pub fn read_target_tokenizer(path: &Path) -> Result<(TargetVocab, serde_json::Value)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let tj: serde_json::Value = serde_json::from_slice(&bytes)
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let tj: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| Error::file(path, format!("not a tokenizer.json: {e}")))?;
-    let mut by_id: Vec<Option<String>> = Vec::new();
-    let mut put = |t: &str, id: u64| {
-        let id = id as usize;
-        if id >= by_id.len() {
-            by_id.resize(id + 1, None);
-        }
-        by_id[id] = Some(t.to_string());
+    // (token, id, added) in file order.
+    let mut entries: Vec<(&str, u64, bool)> = Vec::new();
+    let no_id = |what: String| {
+        Error::file(
+            path,
+            format!("{what} has no id that is a non-negative integer"),
+        )
     };
     match tj.pointer("/model/vocab") {
         Some(serde_json::Value::Object(m)) => {
             for (t, id) in m {
-                let id = id
-                    .as_u64()
-                    .ok_or_else(|| Error::file(path, format!("token {t:?} has no integer id")))?;
-                put(t, id);
+                let id = id.as_u64().ok_or_else(|| no_id(format!("token {t:?}")))?;
+                entries.push((t, id, false));
             }
         }
         Some(serde_json::Value::Array(a)) => {
@@ -321,42 +530,97 @@ pub fn read_target_tokenizer(path: &Path) -> Result<(TargetVocab, serde_json::Va
                 let t = e.get(0).and_then(|x| x.as_str()).ok_or_else(|| {
                     Error::file(path, format!("vocabulary entry {i} is not [piece, score]"))
                 })?;
-                put(t, i as u64);
+                entries.push((t, i as u64, false));
             }
         }
         _ => return Err(Error::file(path, "not a tokenizer.json: no model.vocab")),
     }
-    for a in tj
+    for (i, a) in tj
         .get("added_tokens")
         .and_then(|v| v.as_array())
         .into_iter()
         .flatten()
-    {
-        if let (Some(t), Some(id)) = (
-            a.get("content").and_then(|x| x.as_str()),
-            a.get("id").and_then(|x| x.as_u64()),
-        ) {
-            put(t, id);
-        }
-    }
-    let tokens: Vec<String> = by_id
-        .into_iter()
         .enumerate()
-        .map(|(i, t)| t.ok_or_else(|| Error::file(path, format!("no token has id {i}: the ids of a target tokenizer must run 0..n without gaps"))))
-        .collect::<Result<_>>()?;
-    if tokens.is_empty() {
+    {
+        let t = a
+            .get("content")
+            .and_then(|x| x.as_str())
+            .ok_or_else(|| Error::file(path, format!("added token {i} has no content")))?;
+        let id = a
+            .get("id")
+            .and_then(|x| x.as_u64())
+            .ok_or_else(|| no_id(format!("added token {t:?}")))?;
+        entries.push((t, id, true));
+    }
+    let n = entries.len();
+    if n == 0 {
         return Err(Error::file(path, "the tokenizer has no tokens"));
     }
+    // Every id below the entry count: the only allocation is n slots, whatever the ids claim.
+    let mut by_id: Vec<Option<(&str, bool)>> = vec![None; n];
+    for &(t, id, added) in &entries {
+        let slot = usize::try_from(id)
+            .ok()
+            .and_then(|i| by_id.get_mut(i))
+            .ok_or_else(|| {
+                Error::file(
+                    path,
+                    format!("token {t:?} has id {id}, but the file holds only {n} tokens: the ids of a target tokenizer must run 0..n without gaps"),
+                )
+            })?;
+        match slot {
+            Some((other, _)) if *other != t => {
+                return Err(Error::file(
+                    path,
+                    format!("tokens {other:?} and {t:?} both have id {id}: each id must name one token"),
+                ))
+            }
+            // An added token repeating its model-vocabulary entry (BERT's [PAD]): one token.
+            Some((_, was_added)) => *was_added |= added,
+            None => *slot = Some((t, added)),
+        }
+    }
+    let len = by_id.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+    by_id.truncate(len);
+    let mut tokens = Vec::with_capacity(len);
+    let mut plain = Vec::new();
+    for (i, slot) in by_id.into_iter().enumerate() {
+        let (t, added) = slot.ok_or_else(|| {
+            Error::file(
+                path,
+                format!("no token has id {i}: the ids of a target tokenizer must run 0..n without gaps"),
+            )
+        })?;
+        if added {
+            plain.push(i);
+        }
+        tokens.push(t.to_string());
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let (mut duplicates, mut duplicate_examples) = (0, Vec::new());
+    for t in &tokens {
+        let c = seen.entry(t).or_default();
+        *c += 1;
+        if *c > 1 {
+            duplicates += 1;
+            if duplicate_examples.len() < 5 {
+                duplicate_examples.push(t.clone());
+            }
+        }
+    }
+    let spelling = spelling_of(&tj);
     let sha256 = hex(&Sha256::digest(&bytes));
     Ok((
         TargetVocab {
             tokens,
-            duplicates: 0,
-            duplicate_examples: Vec::new(),
+            duplicates,
+            duplicate_examples,
             blank_lines: Vec::new(),
             control_lines: Vec::new(),
             sha256,
             origin: path.display().to_string(),
+            spelling,
+            plain,
         },
         tj,
     ))
@@ -390,6 +654,75 @@ mod tests {
         assert!(e.starts_with("v.txt line 2: contains a NUL"), "{e}");
         let e = parse_target(b"", "v.txt").unwrap_err().to_string();
         assert_eq!(e, "v.txt: the vocabulary is empty");
+    }
+
+    fn write_tj(name: &str, tj: serde_json::Value) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(name);
+        std::fs::write(&p, serde_json::to_vec_pretty(&tj).unwrap()).unwrap();
+        (d, p)
+    }
+
+    fn tj_err(tj: serde_json::Value) -> String {
+        let (_d, p) = write_tj("t.json", tj);
+        read_target_tokenizer(&p).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn target_tokenizer_rows_are_ids_and_bad_ids_are_errors() {
+        let tj = serde_json::json!({
+            "added_tokens": [{"id": 3, "content": "<|x|>", "special": true}],
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "ByteLevel"}]},
+            "model": {"type": "BPE", "vocab": {"b": 1, "\u{120}a": 0, "\u{e7}\u{136}": 2}, "merges": []}});
+        // Detected by content too: a pretty-printed file named without .json.
+        let (_d, p) = write_tj("target", tj.clone());
+        assert!(is_tokenizer_json(&p));
+        let v = read_target(&p).unwrap();
+        assert_eq!(v.tokens, ["\u{120}a", "b", "\u{e7}\u{136}", "<|x|>"]);
+        assert_eq!(v.spelling, Spelling::ByteLevel);
+        assert_eq!(v.plain, [3]);
+        assert_eq!(v.bytes_of(0).unwrap(), b" a");
+        assert_eq!(v.bytes_of(2).unwrap(), [0xE7, 0x94]);
+        assert_eq!(v.bytes_of(3), None);
+        assert_eq!(escaped_text(&v.bytes_of(2).unwrap()), "\\xE7\\x94");
+
+        let mut gap = tj.clone();
+        gap["model"]["vocab"]["b"] = serde_json::json!(2);
+        gap["model"]["vocab"]["\u{e7}\u{136}"] = serde_json::json!(3);
+        gap["added_tokens"] = serde_json::json!([{"id": 2, "content": "b", "special": false}]);
+        let e = tj_err(gap);
+        assert!(e.ends_with("no token has id 1: the ids of a target tokenizer must run 0..n without gaps"), "{e}");
+        for (id, shown) in [
+            (serde_json::json!(150000000u64), "has id 150000000, but the file holds only 4 tokens"),
+            (serde_json::json!(u64::MAX), "has id 18446744073709551615, but the file holds only 4 tokens"),
+            (serde_json::json!(1e12), "token \"b\" has no id that is a non-negative integer"),
+            (serde_json::json!(-1), "token \"b\" has no id that is a non-negative integer"),
+        ] {
+            let mut big = tj.clone();
+            big["model"]["vocab"]["b"] = id;
+            let e = tj_err(big);
+            assert!(e.contains(shown), "{e}");
+        }
+        let mut two = tj.clone();
+        two["added_tokens"][0]["id"] = serde_json::json!(1);
+        let e = tj_err(two);
+        assert!(e.ends_with("tokens \"b\" and \"<|x|>\" both have id 1: each id must name one token"), "{e}");
+    }
+
+    #[test]
+    fn spellings_decode_to_bytes() {
+        assert_eq!(decode_spelling("\u{2581}new\u{2581}york", Spelling::SentencePiece).unwrap(), b" new york");
+        assert_eq!(decode_spelling("<0xE7>", Spelling::SentencePiece).unwrap(), [0xE7]);
+        assert_eq!(decode_spelling("\u{e7}\u{136}\u{13c}\u{e4}\u{b9}\u{12a}", Spelling::ByteLevel).unwrap(), "甚么".as_bytes());
+        assert_eq!(decode_spelling("中", Spelling::ByteLevel), None);
+        for b in 0..=255u8 {
+            assert_eq!(char_byte(byte_char(b)), Some(b));
+        }
+        assert_eq!(byte_level_spelling(" \n".as_bytes()), "\u{120}\u{10a}");
+        assert!(!looks_like_json(b"{\n}\n"));
+        assert!(looks_like_json(b"\xEF\xBB\xBF{\"version\""));
+        assert!(looks_like_json(b"{\n  \"version\""));
+        assert!(!looks_like_json(b"the\n{\n"));
     }
 
     #[test]
