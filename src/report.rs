@@ -3,7 +3,7 @@
 
 use crate::hub::Provenance;
 use crate::matching::{Method, Plan};
-use crate::vocab::SourceVocab;
+use crate::vocab::{SourceVocab, TargetVocab};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -91,6 +91,10 @@ pub struct RowNote {
     /// 1-based line of the target vocabulary.
     pub line: usize,
     pub token: String,
+    /// The text a coded target token stands for (a tokenizer.json's byte-level `Ġduring` is
+    /// " during"; bytes of a partial character are written `\xE7`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
     pub method: String,
     /// The source tokens the row was built from (the match, or the pieces).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -179,7 +183,8 @@ pub fn source_names(source: &SourceVocab) -> Vec<&str> {
 
 /// The `--report` notes: every row that is not an exact copy, with how it was made and the source
 /// tokens it was built from (`names`: each source id's token).
-pub fn notes(tokens: &[String], plan: &Plan, names: &[&str], fill: &str) -> Vec<RowNote> {
+pub fn notes(target: &TargetVocab, plan: &Plan, names: &[&str], fill: &str) -> Vec<RowNote> {
+    let tokens = &target.tokens;
     plan.rows
         .iter()
         .enumerate()
@@ -187,6 +192,7 @@ pub fn notes(tokens: &[String], plan: &Plan, names: &[&str], fill: &str) -> Vec<
         .map(|(i, r)| RowNote {
             line: i + 1,
             token: tokens[i].clone(),
+            text: target.bytes_of(i).map(|b| crate::vocab::escaped_text(&b)),
             method: r.method.name(fill),
             pieces: match &r.source {
                 // Guided rows: each anchor with its weight.

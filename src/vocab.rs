@@ -62,7 +62,10 @@ impl TargetVocab {
 
     /// The text each token stands for (a partial character's bytes dropped), for consumers that
     /// want words: static vectors, `--aux-vectors`.
-    pub fn texts(&self) -> Vec<String> {
+    pub fn texts(&self) -> std::borrow::Cow<'_, [String]> {
+        if self.spelling == Spelling::Text {
+            return std::borrow::Cow::Borrowed(&self.tokens);
+        }
         (0..self.tokens.len())
             .map(|i| match self.bytes_of(i) {
                 Some(b) => lossy_text(&b),

@@ -38,16 +38,17 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         timings.insert(name.to_string(), lap.elapsed().as_secs_f64());
         lap = Instant::now();
     };
-    // With --emit-model (and no --extend), a tokenizer.json target defines the rows and becomes
-    // the model's tokenizer (the way to replace a byte-level BPE vocabulary).
-    let tokenizer_target = cfg.emit.as_ref().is_some_and(|e| !e.extend)
-        && cfg
-            .vocab
-            .extension()
-            .is_some_and(|x| x.eq_ignore_ascii_case("json"));
-    let (target, target_tokenizer) = if tokenizer_target {
+    // A tokenizer.json target: its ids are the rows; with --emit-model it becomes the model's
+    // tokenizer (the way to replace a byte-level BPE vocabulary).
+    let (target, target_tokenizer) = if vocab::is_tokenizer_json(&cfg.vocab) {
+        if cfg.emit.as_ref().is_some_and(|e| e.extend) {
+            return Err(Error::Invalid(format!(
+                "{}: --extend appends the words of a word list, and this is a tokenizer.json; drop --extend to give the model this tokenizer",
+                cfg.vocab.display()
+            )));
+        }
         let (t, tj) = vocab::read_target_tokenizer(&cfg.vocab)?;
-        (t, Some(tj))
+        (t, cfg.emit.is_some().then_some(tj))
     } else {
         (vocab::read_target(&cfg.vocab)?, None)
     };
@@ -152,8 +153,8 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         cfg.progress,
         &format!("matching {} target tokens", target.tokens.len()),
     );
-    let plan = matching::plan(
-        &target.tokens,
+    let plan = matching::plan_target(
+        &target,
         &source,
         Some(&tokenizer),
         cfg.init.composes(),
@@ -175,7 +176,9 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         }
     }
     if let Some(path) = &cfg.aux_vectors {
-        guide_rows(&mut plan, &target.tokens, &tokenizer, source.size, path)?;
+        // Static vectors know words: a coded target token is looked up as the text it stands for.
+        let texts = target.texts();
+        guide_rows(&mut plan, &texts, &tokenizer, source.size, path)?;
         mark("aux_vectors");
     }
     spin.finish_and_clear();
@@ -317,7 +320,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         cfg,
         &report,
         held_out.as_ref(),
-        (&target.tokens, &plan, &names),
+        (&target, &plan, &names),
         &stats,
         &mut batch,
     )?;
@@ -436,12 +439,12 @@ pub(super) fn stage_extras(
     cfg: &TransplantConfig,
     report: &TransplantReport,
     held_out: Option<&ReportScore>,
-    (tokens, plan, names): (&[String], &matching::Plan, &[&str]),
+    (target, plan, names): (&TargetVocab, &matching::Plan, &[&str]),
     stats: &align::BuildStats,
     batch: &mut Batch,
 ) -> Result<()> {
     if let Some(report_target) = &cfg.report {
-        let notes = report::notes(tokens, plan, names, &report.fill);
+        let notes = report::notes(target, plan, names, &report.fill);
         let doc = ReportFile {
             summary: report,
             score: held_out,

@@ -36,7 +36,9 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     mark("read_target_vocab");
     let path = Path::new(&cfg.model);
     let compose = cfg.init.composes();
-    let wanted = statics::wanted(&target.tokens, compose);
+    // Static vectors know words: a coded target token is looked up as the text it stands for.
+    let words = target.texts();
+    let wanted = statics::wanted(&words, compose);
     let spin = out.spinner(
         cfg.progress,
         &format!(
@@ -59,7 +61,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
             ),
         ));
     }
-    let plan = statics::plan(&target.tokens, &|t: &str| vectors.find(t), compose);
+    let plan = statics::plan(&words, &|t: &str| vectors.find(t), compose);
     mark("match_and_compose");
 
     let src = Matrix {
@@ -140,7 +142,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         cfg,
         &report,
         held_out.as_ref(),
-        (&target.tokens, &plan, &names),
+        (&target, &plan, &names),
         &stats,
         &mut batch,
     )?;

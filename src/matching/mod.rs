@@ -11,7 +11,7 @@ mod tokenizer;
 pub use tokenizer::{SourceTokenizer, Style};
 
 use crate::align::RowSource;
-use crate::vocab::SourceVocab;
+use crate::vocab::{self, SourceVocab, Spelling, TargetVocab};
 use rayon::prelude::*;
 use tokenizer::byte_level;
 use unicode_normalization::UnicodeNormalization;
@@ -210,28 +210,156 @@ pub fn plan(
         .collect();
     let mut tokenizer_errors = 0;
     if let (true, Some(tok)) = (compose, tok) {
-        for chunk in oov.chunks(BATCH) {
-            let texts: Vec<&str> = chunk.iter().map(|&i| tokens[i].as_str()).collect();
-            for (&i, ids) in chunk.iter().zip(tok.pieces(&texts)) {
-                let Some(ids) = ids else {
-                    tokenizer_errors += 1;
-                    continue;
-                };
-                // Pieces outside the embedding's vocabulary (added tokens past the matrix) cannot
-                // be averaged; a token left with none falls back to the fill method.
-                let ids: Vec<u32> = ids
-                    .into_iter()
-                    .filter(|&id| (id as usize) < source.size)
-                    .collect();
-                if ids.is_empty() {
-                    continue;
+        let texts: Vec<&str> = oov.iter().map(|&i| tokens[i].as_str()).collect();
+        tokenizer_errors = compose_into(&mut rows, &oov, &texts, source.size, |t| tok.pieces(t));
+    }
+    Plan {
+        rows,
+        tokenizer_errors,
+    }
+}
+
+/// Makes rows `idx` the mean of the pieces `pieces_of` gives their `texts`, in batches. Returns
+/// how many texts it could not split (they keep the fill).
+fn compose_into(
+    rows: &mut [Row],
+    idx: &[usize],
+    texts: &[&str],
+    size: usize,
+    pieces_of: impl Fn(&[&str]) -> Vec<Option<Vec<u32>>>,
+) -> usize {
+    let mut errors = 0;
+    for (chunk, texts) in idx.chunks(BATCH).zip(texts.chunks(BATCH)) {
+        for (&i, ids) in chunk.iter().zip(pieces_of(texts)) {
+            let Some(ids) = ids else {
+                errors += 1;
+                continue;
+            };
+            // Pieces outside the embedding's vocabulary (added tokens past the matrix) cannot
+            // be averaged; a token left with none falls back to the fill method.
+            let ids: Vec<u32> = ids.into_iter().filter(|&id| (id as usize) < size).collect();
+            if ids.is_empty() {
+                continue;
+            }
+            rows[i] = Row {
+                source: RowSource::Composed(ids),
+                method: Method::Composed,
+            };
+        }
+    }
+    errors
+}
+
+/// What a target token is looked up and split as.
+enum Query {
+    /// Text (a word-list line, an added token, or what a coded token decodes to; `decoded` then).
+    Text { text: String, decoded: bool },
+    /// A byte-level source's own spelling of the bytes: looked up as is, split by its BPE model.
+    Spelled(String),
+    /// Bytes that are not whole characters, for a source that reads text: the whole characters
+    /// among them (possibly none).
+    Partial(String),
+}
+
+/// Matches a target vocabulary, minding how it spells tokens: a tokenizer.json target's tokens
+/// (byte-level `Ġduring`, SentencePiece `▁during`, `<0xE7>`) stand for bytes. With a byte-level
+/// source those bytes in its code are looked up and, with `compose`, split by its BPE model
+/// alone (partial characters included); with any other source they are decoded to text, looked
+/// up and tokenised as text, and a token holding part of a character is composed from its whole
+/// characters, or gets the fill when it has none. A word list goes to [`plan`].
+pub fn plan_target(
+    target: &TargetVocab,
+    source: &SourceVocab,
+    tok: Option<&SourceTokenizer>,
+    compose: bool,
+) -> Plan {
+    if target.spelling == Spelling::Text {
+        return plan(&target.tokens, source, tok, compose);
+    }
+    let style = tok.map_or(Style::Other, |t| t.style);
+    let queries: Vec<Query> = (0..target.tokens.len())
+        .into_par_iter()
+        .map(|i| match target.bytes_of(i) {
+            None => Query::Text {
+                text: target.tokens[i].clone(),
+                decoded: false,
+            },
+            Some(b) if style == Style::ByteLevel => Query::Spelled(vocab::byte_level_spelling(&b)),
+            Some(b) => match String::from_utf8(b) {
+                Ok(text) => Query::Text {
+                    text,
+                    decoded: true,
+                },
+                Err(e) => Query::Partial(vocab::lossy_text(e.as_bytes())),
+            },
+        })
+        .collect();
+    let found: Vec<Option<(u32, Method)>> = queries
+        .par_iter()
+        .zip(&target.tokens)
+        .map(|(q, t)| match q {
+            Query::Text { text, decoded } => {
+                let hit = find_copy(text, source, tok, style).or_else(|| {
+                    // A word-initial token (" during") is the word to a source that marks
+                    // word starts by no space (WordPiece); SentencePiece's `▁` is tried above.
+                    let word = text.strip_prefix(' ').filter(|w| {
+                        *decoded
+                            && style != Style::SentencePiece
+                            && !w.is_empty()
+                            && !w.starts_with(char::is_whitespace)
+                    })?;
+                    find_copy(word, source, tok, style)
+                });
+                match hit {
+                    // The source has the text the token stands for, under another spelling.
+                    Some((id, Method::Exact)) if *decoded && text != t => {
+                        Some((id, Method::Decoded))
+                    }
+                    other => other,
                 }
-                rows[i] = Row {
-                    source: RowSource::Composed(ids),
-                    method: Method::Composed,
-                };
+            }
+            Query::Spelled(s) => source
+                .ids
+                .get(s)
+                .map(|&id| (id, if s == t { Method::Exact } else { Method::Decoded })),
+            Query::Partial(_) => None,
+        })
+        .collect();
+    let mut rows: Vec<Row> = Vec::with_capacity(found.len());
+    let (mut as_text, mut as_spelled) = (Vec::new(), Vec::new());
+    for (i, f) in found.into_iter().enumerate() {
+        match f {
+            Some((id, method)) => rows.push(Row {
+                source: RowSource::Copy(id),
+                method,
+            }),
+            None => {
+                rows.push(Row {
+                    source: RowSource::Fill,
+                    method: Method::Fill,
+                });
+                match &queries[i] {
+                    Query::Spelled(_) => as_spelled.push(i),
+                    Query::Partial(rest) if rest.trim().is_empty() => {}
+                    _ => as_text.push(i),
+                }
             }
         }
+    }
+    let mut tokenizer_errors = 0;
+    if let (true, Some(tok)) = (compose, tok) {
+        let text_of = |i: &usize| match &queries[*i] {
+            Query::Text { text, .. } | Query::Partial(text) | Query::Spelled(text) => {
+                text.as_str()
+            }
+        };
+        let texts: Vec<&str> = as_text.iter().map(text_of).collect();
+        tokenizer_errors +=
+            compose_into(&mut rows, &as_text, &texts, source.size, |t| tok.pieces(t));
+        let spelled: Vec<&str> = as_spelled.iter().map(text_of).collect();
+        tokenizer_errors += compose_into(&mut rows, &as_spelled, &spelled, source.size, |t| {
+            tok.model_pieces(t)
+        });
     }
     Plan {
         rows,

@@ -13,7 +13,9 @@ use tokenizers::normalizers::{BertNormalizer, NormalizerWrapper};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer};
+use tokenizers::{
+    Model, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer,
+};
 use unicode_normalization::UnicodeNormalization;
 
 /// How the source vocabulary spells tokens.
@@ -203,6 +205,28 @@ impl SourceTokenizer {
                 .map(|t| self.tok.encode(*t, false).ok().map(|e| keep(&e)))
                 .collect(),
         }
+    }
+}
+
+impl SourceTokenizer {
+    /// Pieces (ids) of each string by the tokenizer's model alone, as Python's
+    /// `tokenizer.model.tokenize(s)`: no normaliser, no pre-tokenizer. For a byte-level source
+    /// given a string already in its byte code (`Ġduring`, a partial character's `çĶ`), these
+    /// are the pieces the whole tokenizer would give the bytes it stands for, without mapping
+    /// the bytes a second time. Special tokens are left out; None when the model cannot.
+    pub(super) fn model_pieces(&self, spelled: &[&str]) -> Vec<Option<Vec<u32>>> {
+        let model = self.tok.get_model();
+        spelled
+            .par_iter()
+            .map(|s| {
+                model.tokenize(s).ok().map(|toks| {
+                    toks.iter()
+                        .map(|t| t.id)
+                        .filter(|id| !self.special_ids.contains(id))
+                        .collect()
+                })
+            })
+            .collect()
     }
 }
 
