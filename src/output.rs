@@ -92,6 +92,28 @@ impl Output {
                 },
                 m.weight_files.len()
             ));
+            if let Some(a) = &m.special_tokens {
+                let mut parts: Vec<String> = a
+                    .moved
+                    .iter()
+                    .map(|(role, [from, to])| format!("{role} {from} -> {to}"))
+                    .collect();
+                if !a.lacking.is_empty() {
+                    parts.push(format!(
+                        "the target has no {} token (config ids for it set to null)",
+                        a.lacking.join(", ")
+                    ));
+                }
+                if !a.dropped.is_empty() {
+                    parts.push(format!("not in the target: {}", a.dropped.join(" ")));
+                }
+                if !parts.is_empty() {
+                    self.info(&format!(
+                        "special tokens adopted from the target tokenizer: {}",
+                        parts.join("; ")
+                    ));
+                }
+            }
             if r.output.is_empty() {
                 return;
             }

@@ -575,7 +575,9 @@ pub fn read_target_tokenizer(path: &Path) -> Result<(TargetVocab, serde_json::Va
             Some((other, _)) if *other != t => {
                 return Err(Error::file(
                     path,
-                    format!("tokens {other:?} and {t:?} both have id {id}: each id must name one token"),
+                    format!(
+                        "tokens {other:?} and {t:?} both have id {id}: each id must name one token"
+                    ),
                 ))
             }
             // An added token repeating its model-vocabulary entry (BERT's [PAD]): one token.
@@ -591,7 +593,9 @@ pub fn read_target_tokenizer(path: &Path) -> Result<(TargetVocab, serde_json::Va
         let (t, added) = slot.ok_or_else(|| {
             Error::file(
                 path,
-                format!("no token has id {i}: the ids of a target tokenizer must run 0..n without gaps"),
+                format!(
+                    "no token has id {i}: the ids of a target tokenizer must run 0..n without gaps"
+                ),
             )
         })?;
         if added {
@@ -694,12 +698,29 @@ mod tests {
         gap["model"]["vocab"]["\u{e7}\u{136}"] = serde_json::json!(3);
         gap["added_tokens"] = serde_json::json!([{"id": 2, "content": "b", "special": false}]);
         let e = tj_err(gap);
-        assert!(e.ends_with("no token has id 1: the ids of a target tokenizer must run 0..n without gaps"), "{e}");
+        assert!(
+            e.ends_with(
+                "no token has id 1: the ids of a target tokenizer must run 0..n without gaps"
+            ),
+            "{e}"
+        );
         for (id, shown) in [
-            (serde_json::json!(150000000u64), "has id 150000000, but the file holds only 4 tokens"),
-            (serde_json::json!(u64::MAX), "has id 18446744073709551615, but the file holds only 4 tokens"),
-            (serde_json::json!(1e12), "token \"b\" has no id that is a non-negative integer"),
-            (serde_json::json!(-1), "token \"b\" has no id that is a non-negative integer"),
+            (
+                serde_json::json!(150000000u64),
+                "has id 150000000, but the file holds only 4 tokens",
+            ),
+            (
+                serde_json::json!(u64::MAX),
+                "has id 18446744073709551615, but the file holds only 4 tokens",
+            ),
+            (
+                serde_json::json!(1e12),
+                "token \"b\" has no id that is a non-negative integer",
+            ),
+            (
+                serde_json::json!(-1),
+                "token \"b\" has no id that is a non-negative integer",
+            ),
         ] {
             let mut big = tj.clone();
             big["model"]["vocab"]["b"] = id;
@@ -709,14 +730,30 @@ mod tests {
         let mut two = tj.clone();
         two["added_tokens"][0]["id"] = serde_json::json!(1);
         let e = tj_err(two);
-        assert!(e.ends_with("tokens \"b\" and \"<|x|>\" both have id 1: each id must name one token"), "{e}");
+        assert!(
+            e.ends_with("tokens \"b\" and \"<|x|>\" both have id 1: each id must name one token"),
+            "{e}"
+        );
     }
 
     #[test]
     fn spellings_decode_to_bytes() {
-        assert_eq!(decode_spelling("\u{2581}new\u{2581}york", Spelling::SentencePiece).unwrap(), b" new york");
-        assert_eq!(decode_spelling("<0xE7>", Spelling::SentencePiece).unwrap(), [0xE7]);
-        assert_eq!(decode_spelling("\u{e7}\u{136}\u{13c}\u{e4}\u{b9}\u{12a}", Spelling::ByteLevel).unwrap(), "甚么".as_bytes());
+        assert_eq!(
+            decode_spelling("\u{2581}new\u{2581}york", Spelling::SentencePiece).unwrap(),
+            b" new york"
+        );
+        assert_eq!(
+            decode_spelling("<0xE7>", Spelling::SentencePiece).unwrap(),
+            [0xE7]
+        );
+        assert_eq!(
+            decode_spelling(
+                "\u{e7}\u{136}\u{13c}\u{e4}\u{b9}\u{12a}",
+                Spelling::ByteLevel
+            )
+            .unwrap(),
+            "甚么".as_bytes()
+        );
         assert_eq!(decode_spelling("中", Spelling::ByteLevel), None);
         for b in 0..=255u8 {
             assert_eq!(char_byte(byte_char(b)), Some(b));

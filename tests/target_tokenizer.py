@@ -8,14 +8,17 @@ rows built for them. Uses only Python's `tokenizers`, `safetensors` and `numpy`.
         model tokens (the tokenizers library renumbers added tokens that collide with model ids).
 
     target_tokenizer.py check SOURCE_DIR TENSOR TARGET_JSON OUT_SAFETENSORS REPORT_JSON
-        Every output row equals the mean of the right source pieces, computed here: for a byte-level
-        source, the source token itself or its BPE model's pieces of the token as stored
-        (`tokenizer.model.tokenize`); for any other source, the token's bytes decoded (GPT-2's byte
-        code inverted), partial characters dropped, tokenised by the source tokenizer. Prints a JSON
+        Every output row equals the mean of the right source pieces, computed here from the bytes a
+        target token stands for (GPT-2's byte code inverted; SentencePiece's `▁` a space and
+        `<0xE7>` a byte): for a byte-level source, the source token spelled so, else its BPE model's
+        pieces of that spelling (`tokenizer.model.tokenize`, which is the token as stored for a
+        byte-level target); for any other source, the bytes decoded, partial characters dropped,
+        tokenised by the source tokenizer. Prints a JSON
         summary of what it checked. Exits non-zero on the first difference.
 """
 import json
 import re
+import unicodedata
 import sys
 from pathlib import Path
 
@@ -91,6 +94,14 @@ def build(src, out):
     print(json.dumps({"new_tokens": len(new), "rows": first + len(added)}))
 
 
+def sp_bytes(t):
+    """A SentencePiece piece's bytes: `<0xE7>` is one byte, `▁` a space."""
+    m = re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", t)
+    if m:
+        return bytes([int(m.group(1), 16)])
+    return t.replace("\u2581", " ").encode("utf-8")
+
+
 def source_rows(src_dir, tensor):
     src_dir = Path(src_dir)
     index = src_dir / "model.safetensors.index.json"
@@ -109,7 +120,10 @@ def check(src_dir, tensor, target_json, out_st, report_json):
     src = source_rows(src_dir, tensor).astype(np.float64)
     src_vocab = src_tok.get_vocab(with_added_tokens=True)
     tt = json.loads(Path(target_json).read_text(encoding="utf-8"))
-    target = {t: i for t, i in tt["model"]["vocab"].items()}
+    coded = json.dumps(tt.get("pre_tokenizer")) + json.dumps(tt.get("decoder"))
+    target_sp = "ByteLevel" not in coded and ("Metaspace" in coded or "ByteFallback" in coded)
+    vocab = tt["model"]["vocab"]
+    target = {t: i for t, i in vocab.items()} if isinstance(vocab, dict) else {p[0]: i for i, p in enumerate(vocab)}
     plain = {a["content"]: a["id"] for a in tt["added_tokens"]}
     by_id = {i: t for t, i in {**target, **plain}.items()}
     out = load_file(out_st)["weight"].astype(np.float64)
@@ -123,7 +137,7 @@ def check(src_dir, tensor, target_json, out_st, report_json):
         if t in plain:
             text = t
         else:
-            raw = bytes(CHAR_BYTE[c] for c in t)
+            raw = sp_bytes(t) if target_sp else bytes(CHAR_BYTE[c] for c in t)
             text = raw.decode("utf-8", errors="replace").replace("\ufffd", "")
             kinds["partial"] += "\ufffd" in raw.decode("utf-8", errors="replace")
             if note is not None:
@@ -135,16 +149,23 @@ def check(src_dir, tensor, target_json, out_st, report_json):
         if t in plain and t in src_vocab:
             ids = [src_vocab[t]]  # an added token the source has (`<|endoftext|>`)
         elif byte_level and t not in plain:
-            if t in src_vocab:
-                ids = [src_vocab[t]]
+            # The bytes in the source's byte code (a byte-level target token is that already).
+            s = "".join(BYTE_CHAR[b] for b in raw)
+            if s in src_vocab:
+                ids = [src_vocab[s]]
             else:
-                ids = [x.id for x in src_tok.model.tokenize(t)]
+                ids = [x.id for x in src_tok.model.tokenize(s)]
+        elif method in ("exact", "decoded", "continuation", "normalized"):
+            # A copy: the source token it names must be the text (its word-start or `##` mark,
+            # case and accents aside).
+            piece = note["pieces"][0] if note else text
+            def bare(x):
+                x = unicodedata.normalize("NFKD", x.removeprefix("##").replace("\u2581", " ").strip().lower())
+                return "".join(c for c in x if not unicodedata.category(c).startswith("M"))
+            assert bare(piece) == bare(text), (t, text, piece)
+            ids = [src_vocab[piece]]
         else:
-            if method in ("continuation", "normalized"):
-                # A copy under another form the report names (`x` <-> `##x`, case).
-                ids = [src_vocab[note["pieces"][0]]]
-            else:
-                ids = src_tok.encode(text, add_special_tokens=False).ids if text.strip() else []
+            ids = src_tok.encode(text, add_special_tokens=False).ids if text.strip() else []
         if len(ids) > 1 or method != "exact":
             ids = [x for x in ids if x not in special and x < src.shape[0]]
         if not ids:

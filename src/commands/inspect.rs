@@ -83,8 +83,7 @@ pub fn run(cfg: &InspectConfig, out: &Output) -> Result<Inspection> {
             }
             let target = vocab::read_target(path)?;
             super::warn_target(out, &target);
-            let plan =
-                matching::plan_target(&target, &side.vocab, Some(&side.tokenizer), true);
+            let plan = matching::plan_target(&target, &side.vocab, Some(&side.tokenizer), true);
             let mut counts = BTreeMap::new();
             for r in &plan.rows {
                 *counts.entry(r.method.name("random")).or_default() += 1;

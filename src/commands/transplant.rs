@@ -52,6 +52,17 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     } else {
         (vocab::read_target(&cfg.vocab)?, None)
     };
+    // Its roles (bos, eos, pad, ...) come from the tokenizer_config.json beside it, if any.
+    let target_tokenizer_config = match (&target_tokenizer, cfg.vocab.parent()) {
+        (Some(_), Some(dir)) => {
+            let p = dir.join("tokenizer_config.json");
+            match p.is_file() {
+                true => Some(crate::model_out::read_json(&p)?),
+                false => None,
+            }
+        }
+        _ => None,
+    };
     super::warn_target(out, &target);
     mark("read_target_vocab");
     let files = hub::resolve(&cfg.model, &cfg.hub)?;
@@ -153,12 +164,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         cfg.progress,
         &format!("matching {} target tokens", target.tokens.len()),
     );
-    let plan = matching::plan_target(
-        &target,
-        &source,
-        Some(&tokenizer),
-        cfg.init.composes(),
-    );
+    let plan = matching::plan_target(&target, &source, Some(&tokenizer), cfg.init.composes());
     if plan.tokenizer_errors > 0 {
         out.warn(&format!(
             "the source tokenizer could not encode {} target token(s); they got the {fill_name} fill",
@@ -264,6 +270,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
                 do_lower_case: model_cfg.do_lower_case,
                 provenance: &meta,
                 target_tokenizer: target_tokenizer.as_ref(),
+                target_tokenizer_config: target_tokenizer_config.as_ref(),
             },
             &mut batch,
         )?;

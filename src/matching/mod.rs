@@ -318,10 +318,16 @@ pub fn plan_target(
                     other => other,
                 }
             }
-            Query::Spelled(s) => source
-                .ids
-                .get(s)
-                .map(|&id| (id, if s == t { Method::Exact } else { Method::Decoded })),
+            Query::Spelled(s) => source.ids.get(s).map(|&id| {
+                (
+                    id,
+                    if s == t {
+                        Method::Exact
+                    } else {
+                        Method::Decoded
+                    },
+                )
+            }),
             Query::Partial(_) => None,
         })
         .collect();
@@ -349,9 +355,7 @@ pub fn plan_target(
     let mut tokenizer_errors = 0;
     if let (true, Some(tok)) = (compose, tok) {
         let text_of = |i: &usize| match &queries[*i] {
-            Query::Text { text, .. } | Query::Partial(text) | Query::Spelled(text) => {
-                text.as_str()
-            }
+            Query::Text { text, .. } | Query::Partial(text) | Query::Spelled(text) => text.as_str(),
         };
         let texts: Vec<&str> = as_text.iter().map(text_of).collect();
         tokenizer_errors +=

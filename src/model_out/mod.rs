@@ -42,6 +42,23 @@ pub struct ModelReport {
     pub routing: weights::Routing,
     pub weight_files: Vec<String>,
     pub config_ids: BTreeMap<String, Value>,
+    /// A target tokenizer.json replaced the source's: how the special-token roles were adopted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub special_tokens: Option<Adopted>,
+}
+
+/// Special tokens when a target tokenizer replaces the source's (without --keep-special): each
+/// role whose source token the target lacks points at the target's token of that role.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Adopted {
+    /// Role (`eos`, `pad`, ...) -> [source token, target token].
+    pub moved: BTreeMap<String, [String; 2]>,
+    /// Roles the source has and the target has no token for (their config ids become null).
+    pub lacking: Vec<String>,
+    /// The target's token per role (its tokenizer_config.json, else its special added tokens).
+    pub target_roles: BTreeMap<String, String>,
+    /// Source special tokens with no role that the new tokenizer does not have.
+    pub dropped: Vec<String>,
 }
 
 /// Everything the directory is made from.
@@ -59,6 +76,8 @@ pub struct Input<'a> {
     pub provenance: &'a BTreeMap<String, String>,
     /// `--vocab tokenizer.json`: the target tokenizer, written unchanged (its ids are the rows).
     pub target_tokenizer: Option<&'a Value>,
+    /// The tokenizer_config.json beside the target tokenizer.json, when there is one.
+    pub target_tokenizer_config: Option<&'a Value>,
 }
 
 /// The tokenizer's files, built beside the weights' write.
@@ -92,7 +111,79 @@ const TOKEN_KEYS: &[&str] = &[
     "mask_token",
 ];
 
-fn read_json(p: &Path) -> Result<Value> {
+/// Roles of special tokens, as tokenizer_config.json names them (`{role}_token`).
+const ROLES: &[&str] = &["bos", "eos", "unk", "sep", "pad", "cls", "mask"];
+
+/// The role a config.json id key stands for (`decoder_start_token_id` has none: it takes the role
+/// of the token it names).
+fn role_of_key(k: &str) -> Option<&'static str> {
+    let k = k.strip_prefix("forced_").unwrap_or(k);
+    ROLES
+        .iter()
+        .find(|r| k.strip_prefix(**r) == Some("_token_id"))
+        .copied()
+}
+
+/// Names of special tokens by role, tried in order when a target tokenizer has no
+/// tokenizer_config.json to say (GPT-2's `<|endoftext|>` is its bos, eos and unk).
+const ROLE_NAMES: &[(&str, &[&str])] = &[
+    (
+        "bos",
+        &[
+            "<s>",
+            "<|begin_of_text|>",
+            "<|startoftext|>",
+            "<bos>",
+            "[BOS]",
+            "<|endoftext|>",
+        ],
+    ),
+    (
+        "eos",
+        &["</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "[EOS]"],
+    ),
+    ("unk", &["<unk>", "[UNK]", "<|unk|>"]),
+    ("sep", &["[SEP]", "</s>"]),
+    ("pad", &["<pad>", "[PAD]", "<|pad|>"]),
+    ("cls", &["[CLS]", "<s>"]),
+    ("mask", &["<mask>", "[MASK]"]),
+];
+
+/// The target tokenizer's token per role: its tokenizer_config.json's `{role}_token` entries when
+/// it has one, else its special added tokens recognised by name ([`ROLE_NAMES`]).
+fn target_roles(
+    tj: &Value,
+    tc: Option<&Value>,
+    ids: &HashMap<String, u32>,
+) -> BTreeMap<String, String> {
+    let mut roles = BTreeMap::new();
+    if let Some(tc) = tc {
+        for r in ROLES {
+            if let Some(t) = tc.get(format!("{r}_token")).and_then(token_name) {
+                if ids.contains_key(&t) {
+                    roles.insert(r.to_string(), t);
+                }
+            }
+        }
+        return roles;
+    }
+    let special: HashSet<&str> = tj
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|a| a.get("special").and_then(Value::as_bool) == Some(true))
+        .filter_map(|a| a.get("content").and_then(Value::as_str))
+        .collect();
+    for (r, names) in ROLE_NAMES {
+        if let Some(t) = names.iter().find(|n| special.contains(**n)) {
+            roles.insert(r.to_string(), t.to_string());
+        }
+    }
+    roles
+}
+
+pub(crate) fn read_json(p: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
     serde_json::from_str(&text).map_err(|e| Error::file(p, format!("not valid JSON: {e}")))
 }
@@ -250,6 +341,10 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                 continue;
             }
             if !inp.cfg.keep_special {
+                // A target tokenizer brings its own special tokens: roles are adopted below.
+                if inp.target_tokenizer.is_some() {
+                    continue;
+                }
                 return Err(Error::Invalid(format!(
                     "special token {s:?} ({why}) is not in the target vocabulary {}; add it, or pass --keep-special to append it with its source row",
                     inp.target.origin
@@ -272,12 +367,98 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         }
     }
 
-    let new_id_of = |old: u64| -> Option<u64> {
+    // A target tokenizer replacing the source's: roles whose source token it lacks move to its
+    // token of the same role (as mergekit's tokensurgeon takes the donor's), or lack one.
+    let adopted: Option<Adopted> = match inp.target_tokenizer {
+        Some(ttj) if !inp.cfg.extend && !inp.cfg.keep_special => {
+            let mut source_roles: BTreeMap<String, String> = BTreeMap::new();
+            for k in CONFIG_ID_KEYS {
+                if let (Some(r), Some(&v)) = (role_of_key(k), ids_of(config.get(*k)).first()) {
+                    if let Some(Some(t)) = id_to_token.get(v as usize) {
+                        source_roles
+                            .entry(r.to_string())
+                            .or_insert_with(|| t.clone());
+                    }
+                }
+            }
+            if let Some(tc) = &tok_cfg {
+                for r in ROLES {
+                    if let Some(t) = tc.get(format!("{r}_token")).and_then(token_name) {
+                        if source.ids.contains_key(&t) {
+                            source_roles.insert(r.to_string(), t);
+                        }
+                    }
+                }
+            }
+            let target_roles = target_roles(ttj, inp.target_tokenizer_config, &token_ids);
+            let mut a = Adopted {
+                target_roles,
+                ..Adopted::default()
+            };
+            for (r, t) in &source_roles {
+                if token_ids.contains_key(t) {
+                    continue;
+                }
+                match a.target_roles.get(r) {
+                    Some(to) => {
+                        a.moved.insert(r.clone(), [t.clone(), to.clone()]);
+                    }
+                    None => a.lacking.push(r.clone()),
+                }
+            }
+            let with_role: HashSet<&String> = source_roles.values().collect();
+            a.dropped = specials
+                .iter()
+                .map(|(t, _)| t)
+                .filter(|t| !token_ids.contains_key(*t) && !with_role.contains(t))
+                .cloned()
+                .collect();
+            a.lacking.sort();
+            Some(a)
+        }
+        _ => None,
+    };
+    let role_target_id = |key: &str, token: &str| -> Option<u64> {
+        let a = adopted.as_ref()?;
+        let role = role_of_key(key).map(String::from).or_else(|| {
+            a.moved
+                .iter()
+                .find(|(_, [from, _])| from == token)
+                .map(|(r, _)| r.clone())
+        })?;
+        let to = a.target_roles.get(&role)?;
+        token_ids.get(to).map(|&i| i as u64)
+    };
+    let new_id_of = |key: &str, old: u64| -> Option<u64> {
         if inp.cfg.extend {
             return Some(old);
         }
         let t = id_to_token.get(old as usize)?.as_ref()?;
-        token_ids.get(t).map(|&i| i as u64)
+        token_ids
+            .get(t)
+            .map(|&i| i as u64)
+            .or_else(|| role_target_id(key, t))
+    };
+    // With an adopted tokenizer an id whose role the target lacks becomes null (dropped from a
+    // list); otherwise it is an error.
+    let remap = |key: &str, v: &Value, file: &Path| -> Result<Value> {
+        let f = |old: u64| new_id_of(key, old);
+        if let Some(a) = &adopted {
+            // A role the source left null takes the target's token, so config and tokenizer agree.
+            if v.is_null() {
+                let id = role_of_key(key)
+                    .and_then(|r| a.target_roles.get(r))
+                    .and_then(|t| token_ids.get(t));
+                return Ok(id.map_or(Value::Null, |&i| json!(i)));
+            }
+            return Ok(remap_or_null(v, &f));
+        }
+        remap_ids(v, &f).ok_or_else(|| {
+            Error::file(
+                file,
+                format!("{key} names a token the new vocabulary lacks"),
+            )
+        })
     };
 
     // config.json.
@@ -286,12 +467,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
     config["vocab_size"] = json!(rows.len());
     for k in CONFIG_ID_KEYS {
         if let Some(v) = config.get(*k).cloned() {
-            let new = remap_ids(&v, &new_id_of).ok_or_else(|| {
-                Error::file(
-                    cfg_path,
-                    format!("{k} names a token the new vocabulary lacks"),
-                )
-            })?;
+            let new = remap(k, &v, cfg_path)?;
             config_ids.insert(k.to_string(), new.clone());
             config[*k] = new;
         }
@@ -302,9 +478,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
             let mut g = read_json(&p)?;
             for k in CONFIG_ID_KEYS {
                 if let Some(v) = g.get(*k).cloned() {
-                    g[*k] = remap_ids(&v, &new_id_of).ok_or_else(|| {
-                        Error::file(&p, format!("{k} names a token the new vocabulary lacks"))
-                    })?;
+                    g[*k] = remap(k, &v, &p)?;
                 }
             }
             Some(g)
@@ -350,6 +524,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         routing,
         weight_files: files.iter().map(|(n, _)| n.clone()).collect(),
         config_ids,
+        special_tokens: adopted.clone(),
     };
     doc.insert(
         "emit_model".into(),
@@ -397,9 +572,30 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                 }
             }
         }
-        let mut tc = tokenizer::tokenizer_config(tok_cfg, &tj, &defaults);
+        let base = match &adopted {
+            Some(a) => Some(adopted_tokenizer_config(
+                tok_cfg,
+                inp.target_tokenizer_config,
+                a,
+                &token_ids,
+            )),
+            None => tok_cfg,
+        };
+        let mut tc = tokenizer::tokenizer_config(base, &tj, &defaults);
         if family == Family::WordPiece {
-            tc["do_lower_case"] = json!(inp.do_lower_case.unwrap_or(true));
+            // A target tokenizer says itself whether it lower-cases.
+            let lower = match (&adopted, inp.target_tokenizer) {
+                (Some(_), Some(ttj)) => inp
+                    .target_tokenizer_config
+                    .and_then(|c| c.get("do_lower_case"))
+                    .and_then(Value::as_bool)
+                    .or_else(|| {
+                        ttj.pointer("/normalizer/lowercase")
+                            .and_then(Value::as_bool)
+                    }),
+                _ => None,
+            };
+            tc["do_lower_case"] = json!(lower.or(inp.do_lower_case).unwrap_or(true));
         }
         let stm = tokenizer::special_tokens_map(&tc);
         let vocab_txt = if family == Family::WordPiece {
@@ -479,6 +675,89 @@ fn ids_of(v: Option<&Value>) -> Vec<u64> {
         Some(Value::Number(n)) => n.as_u64().into_iter().collect(),
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).collect(),
         _ => Vec::new(),
+    }
+}
+
+/// tokenizer_config.json when a target tokenizer replaced the source's: the target's own
+/// tokenizer_config.json when it has one (the model's `model_max_length` kept), else the source's
+/// with each `{role}_token` the new tokenizer lacks pointed at the target's token of that role (or
+/// removed), the target's other roles added, and a chat template that names a token the new
+/// tokenizer lacks removed.
+fn adopted_tokenizer_config(
+    source: Option<Value>,
+    target: Option<&Value>,
+    a: &Adopted,
+    ids: &HashMap<String, u32>,
+) -> Value {
+    let max_len = source
+        .as_ref()
+        .and_then(|s| s.get("model_max_length").cloned());
+    if let Some(t) = target.filter(|t| t.is_object()) {
+        let mut tc = t.clone();
+        if let Some(m) = max_len {
+            tc["model_max_length"] = m;
+        }
+        return tc;
+    }
+    let mut tc = source.filter(Value::is_object).unwrap_or_else(|| json!({}));
+    for r in ROLES {
+        let key = format!("{r}_token");
+        let kept = tc
+            .get(&key)
+            .and_then(token_name)
+            .is_some_and(|t| ids.contains_key(&t));
+        if kept {
+            continue;
+        }
+        match a.target_roles.get(*r) {
+            Some(t) => tc[&key] = json!(t),
+            None => {
+                if let Some(o) = tc.as_object_mut() {
+                    o.remove(&key);
+                }
+            }
+        }
+    }
+    let gone: Vec<&String> = a
+        .moved
+        .values()
+        .map(|[from, _]| from)
+        .chain(&a.dropped)
+        .collect();
+    let stale = tc
+        .get("chat_template")
+        .is_some_and(|c| gone.iter().any(|t| c.to_string().contains(t.as_str())));
+    if let Some(o) = tc.as_object_mut() {
+        if stale {
+            o.remove("chat_template");
+        }
+        // The source's class may be tied to its tokenizer family; the generic fast tokenizer
+        // reads any tokenizer.json.
+        o.insert("tokenizer_class".into(), json!("PreTrainedTokenizerFast"));
+    }
+    tc
+}
+
+/// As [`remap_ids`], with an id that maps to nothing made null (a list drops it).
+fn remap_or_null(v: &Value, f: &dyn Fn(u64) -> Option<u64>) -> Value {
+    match v {
+        Value::Number(n) => match n.as_u64() {
+            Some(id) => f(id).map_or(Value::Null, |x| json!(x)),
+            None => v.clone(),
+        },
+        Value::Array(a) => {
+            let kept: Vec<Value> = a
+                .iter()
+                .map(|x| remap_or_null(x, f))
+                .filter(|x| !x.is_null())
+                .collect();
+            if kept.is_empty() {
+                Value::Null
+            } else {
+                Value::Array(kept)
+            }
+        }
+        _ => v.clone(),
     }
 }
 
