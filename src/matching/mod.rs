@@ -460,6 +460,21 @@ mod tests {
     }
 
     #[test]
+    fn our_byte_code_is_the_tokenizers_crates() {
+        for c in (0u32..0x800)
+            .chain(0x4E00..0x4F00)
+            .filter_map(char::from_u32)
+        {
+            let s = c.to_string();
+            assert_eq!(
+                vocab::byte_level_spelling(s.as_bytes()),
+                byte_level(&s).unwrap(),
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
     fn byte_level_tokens_match_their_human_form() {
         assert_eq!(byte_level("中").unwrap(), "ä¸Ń");
         assert_eq!(byte_level(" a").unwrap(), "Ġa");

@@ -16,5 +16,6 @@ mod model_out;
 mod plot;
 mod score;
 mod signals;
+mod target_tokenizer;
 mod transplant;
 mod vectors;
