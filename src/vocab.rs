@@ -50,6 +50,27 @@ pub enum Spelling {
 }
 
 impl TargetVocab {
+    /// A word list held in memory (tests, library callers): the sha256 is that of the lines
+    /// written one per line.
+    pub fn from_words(tokens: Vec<String>, origin: &str) -> Self {
+        let mut h = Sha256::new();
+        for t in &tokens {
+            h.update(t.as_bytes());
+            h.update(b"\n");
+        }
+        TargetVocab {
+            tokens,
+            duplicates: 0,
+            duplicate_examples: Vec::new(),
+            blank_lines: Vec::new(),
+            control_lines: Vec::new(),
+            sha256: hex(&h.finalize()),
+            origin: origin.to_string(),
+            spelling: Spelling::Text,
+            plain: Vec::new(),
+        }
+    }
+
     /// The bytes the token of row `i` stands for, when its spelling is a code (None: the token is
     /// its own text). May be part of a character (byte-level tokens and byte-fallback pieces
     /// split characters).
@@ -440,12 +461,14 @@ pub fn is_tokenizer_json(path: &Path) -> bool {
     if path == Path::new("-") {
         return false;
     }
+    // Only a regular file is sniffed: opening a FIFO would wait for a writer, and a second open
+    // for the real read would then find it drained.
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let Ok(f) = std::fs::File::open(path) else {
         return false;
     };
-    if f.metadata().is_ok_and(|m| !m.is_file()) {
-        return false;
-    }
     let mut head = Vec::with_capacity(64);
     if f.take(64).read_to_end(&mut head).is_err() {
         return false;

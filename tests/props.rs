@@ -363,8 +363,9 @@ proptest! {
         }
         prop_assert_eq!(counts.iter().sum::<usize>(), c.target.len());
         // A note for every row that is not an exact copy, in order, naming its line and token.
+        let words = embed_transplant::vocab::TargetVocab::from_words(c.target.clone(), "v.txt");
         let notes = embed_transplant::report::notes(
-            &c.target,
+            &words,
             &plan,
             &embed_transplant::report::source_names(&src),
             "random",

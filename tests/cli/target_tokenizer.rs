@@ -374,7 +374,8 @@ fn tokenizer_json_target_with_o() {
 #[test]
 fn target_tokenizer_ids_are_checked() {
     let base = read_json(&fixture("tiny-qwen2/tokenizer.json"));
-    let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, String)> = vec![
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(Edit, String)> = vec![
         (
             Box::new(|tj| tj["model"]["vocab"]["a"] = json!(150_000_000u64)),
             "target.json: token \"a\" has id 150000000, but the file holds only 503 tokens".into(),
