@@ -294,10 +294,16 @@ pub fn plan_target(
             },
         })
         .collect();
+    let same_code = style == Style::SentencePiece && target.spelling == Spelling::SentencePiece;
     let found: Vec<Option<(u32, Method)>> = queries
         .par_iter()
         .zip(&target.tokens)
         .map(|(q, t)| match q {
+            // A SentencePiece source has a SentencePiece target's piece as spelled (`▁the`,
+            // `<0xE7>`).
+            _ if same_code && source.ids.contains_key(t) => {
+                source.ids.get(t).map(|&id| (id, Method::Exact))
+            }
             Query::Text { text, decoded } => {
                 let hit = find_copy(text, source, tok, style).or_else(|| {
                     // A word-initial token (" during") is the word to a source that marks
@@ -457,6 +463,50 @@ mod tests {
         );
         assert_eq!(p.rows[0].source, RowSource::Copy(1));
         assert_eq!(p.rows[1].source, RowSource::Copy(2));
+    }
+
+    #[test]
+    fn sentencepiece_target_pieces_are_bytes_and_spaces() {
+        let src = source(&["<unk>", "\u{2581}hello", "<0xE7>", "world", "hi"]);
+        let mut tok = SourceTokenizer::from_wordpiece_vocab(&src, false).unwrap();
+        tok.style = Style::SentencePiece;
+        let mut target = TargetVocab::from_words(
+            tokens(&[
+                "\u{2581}hello",
+                "<0xE7>",
+                "\u{2581}world",
+                "<0x68>",
+                "<0xE4>",
+            ]),
+            "t.json",
+        );
+        target.spelling = Spelling::SentencePiece;
+        let p = plan_target(&target, &src, Some(&tok), true);
+        let got: Vec<(Method, RowSource)> = p
+            .rows
+            .iter()
+            .map(|r| (r.method, r.source.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Method::Exact, RowSource::Copy(1)),
+                (Method::Exact, RowSource::Copy(2)),
+                // " world": the text's pieces.
+                (Method::Composed, RowSource::Composed(vec![3])),
+                // The byte 0x68 is "h": no token "h", so the pieces of "h" (the unknown token,
+                // left out): the fill.
+                (Method::Fill, RowSource::Fill),
+                // A lone lead byte for a text tokenizer: the fill.
+                (Method::Fill, RowSource::Fill),
+            ]
+        );
+        // A word list is matched as before.
+        let words = TargetVocab::from_words(tokens(&["hi"]), "v.txt");
+        assert_eq!(
+            plan_target(&words, &src, Some(&tok), true).rows[0].source,
+            RowSource::Copy(4)
+        );
     }
 
     #[test]
