@@ -100,7 +100,7 @@ impl Output {
                     .collect();
                 if !a.lacking.is_empty() {
                     parts.push(format!(
-                        "the target has no {} token (config ids for it set to null)",
+                        "the target has no token for {} (their config ids, if any, set to null)",
                         a.lacking.join(", ")
                     ));
                 }

@@ -495,7 +495,7 @@ fn target_special_tokens_are_adopted() {
         .success();
     let err = stderr_of(&a);
     assert!(
-        err.contains("special tokens adopted from the target tokenizer: pad <|endoftext|> -> [PAD]; the target has no bos, eos token (config ids for it set to null); not in the target: <|im_start|> <|im_end|>"),
+        err.contains("special tokens adopted from the target tokenizer: pad <|endoftext|> -> [PAD]; the target has no token for bos, eos (their config ids, if any, set to null); not in the target: <|im_start|> <|im_end|>"),
         "{err}"
     );
     let summary: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
