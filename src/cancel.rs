@@ -57,12 +57,28 @@ pub fn install(_on_signal: fn(&str)) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Removes a temp file, or a temp directory: emptied, then removed. Called with the lock held, so
+/// no writer adds a file in between ([`create_file`] waits for the lock).
 fn remove(p: &Path) {
-    if p.is_dir() {
-        let _ = std::fs::remove_dir_all(p);
-    } else {
+    if !p.is_dir() {
         let _ = std::fs::remove_file(p);
+        return;
     }
+    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+        let _ = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(e.path()),
+            _ => std::fs::remove_file(e.path()),
+        };
+    }
+    // A test hook: `EMBED_TRANSPLANT_TEST_REMOVE_PAUSE_MS=N` waits N ms between emptying and
+    // removing, so that a test can show that no writer gets a file in (tests/cli/safety.rs).
+    if let Some(ms) = std::env::var("EMBED_TRANSPLANT_TEST_REMOVE_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    let _ = std::fs::remove_dir(p);
 }
 
 /// A temp path known to the signal thread for as long as this lives.

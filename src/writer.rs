@@ -846,8 +846,8 @@ struct Counted<'a> {
 }
 
 /// A test hook: `EMBED_TRANSPLANT_TEST_WRITE_PAUSE_MS=N` makes the matrix writer wait N ms after
-/// each block (and the `--emit-model` weights writer after each tensor), so that signal tests can
-/// land mid-write deterministically.
+/// each block (and the `--emit-model` weights writer after each tensor, its other files after
+/// each file), so that signal tests can land mid-write deterministically.
 pub(crate) fn test_pause() -> Option<std::time::Duration> {
     std::env::var("EMBED_TRANSPLANT_TEST_WRITE_PAUSE_MS")
         .ok()?

@@ -512,7 +512,12 @@ fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     std::io::Write::write_all(&mut w, bytes).map_err(|e| Error::io(&p, e))?;
     std::io::Write::flush(&mut w).map_err(|e| Error::io(&p, e))?;
     drop(w);
-    f.sync_all().map_err(|e| Error::io(&p, e))
+    f.sync_all().map_err(|e| Error::io(&p, e))?;
+    // The test hook of the weights writer holds the side files too (signal tests land here).
+    if let Some(pause) = crate::writer::test_pause() {
+        std::thread::sleep(pause);
+    }
+    Ok(())
 }
 
 fn write_json<T: serde::Serialize>(dir: &Path, name: &str, v: &T) -> Result<()> {
