@@ -140,7 +140,7 @@ fn a_hub_cache_entry_is_an_input_whole() {
         (vec!["--emit-model".into(), s(&entry)], holding),
         (
             vec!["--emit-model".into(), s(&entry.join("snapshots"))],
-            holding,
+            inside_dir,
         ),
         (
             vec!["--emit-model".into(), s(&sb.hf_home().join("hub"))],
