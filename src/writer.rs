@@ -572,6 +572,8 @@ impl Batch {
         })
         .map_err(|e| Error::io(parent, e))?;
         body(tmp.path())?;
+        // Its entries reach the disk before it can replace DIR.
+        sync_dir(tmp.path());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -586,8 +588,8 @@ impl Batch {
     }
 
     /// Renames every written file into place, all under the cancellation lock. If a rename fails,
-    /// the files this batch already put in place are removed again (files they replaced with
-    /// --force are gone: that is what --force asked for).
+    /// the files this batch already put in place are removed again and a directory it replaced
+    /// is put back (files it replaced with --force are gone: that is what --force asked for).
     pub fn commit(self) -> Result<()> {
         let mut regs = Vec::new();
         let mut staged = Vec::new();
@@ -602,24 +604,38 @@ impl Batch {
         }
         let res = cancel::commit(|temps| {
             let mut done: Vec<PathBuf> = Vec::new();
-            let mut done_dirs: Vec<PathBuf> = Vec::new();
-            let undo = |done: &[PathBuf], done_dirs: &[PathBuf]| {
+            // Each directory put in place, with the one it replaced (kept aside until the end).
+            let mut done_dirs: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
+            let undo = |done: &[PathBuf], done_dirs: &[(PathBuf, Option<PathBuf>)]| {
                 for d in done {
                     let _ = std::fs::remove_file(d);
                 }
-                for d in done_dirs {
-                    let _ = std::fs::remove_dir_all(d);
+                for (d, old) in done_dirs {
+                    match old {
+                        Some(old) if exchange(old, d).is_ok() => {
+                            let _ = std::fs::remove_dir_all(old);
+                        }
+                        Some(old) => {
+                            let _ = std::fs::remove_dir_all(d);
+                            let _ = std::fs::rename(old, d);
+                        }
+                        None => {
+                            let _ = std::fs::remove_dir_all(d);
+                        }
+                    }
                 }
             };
             for (tmp, target) in dirs {
                 let tmp_path = tmp.path().to_path_buf();
                 let res = commit_dir(tmp, &target);
                 temps.retain(|p| *p != tmp_path);
-                if let Err(e) = res {
-                    undo(&done, &done_dirs);
-                    return Err(e);
+                match res {
+                    Ok(old) => done_dirs.push((target.path.clone(), old)),
+                    Err(e) => {
+                        undo(&done, &done_dirs);
+                        return Err(e);
+                    }
                 }
-                done_dirs.push(target.path.clone());
             }
             for (tmp, target) in staged {
                 let tmp_path = tmp.to_path_buf();
@@ -640,9 +656,12 @@ impl Batch {
                 }
                 done.push(target.path.clone());
             }
-            // The renames themselves reach the disk.
-            for p in done.iter().chain(&done_dirs) {
+            // The renames themselves reach the disk; then the replaced directories go.
+            for p in done.iter().chain(done_dirs.iter().map(|(d, _)| d)) {
                 sync_dir(parent_dir(p));
+            }
+            for old in done_dirs.iter().filter_map(|(_, old)| old.as_ref()) {
+                let _ = std::fs::remove_dir_all(old);
             }
             Ok(())
         });
@@ -653,11 +672,12 @@ impl Batch {
 
 /// Puts a finished temp directory in place. An existing directory (only with --force, and only
 /// when it is still empty or ours) is swapped with the new one in one step (`renameat2`
-/// RENAME_EXCHANGE): at every instant DIR is the old directory or the new one, whole. The old one,
-/// now under the temp name, is removed afterwards; if the process dies first, the next run's
-/// [`sweep_stale`] removes it. Where the kernel or filesystem cannot exchange, the old directory
-/// is renamed aside first (DIR is briefly absent then).
-fn commit_dir(tmp: tempfile::TempDir, target: &DirTarget) -> Result<()> {
+/// RENAME_EXCHANGE): at every instant DIR is the old directory or the new one, whole. Returns
+/// where the old one now is (under a temp name of ours), for the caller to remove once the whole
+/// batch is in place; if the process dies first, the next run's [`sweep_stale`] removes it.
+/// Where the kernel or filesystem cannot exchange, the old directory is renamed aside first (DIR
+/// is briefly absent then).
+fn commit_dir(tmp: tempfile::TempDir, target: &DirTarget) -> Result<Option<PathBuf>> {
     let path = &target.path;
     let tmp_path = tmp.keep();
     let fail = |e: Error| {
@@ -665,7 +685,10 @@ fn commit_dir(tmp: tempfile::TempDir, target: &DirTarget) -> Result<()> {
         e
     };
     if std::fs::symlink_metadata(path).is_err() {
-        return std::fs::rename(&tmp_path, path).map_err(|e| fail(Error::io(path, e)));
+        return match std::fs::rename(&tmp_path, path) {
+            Ok(()) => Ok(None),
+            Err(e) => Err(fail(Error::io(path, e))),
+        };
     }
     if !target.force {
         return Err(fail(exists_error(path)));
@@ -673,10 +696,7 @@ fn commit_dir(tmp: tempfile::TempDir, target: &DirTarget) -> Result<()> {
     // Checked again here: the directory may have changed since the run began.
     target.check_ours().map_err(fail)?;
     match exchange(&tmp_path, path) {
-        Ok(()) => {
-            let _ = std::fs::remove_dir_all(&tmp_path);
-            return Ok(());
-        }
+        Ok(()) => return Ok(Some(tmp_path)),
         Err(e) if !exchange_unsupported(&e) => return Err(fail(Error::io(path, e))),
         Err(_) => {}
     }
@@ -692,8 +712,7 @@ fn commit_dir(tmp: tempfile::TempDir, target: &DirTarget) -> Result<()> {
         let _ = std::fs::rename(&old, path);
         return Err(fail(Error::io(path, e)));
     }
-    let _ = std::fs::remove_dir_all(old);
-    Ok(())
+    Ok(Some(old))
 }
 
 /// Swaps two directory entries atomically.
@@ -1193,5 +1212,48 @@ mod tests {
         assert_eq!(names, ["new.json"]);
         let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "no temp or old directory is left");
+    }
+
+    #[test]
+    fn a_failed_commit_puts_a_replaced_directory_back() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path().join("d");
+        emitted(&d, &["config.json"]);
+        let before: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        let f = root.path().join("f");
+        let mut batch = Batch::new();
+        let target = DirTarget {
+            path: d.clone(),
+            force: true,
+            flag: "--emit-model",
+        };
+        batch
+            .directory(&target, |tmp| {
+                std::fs::write(tmp.join("new.json"), b"new").map_err(|e| Error::io(tmp, e))
+            })
+            .unwrap();
+        batch
+            .file(&Target::new(&f, false, "--output"), None, |w| {
+                w.write_all(b"x")
+            })
+            .unwrap();
+        // Someone makes the file meanwhile: its rename (without --force) fails at commit.
+        std::fs::write(&f, b"theirs").unwrap();
+        let err = batch.commit().unwrap_err();
+        assert!(err.to_string().contains("exists"), "{err}");
+        let after: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(after, before, "the old directory is back");
+        assert_eq!(std::fs::read(&f).unwrap(), b"theirs");
+        assert_eq!(
+            std::fs::read_dir(root.path()).unwrap().count(),
+            2,
+            "no temp left"
+        );
     }
 }
