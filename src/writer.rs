@@ -637,6 +637,7 @@ impl Batch {
                     }
                 }
             }
+            test_hold("EMBED_TRANSPLANT_TEST_COMMIT_PAUSE_MS");
             for (tmp, target) in staged {
                 let tmp_path = tmp.to_path_buf();
                 let res = if target.force {
@@ -660,6 +661,7 @@ impl Batch {
             for p in done.iter().chain(done_dirs.iter().map(|(d, _)| d)) {
                 sync_dir(parent_dir(p));
             }
+            test_hold("EMBED_TRANSPLANT_TEST_COMMIT_PAUSE_MS");
             for old in done_dirs.iter().filter_map(|(_, old)| old.as_ref()) {
                 let _ = std::fs::remove_dir_all(old);
             }
@@ -809,10 +811,12 @@ fn start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether the process that made a temp name still runs.
+/// Whether the process that made a temp name still runs: the same pid with the same start time;
+/// where the start time cannot be read (no /proc, or another user's process hidden by
+/// `hidepid`), any process with that pid counts, to be safe.
 fn owner_alive(pid: u32, start: u64) -> bool {
-    if Path::new("/proc/self/stat").exists() {
-        return start_time(pid).is_some_and(|s| s == start);
+    if let Some(s) = start_time(pid) {
+        return s == start;
     }
     #[cfg(unix)]
     {
@@ -868,11 +872,23 @@ struct Counted<'a> {
 /// each block (and the `--emit-model` weights writer after each tensor, its other files after
 /// each file), so that signal tests can land mid-write deterministically.
 pub(crate) fn test_pause() -> Option<std::time::Duration> {
-    std::env::var("EMBED_TRANSPLANT_TEST_WRITE_PAUSE_MS")
+    pause_of("EMBED_TRANSPLANT_TEST_WRITE_PAUSE_MS")
+}
+
+fn pause_of(var: &str) -> Option<std::time::Duration> {
+    std::env::var(var)
         .ok()?
         .parse()
         .ok()
         .map(std::time::Duration::from_millis)
+}
+
+/// A test hook: `EMBED_TRANSPLANT_TEST_COMMIT_PAUSE_MS=N` waits N ms after the directories are
+/// in place and again after the files, so that the crash test's kills land inside a commit too.
+fn test_hold(var: &str) {
+    if let Some(p) = pause_of(var) {
+        std::thread::sleep(p);
+    }
 }
 
 impl Write for Counted<'_> {

@@ -177,17 +177,20 @@ impl ModelFiles {
                 v.files(self.fetcher.local(&s));
             }
         }
-        // .../models--org--name/snapshots/<commit>/<file>
-        if self.provenance.kind == "hub" {
-            let entry = self
-                .weights
-                .path()
-                .ancestors()
-                .find(|a| a.file_name().is_some_and(|n| n == "snapshots"))
-                .and_then(Path::parent);
-            if let Some(e) = entry {
-                v.tree(e);
-            }
+        // A hub model, or a local path into a hub cache: .../models--org--name/snapshots/<commit>/<file>.
+        let entry = self
+            .weights
+            .path()
+            .ancestors()
+            .find(|a| a.file_name().is_some_and(|n| n == "snapshots"))
+            .and_then(Path::parent)
+            .filter(|e| {
+                e.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("models--"))
+            });
+        if let Some(e) = entry {
+            v.tree(e);
         }
         v
     }

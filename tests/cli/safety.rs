@@ -187,6 +187,26 @@ fn a_hub_cache_entry_is_an_input_whole() {
         assert_eq!(tree_bytes(&sb.hf_home()), before, "{args:?}");
         assert!(!sb.path("m.safetensors").exists());
     }
+    // A snapshot given as a local model directory: its cache entry is whole as well.
+    let a = sb
+        .transplant(&snap)
+        .arg("-o")
+        .arg(entry.join("blobs/new.safetensors"))
+        .args(["--force", "-q"])
+        .assert();
+    refused(
+        a,
+        1,
+        &["--output names a path inside", "refused, even with --force"],
+    );
+    let a = sb
+        .transplant(&snap)
+        .arg("--emit-model")
+        .arg(entry.join("blobs"))
+        .args(["--force", "-q"])
+        .assert();
+    refused(a, 1, &["holding an input of this run"]);
+    assert_eq!(tree_bytes(&sb.hf_home()), before);
 }
 
 /// Item 1: every shard a sharded index names is an input, also when `-m` names the index.
@@ -463,10 +483,12 @@ impl Rng {
     }
 }
 
-/// Item 3, the way storage engines test it: SIGKILL at 50+ seeded moments spread over a run that
+/// Item 3, the way storage engines test it: SIGKILL at 50 seeded moments spread over a run that
 /// replaces both a file (`-o`) and a directory (`--emit-model`, both --force). After each kill each
 /// target is byte for byte its old content or the complete new one (a reference run's); the next
-/// run removes what killed runs left (temp names carry the owner's pid) and succeeds.
+/// run removes what killed runs left (temp names carry the owner's pid) and succeeds. The write
+/// and commit hooks stretch the writes and the commit (held 60 ms after the DIR swap and after the
+/// file renames) so that kills land there too, not only in the reading and matching.
 #[cfg(unix)]
 #[test]
 fn sigkill_at_any_moment_leaves_each_target_old_or_new() {
@@ -474,6 +496,7 @@ fn sigkill_at_any_moment_leaves_each_target_old_or_new() {
     let run = |sb: &Sandbox, seed: &str| {
         let mut c = std_cmd(sb);
         c.env("EMBED_TRANSPLANT_TEST_WRITE_PAUSE_MS", "2")
+            .env("EMBED_TRANSPLANT_TEST_COMMIT_PAUSE_MS", "60")
             .arg("-m")
             .arg(bert_dir())
             .arg("-v")
@@ -515,8 +538,8 @@ fn sigkill_at_any_moment_leaves_each_target_old_or_new() {
     assert_eq!(snapshot(&sb), new);
 
     let mut rng = Rng(0x5eed_1919);
-    let (mut kills, mut caught_mid_write, mut tries) = (0, 0, 0);
-    while kills < 60 {
+    let (mut kills, mut caught_mid_write, mut tries, mut replaced) = (0, 0, 0, 0);
+    while kills < 50 {
         tries += 1;
         assert!(
             tries < 200,
@@ -524,7 +547,8 @@ fn sigkill_at_any_moment_leaves_each_target_old_or_new() {
         );
         restore();
         let mut child = run(&sb, "2").spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rng.below(span)));
+        // Up to a quarter past the normal duration: the last moments (the renames) are hit too.
+        std::thread::sleep(Duration::from_millis(rng.below(span + span / 4)));
         signal(child.id(), "KILL");
         let status = child.wait().unwrap();
         let killed = std::os::unix::process::ExitStatusExt::signal(&status) == Some(9);
@@ -541,6 +565,7 @@ fn sigkill_at_any_moment_leaves_each_target_old_or_new() {
             now.1 == old.1 || now.1 == new.1,
             "kill {kills}: DIR is partial"
         );
+        replaced += usize::from(killed && now.1 == new.1);
         if killed && kills % 10 == 0 {
             // The next run on the same targets cleans up and succeeds.
             assert!(
@@ -551,6 +576,9 @@ fn sigkill_at_any_moment_leaves_each_target_old_or_new() {
             assert_eq!(sb.files(), ["m.safetensors", "out"], "after kill {kills}");
         }
     }
+    eprintln!(
+        "{kills} kills in {tries} runs over {span} ms: {caught_mid_write} left a temp, {replaced} after DIR was replaced"
+    );
     // The moments were spread over the run: some kills caught a temp file or directory.
     assert!(
         caught_mid_write >= 5,
