@@ -109,7 +109,7 @@ impl Target {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(Error::io(path, e)),
         };
-        if let Some(input) = inputs.files.iter().find(|i| same_path(i, path)) {
+        if let Some(input) = inputs.existing_files().find(|i| same_path(i, path)) {
             return Err(Error::file(
                 path,
                 format!(
@@ -163,6 +163,14 @@ impl Inputs {
     /// A directory whose whole tree must stay as it is (a hub cache entry).
     pub fn tree(&mut self, p: impl Into<PathBuf>) {
         self.trees.push(p.into());
+    }
+
+    /// The files that exist (a candidate that is not there, such as a token file never made,
+    /// is nothing to protect). Trees count whether or not they exist yet: a download fills them.
+    fn existing_files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.files
+            .iter()
+            .filter(|p| std::fs::symlink_metadata(p).is_ok())
     }
 
     /// The inputs of `other` too.
@@ -285,8 +293,7 @@ impl DirTarget {
             Err(e) => return Err(Error::io(path, e)),
         };
         if let Some(input) = inputs
-            .files
-            .iter()
+            .existing_files()
             .chain(&inputs.trees)
             .find(|i| inside(i, path))
         {
