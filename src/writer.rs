@@ -774,39 +774,78 @@ fn sync_dir(dir: &Path) {
     let _ = dir;
 }
 
-/// Temp names: `.embed-transplant-<pid>-<start>-<random>.tmp` (`.old` for a directory moved
-/// aside), where `<start>` is when the process started (Linux: clock ticks after boot, from
+/// Temp names: `.embed-transplant-<pid>-<start>-<host>-<random>.tmp` (`.old` for a directory
+/// moved aside). `<start>` is when the process started (Linux: clock ticks after boot, from
 /// /proc; 0 elsewhere), so that a later process that happens to get the same pid is not taken
-/// for the owner.
+/// for the owner; `<host>` tags the machine and pid namespace ([`host_tag`]), so that a run on
+/// another machine or in another container sharing the directory, whose pids mean nothing here,
+/// is never taken for dead.
 const TEMP_PREFIX: &str = ".embed-transplant-";
 
 fn temp_prefix() -> String {
     format!(
-        "{TEMP_PREFIX}{}-{}-",
+        "{TEMP_PREFIX}{}-{}-{}-",
         std::process::id(),
-        start_time(std::process::id()).unwrap_or(0)
+        start_time(std::process::id()).unwrap_or(0),
+        host_tag()
     )
 }
 
-/// The owner (pid, start) a temp name of ours carries; None for any other name.
-fn temp_owner(name: &str) -> Option<(u32, u64)> {
+/// The owner (pid, start, host) a temp name of ours carries; None for any other name.
+fn temp_owner(name: &str) -> Option<(u32, u64, &str)> {
     let rest = name.strip_prefix(TEMP_PREFIX)?;
     let rest = rest
         .strip_suffix(".tmp")
         .or_else(|| rest.strip_suffix(".old"))?;
-    let mut parts = rest.splitn(3, '-');
+    let mut parts = rest.splitn(4, '-');
     let pid = parts.next()?;
     let start = parts.next()?;
+    let host = parts.next()?;
     let random = parts.next()?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let hex = host.len() == 8 && host.bytes().all(|b| b.is_ascii_hexdigit());
     if !(digits(pid)
         && digits(start)
+        && hex
         && !random.is_empty()
         && random.bytes().all(|b| b.is_ascii_alphanumeric()))
     {
         return None;
     }
-    Some((pid.parse().ok()?, start.parse().ok()?))
+    Some((pid.parse().ok()?, start.parse().ok()?, host))
+}
+
+/// 8 hex digits naming where pids mean what they mean here: a hash of the kernel's boot id and
+/// this process's pid namespace (Linux), else of the host name.
+fn host_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let mut id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        if let Ok(ns) = std::fs::read_link("/proc/self/ns/pid") {
+            id.push_str(&ns.to_string_lossy());
+        }
+        if id.is_empty() {
+            id = host_name();
+        }
+        // FNV-1a: stable across builds and platforms (std's hasher is not).
+        let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!("{:08x}", (h ^ (h >> 32)) as u32)
+    })
+}
+
+fn host_name() -> String {
+    #[cfg(unix)]
+    {
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
+        if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+            let n = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            return String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+    }
+    String::new()
 }
 
 /// When process `pid` started (field 22 of /proc/<pid>/stat); None when there is no such
@@ -849,10 +888,10 @@ fn sweep_stale(dir: &Path) {
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some((pid, start)) = name.to_str().and_then(temp_owner) else {
+        let Some((pid, start, host)) = name.to_str().and_then(temp_owner) else {
             continue;
         };
-        if owner_alive(pid, start) {
+        if host != host_tag() || owner_alive(pid, start) {
             continue;
         }
         let p = e.path();
@@ -1125,14 +1164,20 @@ mod tests {
         let me = std::process::id();
         let start = start_time(me).unwrap_or(0);
         let ours = temp_prefix();
-        assert_eq!(temp_owner(&format!("{ours}a1B2c3.tmp")), Some((me, start)));
+        let host = host_tag();
+        assert_eq!(
+            temp_owner(&format!("{ours}a1B2c3.tmp")),
+            Some((me, start, host))
+        );
         for not_ours in [
             ".embed-transplant-a1B2c3.tmp",
-            ".embed-transplant-12-x-abc.tmp",
-            ".embed-transplant-12-34-abc.json",
-            ".embed-transplant-12-34-.tmp",
-            ".embed-transplant-12-34-a/b.tmp",
-            "embed-transplant-12-34-abc.tmp",
+            ".embed-transplant-12-x-0badcafe-abc.tmp",
+            ".embed-transplant-12-34-0badcafe-abc.json",
+            ".embed-transplant-12-34-0badcafe-.tmp",
+            ".embed-transplant-12-34-0badcafe-a/b.tmp",
+            ".embed-transplant-12-34-abc.tmp",
+            ".embed-transplant-12-34-badcafe-abc.tmp",
+            "embed-transplant-12-34-0badcafe-abc.tmp",
         ] {
             assert_eq!(temp_owner(not_ours), None, "{not_ours}");
         }
@@ -1141,12 +1186,21 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();
-        let stale_file = format!("{TEMP_PREFIX}{dead}-5-abcdef.tmp");
-        let reused = format!("{TEMP_PREFIX}{me}-{}-abcdef.tmp", start + 1);
-        let stale_dir = format!("{TEMP_PREFIX}{dead}-5-ghijkl.old");
+        let stale_file = format!("{TEMP_PREFIX}{dead}-5-{host}-abcdef.tmp");
+        let reused = format!("{TEMP_PREFIX}{me}-{}-{host}-abcdef.tmp", start + 1);
+        let stale_dir = format!("{TEMP_PREFIX}{dead}-5-{host}-ghijkl.old");
         let live = format!("{ours}mnopqr.tmp");
         let other = ".embed-transplant-legacy.tmp";
-        for f in [&stale_file, &reused, &live, other] {
+        // Another machine's or container's: its pid says nothing here.
+        let elsewhere = format!(
+            "{TEMP_PREFIX}{dead}-5-{}-stuvwx.tmp",
+            if host == "00000000" {
+                "00000001"
+            } else {
+                "00000000"
+            }
+        );
+        for f in [&stale_file, &reused, &live, other, &elsewhere] {
             std::fs::write(dir.path().join(f), b"x").unwrap();
         }
         std::fs::create_dir(dir.path().join(&stale_dir)).unwrap();
@@ -1157,7 +1211,7 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        let mut want = vec![live, other.to_string()];
+        let mut want = vec![live, other.to_string(), elsewhere];
         if start == 0 {
             // Without /proc the start time is unknown: the same pid counts as alive.
             want.push(reused);
