@@ -1,6 +1,11 @@
 //! Writing the output .safetensors: one tensor `weight`, a sorted `__metadata__` (so the same
 //! inputs give the same bytes), into a temp file beside the target that is renamed into place.
 //!
+//! The output rules live here too: no output is, holds or lies inside an input ([`Inputs`]),
+//! `--force` replaces a directory only when it is empty or ours ([`foreign`]), and a target holds
+//! its old content or the complete new one at every instant (temp names that carry their owner,
+//! swept by the next run; a directory swapped in one step).
+//!
 //! (Over 400 lines: the output rules, the header and the batch belong together; a third is tests.)
 
 use crate::cancel;
