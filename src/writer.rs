@@ -722,6 +722,8 @@ fn commit_dir(tmp: tempfile::TempDir, target: &DirTarget) -> Result<Option<PathB
         .keep();
     std::fs::remove_dir(&old).map_err(|e| fail(Error::io(&old, e)))?;
     std::fs::rename(path, &old).map_err(|e| fail(Error::io(path, e)))?;
+    // DIR is absent here: the crash test's kills land here too when this path is taken.
+    test_hold("EMBED_TRANSPLANT_TEST_COMMIT_PAUSE_MS");
     if let Err(e) = std::fs::rename(&tmp_path, path) {
         let _ = std::fs::rename(&old, path);
         return Err(fail(Error::io(path, e)));
@@ -1337,5 +1339,21 @@ mod tests {
             2,
             "no temp left"
         );
+    }
+
+    /// The one step that keeps DIR whole while it is replaced; a filesystem without it makes the
+    /// crash guarantee weaker (README), so this test says so where it runs.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn exchange_swaps_two_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(a.join("x"), b"a").unwrap();
+        std::fs::write(b.join("x"), b"b").unwrap();
+        exchange(&a, &b).unwrap();
+        assert_eq!(std::fs::read(a.join("x")).unwrap(), b"b");
+        assert_eq!(std::fs::read(b.join("x")).unwrap(), b"a");
     }
 }
