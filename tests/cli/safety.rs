@@ -502,7 +502,7 @@ fn sigkill_at_any_moment_leaves_each_target_old_or_new() {
             .arg("-v")
             .arg(target_vocab())
             .args(["-o", "m.safetensors", "--emit-model", "out", "--force"])
-            .args(["-q", "--seed", seed])
+            .args(["-q", "--init", "random", "--seed", seed])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         c
