@@ -10,7 +10,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::hub::{HubSettings, Secret};
 use crate::train::OptimizerKind;
-use crate::writer::Target;
+use crate::writer::{Inputs, Target};
 use std::path::{Path, PathBuf};
 
 /// Everything the transplant command needs, checked.
@@ -76,24 +76,50 @@ pub fn parse_size(s: &str) -> Option<u64> {
 }
 
 impl TransplantConfig {
-    /// The files this run reads that exist before it starts (the model's own files are added
-    /// once resolved): no output may name one.
-    pub fn local_inputs(&self) -> Vec<PathBuf> {
-        let mut v = vec![self.vocab.clone()];
-        v.extend(self.source_vocab.clone());
-        v.extend(self.aux_vectors.clone());
-        let m = Path::new(&self.model);
-        if m.is_file() {
-            v.push(m.to_path_buf());
+    /// What this run reads that is known from its flags, before any work: the vocabularies,
+    /// --aux-vectors, the hub token file, a local model's files (a sharded index's shards
+    /// included) or a hub model's cache entry (whole). The model's resolved files are added once
+    /// known ([`crate::hub::ModelFiles::inputs`]). No output may name or replace one.
+    pub fn local_inputs(&self) -> Inputs {
+        let mut v = Inputs::new();
+        v.file(&self.vocab);
+        v.files(self.source_vocab.clone());
+        v.files(self.aux_vectors.clone());
+        v.file(token_path());
+        model_inputs(&mut v, &self.model, &self.hub);
+        if self.vectors == Some(crate::vectors::Format::Npy) {
             // An .npy's word list.
-            if self.vectors == Some(crate::vectors::Format::Npy) {
-                v.push(m.with_extension("txt"));
-                v.push(m.parent().unwrap_or(Path::new(".")).join("vocab.txt"));
-            }
-        } else if let Ok(dir) = std::fs::read_dir(m) {
-            v.extend(dir.filter_map(|e| e.ok().map(|e| e.path())));
+            let m = Path::new(&self.model);
+            v.file(m.with_extension("txt"));
+            v.file(m.parent().unwrap_or(Path::new(".")).join("vocab.txt"));
         }
         v
+    }
+}
+
+/// The inputs `--model MODEL` names before it is resolved: a file (and, for a shard index, its
+/// shards), a directory's files, or a hub id's cache entry (every file of it, whole).
+pub fn model_inputs(v: &mut Inputs, model: &str, hub: &HubSettings) {
+    let m = Path::new(model);
+    if m.is_file() {
+        v.file(m);
+        let dir = m.parent().unwrap_or(Path::new("."));
+        let index = m
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(".index.json"));
+        if index {
+            if let Ok(shards) = crate::checkpoint::shard_names(m) {
+                v.files(shards.into_iter().map(|s| dir.join(s)));
+            }
+        }
+    } else if let Ok(dir) = std::fs::read_dir(m) {
+        v.files(
+            dir.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| !p.is_dir()),
+        );
+    } else if crate::hub::is_hub_id(model) {
+        v.tree(hub.cache_entry(model));
     }
 }
 
@@ -155,14 +181,16 @@ pub struct FinetuneConfig {
 }
 
 impl FinetuneConfig {
-    pub fn inputs(&self) -> Vec<PathBuf> {
-        let mut v = vec![
+    /// The files finetune reads: no output may name one.
+    pub fn inputs(&self) -> Inputs {
+        let mut v = Inputs::new();
+        v.files([
             self.embeddings.clone(),
             self.vocab.clone(),
             self.train.clone(),
-        ];
-        v.extend(self.valid.clone());
-        v.extend(self.test.clone());
+        ]);
+        v.files(self.valid.clone());
+        v.files(self.test.clone());
         v
     }
 }
@@ -261,7 +289,14 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
                 .into(),
         ));
     }
-    distinct(&[Some(&output), report.as_ref(), plot.as_ref()])?;
+    distinct(
+        &[
+            write_matrix.then_some(&output),
+            report.as_ref(),
+            plot.as_ref(),
+        ],
+        emit.as_ref().map(|e| &e.dir),
+    )?;
     let progress = stderr_is_terminal && !args.quiet && !args.json;
     let hub = hub_settings(args.hub, progress)?;
     let cfg = TransplantConfig {
@@ -349,17 +384,27 @@ fn static_source_flags(
     }
 }
 
-/// Two flags naming the same output file.
-fn distinct(targets: &[Option<&Target>]) -> Result<()> {
+/// Two flags naming the same output file by any spelling (`./g` and `g`, links, hard links), or a
+/// file output inside the directory `--emit-model` replaces.
+fn distinct(targets: &[Option<&Target>], dir: Option<&crate::writer::DirTarget>) -> Result<()> {
     let t: Vec<&Target> = targets.iter().flatten().copied().collect();
     for (i, a) in t.iter().enumerate() {
         for b in &t[i + 1..] {
-            if a.path == b.path || crate::writer::same_file(&a.path, &b.path) {
+            if a.path == b.path || crate::writer::same_path(&a.path, &b.path) {
                 return Err(Error::Usage(format!(
                     "{} and {} name the same file",
                     b.flag, a.flag
                 )));
             }
+        }
+        if let Some(d) = dir.filter(|d| d.holds(&a.path)) {
+            return Err(Error::Usage(format!(
+                "{} {} is inside {} {}, which is written whole: put it elsewhere",
+                a.flag,
+                a.path.display(),
+                d.flag,
+                d.path.display()
+            )));
         }
     }
     Ok(())
@@ -440,7 +485,7 @@ pub fn finetune(args: FinetuneArgs, stderr_is_terminal: bool) -> Result<Finetune
         .plot
         .as_deref()
         .map(|p| Target::new(p, args.force, "--plot"));
-    distinct(&[Some(&output), head.as_ref(), plot.as_ref()])?;
+    distinct(&[Some(&output), head.as_ref(), plot.as_ref()], None)?;
     let cfg = FinetuneConfig {
         embeddings: args.embeddings,
         vocab: args.vocab,
@@ -545,10 +590,15 @@ pub fn hf_home() -> PathBuf {
     })
 }
 
+/// Where `huggingface-cli login` stores the token: HF_TOKEN_PATH, else $HF_HOME/token.
+fn token_path() -> PathBuf {
+    env_path("HF_TOKEN_PATH").unwrap_or_else(|| hf_home().join("token"))
+}
+
 /// The token `huggingface-cli login` stored (HF_TOKEN_PATH, else $HF_HOME/token). Surrounding
 /// whitespace (the usual trailing newline) is trimmed, as huggingface_hub does.
 fn token_from_file() -> Result<Option<Secret>> {
-    let path = env_path("HF_TOKEN_PATH").unwrap_or_else(|| hf_home().join("token"));
+    let path = token_path();
     let Ok(t) = std::fs::read_to_string(&path) else {
         return Ok(None);
     };

@@ -270,6 +270,14 @@ fn map_index_shards(index: &Path, fetch: &dyn FetchFile) -> Result<Vec<PathBuf>>
         .collect()
 }
 
+/// The shard files a sharded checkpoint's index names, in name order, once each.
+pub fn shard_names(index: &Path) -> Result<Vec<String>> {
+    let mut shards: Vec<String> = read_index(index)?.into_values().collect();
+    shards.sort();
+    shards.dedup();
+    Ok(shards)
+}
+
 /// `weight_map` of a sharded checkpoint's index: tensor -> shard file.
 fn read_index(index: &Path) -> Result<BTreeMap<String, String>> {
     #[derive(serde::Deserialize)]

@@ -277,9 +277,7 @@ pub(super) fn resolve_hub(
 /// A cache we cannot read is reported as such, not as "not in the cache": hf-hub's lookups turn
 /// every I/O error into a miss.
 fn check_cache_readable(model: &str, hub: &HubSettings) -> Result<()> {
-    let repo_dir = hub
-        .cache_dir
-        .join(Repo::model(model.to_string()).folder_name());
+    let repo_dir = hub.cache_entry(model);
     for dir in [&hub.cache_dir, &repo_dir] {
         match std::fs::read_dir(dir) {
             Ok(_) => {}

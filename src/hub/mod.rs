@@ -91,6 +91,12 @@ impl HubSettings {
             .to_string()
     }
 
+    /// The cache folder of hub model `model` (`models--org--name`, as huggingface_hub names it).
+    pub fn cache_entry(&self, model: &str) -> PathBuf {
+        self.cache_dir
+            .join(format!("models--{}", model.replace('/', "--")))
+    }
+
     /// The endpoint without userinfo, for messages.
     pub fn endpoint_shown(&self) -> String {
         strip_userinfo(&self.endpoint())
@@ -147,19 +153,46 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
-    /// Every file of the model read so far (for refusing an output path that names one).
-    pub fn inputs(&self) -> Vec<PathBuf> {
-        [
-            self.config.as_deref(),
-            self.tokenizer_json.as_deref(),
-            self.vocab_txt.as_deref(),
-            self.tokenizer_config.as_deref(),
-            Some(self.weights.path()),
-        ]
-        .into_iter()
-        .flatten()
-        .map(Path::to_path_buf)
-        .collect()
+    /// Every file of the model this run reads or may read (for refusing an output path that
+    /// names one): config, tokenizer files, the weights and every shard of a sharded index; for a
+    /// hub model also its cache entry (`models--org--name`), whole.
+    pub fn inputs(&self) -> crate::writer::Inputs {
+        let mut v = crate::writer::Inputs::new();
+        v.files(
+            [
+                self.config.as_deref(),
+                self.tokenizer_json.as_deref(),
+                self.vocab_txt.as_deref(),
+                self.tokenizer_config.as_deref(),
+                Some(self.weights.path()),
+            ]
+            .into_iter()
+            .flatten()
+            .map(Path::to_path_buf),
+        );
+        if let Weights::ShardedSafetensors(index) | Weights::ShardedPytorch(index) = &self.weights {
+            // A shard not on disk yet is in the cache entry below; an unreadable index fails
+            // later, where it is read.
+            for s in crate::checkpoint::shard_names(index).unwrap_or_default() {
+                v.files(self.fetcher.local(&s));
+            }
+        }
+        // A hub model, or a local path into a hub cache: .../models--org--name/snapshots/<commit>/<file>.
+        let entry = self
+            .weights
+            .path()
+            .ancestors()
+            .find(|a| a.file_name().is_some_and(|n| n == "snapshots"))
+            .and_then(Path::parent)
+            .filter(|e| {
+                e.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("models--"))
+            });
+        if let Some(e) = entry {
+            v.tree(e);
+        }
+        v
     }
 }
 

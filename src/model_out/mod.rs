@@ -664,6 +664,14 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                 &weights::index_json(&tensors, &files),
             )?;
         }
+        // What we wrote, so that a later `--force` knows it replaces only this (writer::foreign).
+        let mut written: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        written.push("transplant.json".into());
+        written.sort();
+        doc.insert("files".into(), json!(written));
         write_json(dir, "transplant.json", &doc)
     })?;
     Ok(report)
@@ -778,12 +786,17 @@ fn remap_ids(v: &Value, f: &dyn Fn(u64) -> Option<u64>) -> Option<Value> {
 
 fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let p = dir.join(name);
-    let f = std::fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
+    let f = crate::cancel::create_file(&p).map_err(|e| Error::io(&p, e))?;
     let mut w = std::io::BufWriter::new(&f);
     std::io::Write::write_all(&mut w, bytes).map_err(|e| Error::io(&p, e))?;
     std::io::Write::flush(&mut w).map_err(|e| Error::io(&p, e))?;
     drop(w);
-    f.sync_all().map_err(|e| Error::io(&p, e))
+    f.sync_all().map_err(|e| Error::io(&p, e))?;
+    // The test hook of the weights writer holds the side files too (signal tests land here).
+    if let Some(pause) = crate::writer::test_pause() {
+        std::thread::sleep(pause);
+    }
+    Ok(())
 }
 
 fn write_json<T: serde::Serialize>(dir: &Path, name: &str, v: &T) -> Result<()> {

@@ -252,7 +252,7 @@ impl Builder<'_> {
     /// fsync has little left to do.
     pub fn write_file(&self, dir: &Path, name: &str, tensors: &[&OutTensor]) -> Result<()> {
         let path = dir.join(name);
-        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let file = crate::cancel::create_file(&path).map_err(|e| Error::io(&path, e))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
         let io = |e| Error::io(&path, e);
         w.write_all(&header(tensors)).map_err(io)?;

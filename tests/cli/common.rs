@@ -401,3 +401,27 @@ pub fn raw_st(path: &Path, header: &str, data: &[u8]) {
     b.extend_from_slice(data);
     std::fs::write(path, b).unwrap();
 }
+
+/// Every entry under `dir` (relative path -> bytes; a symlink as `-> target`, a directory as
+/// `/`): to show that a run left a tree exactly as it was.
+pub fn tree_bytes(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, d: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_symlink() {
+                let t = std::fs::read_link(&p).unwrap();
+                out.insert(rel, format!("-> {}", t.display()).into_bytes());
+            } else if meta.is_dir() {
+                out.insert(rel, b"/".to_vec());
+                walk(root, &p, out);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}

@@ -959,9 +959,13 @@ fn signals_mid_emit_model_remove_the_temp_dir_and_exit_128_plus_n() {
         for existing in [false, true] {
             let sb = Sandbox::new();
             if existing {
-                std::fs::create_dir(sb.path("out")).unwrap();
-                std::fs::write(sb.path("out/config.json"), "{}").unwrap();
+                // An earlier output of ours (--force replaces nothing else).
+                sb.transplant(bert_dir())
+                    .args(["--emit-model", "out", "-q", "--seed", "7"])
+                    .assert()
+                    .success();
             }
+            let before = existing.then(|| tree_bytes(&sb.path("out")));
             let child =
                 std::process::Command::new(assert_cmd::cargo::cargo_bin!("embed-transplant"))
                     .current_dir(sb.dir.path())
@@ -988,14 +992,13 @@ fn signals_mid_emit_model_remove_the_temp_dir_and_exit_128_plus_n() {
             }
             std::thread::sleep(Duration::from_millis(200));
             interrupt(child, sig, code);
-            if existing {
+            if let Some(before) = before {
                 assert_eq!(sb.files(), vec!["out"], "{sig}: files left");
-                let kept: Vec<String> = std::fs::read_dir(sb.path("out"))
-                    .unwrap()
-                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .collect();
-                assert_eq!(kept, ["config.json"], "{sig}: the existing DIR changed");
-                assert_eq!(std::fs::read(sb.path("out/config.json")).unwrap(), b"{}");
+                assert_eq!(
+                    tree_bytes(&sb.path("out")),
+                    before,
+                    "{sig}: the existing DIR changed"
+                );
             } else {
                 assert_eq!(sb.files(), Vec::<String>::new(), "{sig}: files left");
             }

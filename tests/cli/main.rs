@@ -14,6 +14,7 @@ mod hub;
 mod inspect;
 mod model_out;
 mod plot;
+mod safety;
 mod score;
 mod signals;
 mod target_tokenizer;

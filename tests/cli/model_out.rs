@@ -436,13 +436,28 @@ fn existing_directory_needs_force() {
         stderr_of(&a)
     );
     assert!(sb.path("out/old.txt").exists());
-    sb.transplant(bert_dir())
+    // --force replaces only what we wrote: old.txt is not ours (tests/cli/safety.rs has more).
+    let a = sb
+        .transplant(bert_dir())
         .args(["--emit-model", "out", "--force", "-q"])
         .assert()
-        .success();
-    assert!(!sb.path("out/old.txt").exists());
-    assert!(sb.path("out/model.safetensors").exists());
-    assert_eq!(sb.files(), vec!["out"], "no temp directory is left");
+        .code(1);
+    assert!(
+        stderr_of(&a).contains("out/old.txt: --emit-model out --force would delete this"),
+        "{}",
+        stderr_of(&a)
+    );
+    assert_eq!(std::fs::read(sb.path("out/old.txt")).unwrap(), b"x");
+    std::fs::remove_file(sb.path("out/old.txt")).unwrap();
+    for _ in 0..2 {
+        // Empty, then an earlier output of ours: replaced.
+        sb.transplant(bert_dir())
+            .args(["--emit-model", "out", "--force", "-q"])
+            .assert()
+            .success();
+        assert!(sb.path("out/model.safetensors").exists());
+        assert_eq!(sb.files(), vec!["out"], "no temp directory is left");
+    }
 }
 
 #[test]
