@@ -549,7 +549,7 @@ pub fn hf_home() -> PathBuf {
 /// whitespace (the usual trailing newline) is trimmed, as huggingface_hub does.
 fn token_from_file() -> Result<Option<Secret>> {
     let path = env_path("HF_TOKEN_PATH").unwrap_or_else(|| hf_home().join("token"));
-    let Ok(t) = std::fs::read_to_string(&path) else {
+    let Ok(t) = crate::bounded::read_text(&path, 1 << 20, "a token file") else {
         return Ok(None);
     };
     let t = Secret::new(t.trim());

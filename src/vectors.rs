@@ -664,7 +664,11 @@ fn read_npy(
             ),
         )
     })?;
-    let text = std::fs::read_to_string(&words_path).map_err(|e| Error::io(&words_path, e))?;
+    let text = crate::bounded::read_text(
+        &words_path,
+        crate::bounded::MAX_VOCAB_BYTES,
+        "a word list",
+    )?;
     let words: Vec<&str> = text.split('\n').collect();
     let words = match words.last() {
         Some(&"") => &words[..words.len() - 1],

@@ -1,6 +1,7 @@
 //! Vocabularies: the target list the user brings (one token per line) and the source model's own
 //! (tokenizer.json or vocab.txt), as token -> id maps.
 
+use crate::bounded;
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -119,6 +120,15 @@ pub fn parse_target_stream(mut r: impl BufRead, origin: &str) -> Result<TargetVo
             )
         })?;
         if !token.is_empty() {
+            if tokens.len() >= bounded::MAX_VOCAB_ROWS {
+                return Err(line_err(
+                    line,
+                    format!(
+                        "more than {} lines, the limit for a vocabulary: is this a vocabulary?",
+                        bounded::MAX_VOCAB_ROWS
+                    ),
+                ));
+            }
             if token.trim().is_empty() {
                 blank_lines.push(line);
             } else if token.contains(['\r', '\t']) {
@@ -194,8 +204,7 @@ pub fn load_source_and_tokenizer(
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
     if is_json {
-        let tok = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| Error::file(path, format!("not a readable tokenizer.json: {e}")))?;
+        let tok = read_tokenizer(path)?;
         Ok((vocab_of_tokenizer(path, &tok)?, Some(tok)))
     } else {
         Ok((load_vocab_txt(path)?, None))
@@ -203,9 +212,46 @@ pub fn load_source_and_tokenizer(
 }
 
 fn load_tokenizer_json(path: &Path) -> Result<SourceVocab> {
-    let tok = tokenizers::Tokenizer::from_file(path)
-        .map_err(|e| Error::file(path, format!("not a readable tokenizer.json: {e}")))?;
+    let tok = read_tokenizer(path)?;
     vocab_of_tokenizer(path, &tok)
+}
+
+/// The text of a tokenizer.json, read bounded ([`bounded::MAX_VOCAB_BYTES`]).
+fn tokenizer_text(path: &Path) -> Result<String> {
+    bounded::read_text(path, bounded::MAX_VOCAB_BYTES, "a tokenizer.json")
+}
+
+/// A tokenizer.json parsed by the tokenizers crate, read bounded; a panic inside the crate is an
+/// error naming the file, not a crash.
+pub fn read_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
+    let text = tokenizer_text(path)?;
+    parse_tokenizer(&text, path)
+}
+
+/// Parses tokenizer.json text (`origin` names it in errors).
+pub fn parse_tokenizer(text: &str, origin: &Path) -> Result<tokenizers::Tokenizer> {
+    match crate::panics::quiet(|| text.parse::<tokenizers::Tokenizer>()) {
+        Some(Ok(t)) => Ok(t),
+        Some(Err(e)) => Err(Error::file(
+            origin,
+            format!("not a readable tokenizer.json: {e}"),
+        )),
+        None => Err(Error::file(
+            origin,
+            "not a readable tokenizer.json: the tokenizers library failed on it (panicked)",
+        )),
+    }
+}
+
+/// A tokenizer.json as a JSON value, read bounded; its top level must be an object.
+pub fn read_tokenizer_value(path: &Path) -> Result<serde_json::Value> {
+    let text = tokenizer_text(path)?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::file(path, format!("not a tokenizer.json: {e}")))?;
+    if !v.is_object() {
+        return Err(Error::file(path, "not a tokenizer.json: not a JSON object"));
+    }
+    Ok(v)
 }
 
 fn vocab_of_tokenizer(path: &Path, tok: &tokenizers::Tokenizer) -> Result<SourceVocab> {
@@ -223,26 +269,23 @@ fn vocab_of_tokenizer(path: &Path, tok: &tokenizers::Tokenizer) -> Result<Source
 }
 
 fn load_vocab_txt(path: &Path) -> Result<SourceVocab> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1;
-        Error::Line {
-            path: path.display().to_string(),
-            line,
-            msg: "invalid UTF-8".into(),
-        }
-    })?;
+    let text = bounded::read_text(path, bounded::MAX_VOCAB_BYTES, "a vocab.txt")?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut ids = HashMap::new();
     let mut special = Vec::new();
     let (mut repeated, mut repeated_examples) = (0, Vec::new());
     // `str::lines` splits on \n (and strips \r) only, never on U+2028: the right reading of vocab.txt.
     for (id, token) in text.lines().enumerate() {
-        let id = u32::try_from(id).map_err(|_| Error::file(path, "more than 2^32 lines"))?;
+        if id >= bounded::MAX_VOCAB_ROWS {
+            return Err(Error::file(
+                path,
+                format!(
+                    "more than {} lines, the limit for a vocabulary",
+                    bounded::MAX_VOCAB_ROWS
+                ),
+            ));
+        }
+        let id = id as u32;
         // The last occurrence keeps its id, as in transformers' BertTokenizer and the tokenizers
         // crate's WordPiece reader (both insert line by line into a map).
         if ids.insert(token.to_string(), id).is_some() {
@@ -296,7 +339,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// (model vocabulary and added tokens) are the rows, and the file itself becomes the model's
 /// tokenizer. Ids must run 0..n without gaps.
 pub fn read_target_tokenizer(path: &Path) -> Result<(TargetVocab, serde_json::Value)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = bounded::read_text_bytes(path, bounded::MAX_VOCAB_BYTES, "a tokenizer.json")?;
     let tj: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::file(path, format!("not a tokenizer.json: {e}")))?;
     let mut by_id: Vec<Option<String>> = Vec::new();

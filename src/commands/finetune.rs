@@ -318,6 +318,9 @@ fn curve_plot(cfg: &FinetuneConfig, history: &[EpochMetrics], kept: usize) -> pl
 
 fn file_sha256(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(vocab::hex(&Sha256::digest(&bytes)))
+    // Streamed: the file is hashed, never held.
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+    Ok(vocab::hex(&h.finalize()))
 }

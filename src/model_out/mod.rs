@@ -92,9 +92,10 @@ const TOKEN_KEYS: &[&str] = &[
     "mask_token",
 ];
 
+/// config.json and its kin: bounded, and an object (a config that is an array would otherwise
+/// panic where its keys are set).
 fn read_json(p: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::file(p, format!("not valid JSON: {e}")))
+    crate::bounded::read_json_object(p)
 }
 
 fn token_name(v: &Value) -> Option<String> {
@@ -155,7 +156,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         }
     }
     let mut tj: Value = match source.kind {
-        SourceKind::TokenizerJson => read_json(&source.path)?,
+        SourceKind::TokenizerJson => crate::vocab::read_tokenizer_value(&source.path)?,
         SourceKind::VocabTxt => {
             let bert: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
                 .iter()
