@@ -184,7 +184,7 @@ pub struct TransplantArgs {
     pub extend: bool,
 
     /// With --emit-model: append rows (initialised like the fill, never used by the tokenizer)
-    /// until the row count is a multiple of N.
+    /// until the row count is a multiple of N (1 to 65536).
     #[arg(long, value_name = "N", requires = "emit_model")]
     pub pad_to_multiple_of: Option<usize>,
 

@@ -13,6 +13,10 @@ use crate::train::OptimizerKind;
 use crate::writer::Target;
 use std::path::{Path, PathBuf};
 
+/// Largest `--pad-to-multiple-of` (2^16): at most that many rows, never used by a token, are
+/// appended; real models pad to 8, 64 or 128.
+pub const MAX_PAD_MULTIPLE: usize = 1 << 16;
+
 /// Everything the transplant command needs, checked.
 #[derive(Debug, Clone)]
 pub struct TransplantConfig {
@@ -233,10 +237,12 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
                     args.max_shard_size
                 ))
             })?;
-            if args.pad_to_multiple_of == Some(0) {
-                return Err(Error::Usage(
-                    "--pad-to-multiple-of must be at least 1".into(),
-                ));
+            if let Some(n) = args.pad_to_multiple_of {
+                if !(1..=MAX_PAD_MULTIPLE).contains(&n) {
+                    return Err(Error::Usage(format!(
+                        "--pad-to-multiple-of {n}: must be 1 to {MAX_PAD_MULTIPLE} (hardware pads to 8, 64 or 128)"
+                    )));
+                }
             }
             Some(EmitConfig {
                 dir: crate::writer::DirTarget {
