@@ -261,6 +261,9 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
                 do_lower_case: model_cfg.do_lower_case,
                 provenance: &meta,
                 target_tokenizer: target_tokenizer.as_ref(),
+                tokenizer: &tokenizer,
+                strict: cfg.strict,
+                warn: &|m: &str| out.warn(m),
             },
             &mut batch,
         )?;

@@ -155,7 +155,7 @@ impl SourceTokenizer {
         lens.iter().map(|l| l / total).collect()
     }
 
-    pub(super) fn inner(&self) -> &Tokenizer {
+    pub(crate) fn inner(&self) -> &Tokenizer {
         &self.tok
     }
 
@@ -171,7 +171,7 @@ impl SourceTokenizer {
     }
 
     /// Whether the id is a special token (never sampled, never a piece).
-    pub(super) fn is_special(&self, id: u32) -> bool {
+    pub(crate) fn is_special(&self, id: u32) -> bool {
         self.special_ids.contains(&id)
     }
 

@@ -13,7 +13,7 @@ use crate::checkpoint::store::TensorStore;
 use crate::config::EmitConfig;
 use crate::error::{Error, Result};
 use crate::hub::ModelFiles;
-use crate::matching::{Method, Plan};
+use crate::matching::{Method, Plan, SourceTokenizer};
 use crate::vocab::{SourceKind, SourceVocab, TargetVocab};
 use crate::writer::Batch;
 use serde_json::{json, Value};
@@ -59,6 +59,13 @@ pub struct Input<'a> {
     pub provenance: &'a BTreeMap<String, String>,
     /// `--vocab tokenizer.json`: the target tokenizer, written unchanged (its ids are the rows).
     pub target_tokenizer: Option<&'a Value>,
+    /// The source tokenizer: `--extend` asks it whether a new word would be a valid token, and
+    /// the written tokenizer is checked against it.
+    pub tokenizer: &'a SourceTokenizer,
+    /// `--strict`: a target word `--extend` cannot add is an error instead of a warning.
+    pub strict: bool,
+    /// Where warnings go.
+    pub warn: &'a (dyn Fn(&str) + Sync),
 }
 
 /// The tokenizer's files, built beside the weights' write.
@@ -207,12 +214,55 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         rows = (0..inp.emb_rows as u32).map(RowSource::Copy).collect();
         let mut next = source.size as u32;
         let mut seen: HashSet<&str> = HashSet::new();
-        for (t, r) in inp.target.tokens.iter().zip(&inp.plan.rows) {
+        let mut candidates: Vec<usize> = Vec::new();
+        for (i, (t, r)) in inp.target.tokens.iter().zip(&inp.plan.rows).enumerate() {
             let known =
                 source.ids.contains_key(t) || matches!(r.method, Method::Exact | Method::Decoded);
-            if known || !seen.insert(t.as_str()) {
+            if !known && seen.insert(t.as_str()) {
+                candidates.push(i);
+            }
+        }
+        drop(seen);
+        let words: Vec<&str> = candidates
+            .iter()
+            .map(|&i| inp.target.tokens[i].as_str())
+            .collect();
+        let unfit = tokenizer::unfit_new_words(&words, inp.tokenizer);
+        drop(words);
+        let refused: Vec<(usize, &str)> = candidates
+            .iter()
+            .zip(&unfit)
+            .filter_map(|(&i, why)| why.as_deref().map(|w| (i, w)))
+            .collect();
+        if let Some(&(i, why)) = refused.first() {
+            let line = |i: usize, why: &str| {
+                format!("line {} ({:?}): {why}", i + 1, inp.target.tokens[i])
+            };
+            if inp.strict {
+                return Err(Error::Line {
+                    path: inp.target.origin.clone(),
+                    line: i + 1,
+                    msg: format!(
+                        "--extend cannot add {:?}: {why} (--strict)",
+                        inp.target.tokens[i]
+                    ),
+                });
+            }
+            let shown: Vec<String> = refused.iter().take(5).map(|&(i, w)| line(i, w)).collect();
+            let more = refused.len().saturating_sub(shown.len());
+            (inp.warn)(&format!(
+                "{}: {} word(s) not added by --extend (they would break the tokenizer or change how ordinary text tokenises; their rows are not written): {}{}",
+                inp.target.origin,
+                refused.len(),
+                shown.join("; "),
+                if more > 0 { format!("; and {more} more") } else { String::new() }
+            ));
+        }
+        for (&i, why) in candidates.iter().zip(&unfit) {
+            if why.is_some() {
                 continue;
             }
+            let (t, r) = (&inp.target.tokens[i], &inp.plan.rows[i]);
             let id = next;
             next += 1;
             if (id as usize) < rows.len() {
@@ -359,6 +409,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
 
     // The tokenizer files are built while the weights are written: the write waits mostly on
     // the disk, the tokenizer on the CPU.
+    let new_tokens = &new_tokens;
     let side_files = move || -> Result<SideFiles> {
         // Tokenizer.
         let tok_origin = source.path.clone();
@@ -446,6 +497,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                     write_json(dir, "generation_config.json", g)?;
                 }
                 write_json(dir, "tokenizer.json", &tj)?;
+                drop(tj);
                 write_json(dir, "tokenizer_config.json", &tc)?;
                 write_json(dir, "special_tokens_map.json", &stm)?;
                 if let Some(lines) = &vocab_txt {
@@ -453,7 +505,8 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                     text.push('\n');
                     write_bytes(dir, "vocab.txt", text.as_bytes())?;
                 }
-                Ok(())
+                drop(vocab_txt);
+                check_tokenizer(inp, &dir.join("tokenizer.json"), extension.is_some().then_some(new_tokens.as_slice()))
             });
             let weights = weights
                 .join()
@@ -472,6 +525,25 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         write_json(dir, "transplant.json", &doc)
     })?;
     Ok(report)
+}
+
+/// Loads the written tokenizer back and checks it (see [`tokenizer::check_written`]): with
+/// `--extend` against the source tokenizer (`new` holds the new words), with a target
+/// tokenizer.json against the target, otherwise that it loads and encodes plain text.
+fn check_tokenizer(inp: &Input<'_>, written: &Path, new: Option<&[(String, u32)]>) -> Result<()> {
+    if inp.target_tokenizer.is_some() {
+        let origin = Path::new(&inp.target.origin);
+        let mut target = crate::vocab::read_tokenizer(origin)?;
+        target.with_padding(None);
+        target
+            .with_truncation(None)
+            .map_err(|e| Error::file(origin, e.to_string()))?;
+        return tokenizer::check_written(written, Some(&target), &[]);
+    }
+    match new {
+        Some(new) => tokenizer::check_written(written, Some(inp.tokenizer.inner()), new),
+        None => tokenizer::check_written(written, None, &[]),
+    }
 }
 
 /// The ids a config value holds (an int, or a list of ints as some eos_token_ids are).

@@ -2,6 +2,7 @@
 //! SentencePiece Unigram) or extended (any family) so that it produces exactly the new rows.
 
 use crate::error::{Error, Result};
+use crate::matching::SourceTokenizer;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -481,6 +482,190 @@ pub fn wordpiece_lines(tj: &Value) -> Option<Vec<String>> {
         by_id[id] = Some(t);
     }
     by_id.into_iter().map(|t| t.map(String::from)).collect()
+}
+
+/// Characters that show nothing alone: whitespace, controls, zero-width and other invisible
+/// format characters (U+200B-U+200F, U+2060-U+2064, U+FEFF, the soft hyphen, U+180E, U+034F).
+fn invisible(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}' | '\u{180E}' | '\u{034F}')
+}
+
+/// Words encoded per batch when checking (bounds the memory of the encodings).
+const CHECK_BATCH: usize = 8192;
+
+/// Why `--extend` must not add each word (None: it may). A word that is whitespace or invisible,
+/// or starts with a combining mark, or that the source tokenizer reads as nothing or as one of its
+/// own tokens, would break the written tokenizer or change how ordinary text tokenises: an added
+/// `" "` turns every space into a token (or makes the tokenizers library panic), and `Hello` on
+/// an uncased model would take the place of `hello`.
+pub fn unfit_new_words(words: &[&str], tok: &SourceTokenizer) -> Vec<Option<String>> {
+    let inner = tok.inner();
+    let mut out: Vec<Option<String>> = words
+        .iter()
+        .map(|w| {
+            if w.chars().all(invisible) {
+                Some("it is whitespace or invisible (zero-width, control)".to_string())
+            } else if w
+                .chars()
+                .next()
+                .is_some_and(unicode_normalization::char::is_combining_mark)
+            {
+                Some("it starts with a combining mark".to_string())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let todo: Vec<usize> = (0..words.len()).filter(|&i| out[i].is_none()).collect();
+    for chunk in todo.chunks(CHECK_BATCH) {
+        let texts: Vec<&str> = chunk.iter().map(|&i| words[i]).collect();
+        let enc = match crate::panics::quiet(|| inner.encode_batch_fast(texts, false)) {
+            Some(Ok(e)) => e,
+            _ => {
+                for &i in chunk {
+                    out[i] = Some("the source tokenizer fails on it".to_string());
+                }
+                continue;
+            }
+        };
+        for (&i, e) in chunk.iter().zip(&enc) {
+            match e.get_ids() {
+                [] => out[i] = Some("the source tokenizer reads it as nothing (its normaliser removes it)".to_string()),
+                [id] if !tok.is_special(*id) => {
+                    out[i] = Some(format!(
+                        "the source tokenizer already reads it as its token {:?} (id {id})",
+                        inner.id_to_token(*id).unwrap_or_default()
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Plain text every tokenizer is checked on besides its own tokens.
+const PLAIN_PROBES: &[&str] = &[
+    "Hello world, this is a test.",
+    "The quick brown fox jumps over the lazy dog 123 times!",
+    "中文的文本，还有数字 2024 年。",
+    "café naïve résumé",
+];
+
+/// Source tokens sampled for the probe.
+const PROBE_TOKENS: usize = 2000;
+
+/// Checks a written tokenizer, parsed back from its file, before the directory is committed:
+/// it must load; with a `reference` (the source tokenizer for `--extend`, the target tokenizer
+/// when one replaces the source's) a probe made of the reference's own tokens (a deterministic
+/// sample, each alone and joined by spaces) and some plain text encode to the same ids with both;
+/// each `(word, id)` of `new` encodes to that one id. Probe texts that contain a new word are left
+/// out: there the new word is meant to win.
+pub fn check_written(
+    path: &Path,
+    reference: Option<&tokenizers::Tokenizer>,
+    new: &[(String, u32)],
+) -> Result<()> {
+    let bad = |msg: String| {
+        Error::Invalid(format!(
+            "the written tokenizer does not hold up when loaded back ({msg}): nothing was written; this is a bug, please report it"
+        ))
+    };
+    let text = crate::bounded::read_text(path, crate::bounded::MAX_VOCAB_BYTES, "a tokenizer.json")?;
+    let mut written = crate::vocab::parse_tokenizer(&text, path)?;
+    drop(text);
+    written.with_padding(None);
+    written
+        .with_truncation(None)
+        .map_err(|e| bad(e.to_string()))?;
+    let encode = |t: &tokenizers::Tokenizer, texts: Vec<String>| -> Result<Vec<Vec<u32>>> {
+        match crate::panics::quiet(|| t.encode_batch_fast(texts, false)) {
+            Some(Ok(e)) => Ok(e.iter().map(|e| e.get_ids().to_vec()).collect()),
+            Some(Err(e)) => Err(bad(format!("encoding fails: {e}"))),
+            None => Err(bad("the tokenizers library panics on it".into())),
+        }
+    };
+    // Lower-cased new words, and whether one holds whitespace (then joined probes could form one).
+    let new_words: std::collections::HashSet<String> =
+        new.iter().map(|(w, _)| w.to_lowercase()).collect();
+    let spaced = new_words.iter().any(|w| w.chars().any(char::is_whitespace));
+    let holds_new = |t: &str| -> bool {
+        let t = t.to_lowercase();
+        let starts: Vec<usize> = t.char_indices().map(|(i, _)| i).collect();
+        starts.iter().any(|&a| {
+            t[a..]
+                .char_indices()
+                .skip(1)
+                .map(|(j, _)| a + j)
+                .chain(std::iter::once(t.len()))
+                .any(|b| new_words.contains(&t[a..b]))
+        })
+    };
+    let mut probes: Vec<String> = PLAIN_PROBES.iter().map(|s| s.to_string()).collect();
+    if let Some(r) = reference {
+        let n = r.get_vocab_size(true);
+        let step = (n / PROBE_TOKENS).max(1);
+        let special: std::collections::HashSet<u32> = r
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in (0..n as u32).step_by(step) {
+            if special.contains(&id) {
+                continue;
+            }
+            if let Some(Ok(t)) = crate::panics::quiet(|| r.decode(&[id], false)) {
+                if !t.trim().is_empty() && t.len() <= 64 {
+                    probes.push(t);
+                }
+            }
+        }
+    }
+    // Special tokens are matched whole only where the tokenizer registers them (a vocab.txt
+    // source's reference has none): probes holding one say nothing about ordinary text.
+    let specials: Vec<String> = written
+        .get_added_tokens_decoder()
+        .values()
+        .filter(|t| t.special)
+        .map(|t| t.content.clone())
+        .collect();
+    probes.retain(|t| !holds_new(t) && !specials.iter().any(|s| t.contains(s.as_str())));
+    if !spaced {
+        let joined: Vec<String> = probes.chunks(50).map(|c| c.join(" ")).collect();
+        probes.extend(joined);
+    }
+    let got = encode(&written, probes.clone())?;
+    if let Some(r) = reference {
+        let want = encode(r, probes.clone())?;
+        for ((p, g), w) in probes.iter().zip(&got).zip(&want) {
+            if g != w {
+                return Err(bad(format!(
+                    "{p:?} encodes to {g:?}, not {w:?} as before"
+                )));
+            }
+        }
+    }
+    // Each new word alone is its one token (SentencePiece's bare word-start piece counted apart).
+    let meta = written.token_to_id("\u{2581}");
+    for chunk in new.chunks(CHECK_BATCH) {
+        let ids = encode(&written, chunk.iter().map(|(w, _)| w.clone()).collect())?;
+        for ((w, id), got) in chunk.iter().zip(ids) {
+            let got: Vec<u32> = if got.len() > 1 {
+                got.into_iter().filter(|&g| Some(g) != meta).collect()
+            } else {
+                got
+            };
+            if got != [*id] {
+                return Err(bad(format!(
+                    "the new word {w:?} encodes to {got:?}, not to its id {id}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
