@@ -356,6 +356,11 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub freeze_copied: bool,
 
+    /// Allow up to N classes. Without it, more than 10,000 classes, or more classes than half
+    /// the training lines, is an error (the columns are almost surely swapped: text<TAB>label).
+    #[arg(long, value_name = "N")]
+    pub max_classes: Option<usize>,
+
     /// Tokens per text; longer texts are truncated.
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,

@@ -148,6 +148,8 @@ pub struct FinetuneConfig {
     pub freeze_embeddings: bool,
     pub freeze_embeddings_epochs: usize,
     pub freeze_copied: bool,
+    /// `--max-classes`: None means the default rule (see [`crate::labelled::check_classes`]).
+    pub max_classes: Option<usize>,
     pub max_len: usize,
     pub unk_token: String,
     pub ignore_vocab_mismatch: bool,
@@ -470,6 +472,7 @@ pub fn finetune(args: FinetuneArgs, stderr_is_terminal: bool) -> Result<Finetune
         freeze_embeddings: args.freeze_embeddings,
         freeze_embeddings_epochs: args.freeze_embeddings_epochs,
         freeze_copied: args.freeze_copied,
+        max_classes: args.max_classes,
         max_len: args.max_len,
         unk_token: args.unk_token,
         ignore_vocab_mismatch: args.ignore_vocab_mismatch,

@@ -115,6 +115,33 @@ pub fn examples(
     Ok(data)
 }
 
+/// Most classes accepted without `--max-classes`.
+pub const MAX_CLASSES: usize = 10_000;
+
+/// Labels that are text: more classes than half the lines, or more than [`MAX_CLASSES`], almost
+/// always means the columns are swapped (`text<TAB>label`), and would build a head with a row per
+/// sentence. `--max-classes N` (`max`) allows up to N classes instead.
+pub fn check_classes(path: &Path, classes: usize, lines: usize, max: Option<usize>) -> Result<()> {
+    let too_many = match max {
+        Some(n) => classes > n,
+        None => classes > MAX_CLASSES || classes * 2 > lines,
+    };
+    if !too_many {
+        return Ok(());
+    }
+    let limit = match max {
+        Some(n) => format!("more than --max-classes {n}"),
+        None if classes > MAX_CLASSES => format!("more than {MAX_CLASSES}"),
+        None => "more than half the lines".to_string(),
+    };
+    Err(Error::file(
+        path,
+        format!(
+            "{classes} distinct labels in {lines} lines ({limit}): are the columns swapped? Each line must be `label<TAB>text`; pass --max-classes N to allow more classes"
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,6 +75,7 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
             format!("needs at least 2 classes, found {}", labels.len()),
         ));
     }
+    labelled::check_classes(&cfg.train, labels.len(), raw.len(), cfg.max_classes)?;
     let not_in_train = "does not occur in the training data";
     let train_set = labelled::examples(&cfg.train, &raw, &labels, &seg, cfg.max_len, not_in_train)?;
     drop(raw);
