@@ -65,7 +65,12 @@ pub fn read_text_bytes(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>> {
             Err(e) => return Err(Error::io(path, e)),
         };
         if let Some(p) = memchr::memchr(0, &chunk[..n]) {
-            let line = buf.iter().chain(&chunk[..p]).filter(|&&b| b == b'\n').count() + 1;
+            let line = buf
+                .iter()
+                .chain(&chunk[..p])
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
             return Err(Error::Line {
                 path: path.display().to_string(),
                 line,
@@ -131,13 +136,22 @@ mod tests {
         assert_eq!(read_json_object(&p).unwrap()["a"], 1);
         std::fs::write(&p, b"[1, 2]").unwrap();
         let e = read_json_object(&p).unwrap_err().to_string();
-        assert!(e.ends_with("c.json: not a JSON object (the file holds an array)"), "{e}");
+        assert!(
+            e.ends_with("c.json: not a JSON object (the file holds an array)"),
+            "{e}"
+        );
         std::fs::write(&p, b"{}\n{\0}").unwrap();
         let e = read_text(&p, 100, "a config").unwrap_err().to_string();
-        assert!(e.ends_with("c.json line 2: contains a NUL byte: not a config"), "{e}");
+        assert!(
+            e.ends_with("c.json line 2: contains a NUL byte: not a config"),
+            "{e}"
+        );
         std::fs::write(&p, vec![b' '; 101]).unwrap();
         let e = read_text(&p, 100, "a config").unwrap_err().to_string();
-        assert!(e.contains("larger than 0 MiB, the limit for a config"), "{e}");
+        assert!(
+            e.contains("larger than 0 MiB, the limit for a config"),
+            "{e}"
+        );
         let e = read_text(Path::new("/dev/zero"), 1 << 20, "x").unwrap_err();
         assert!(e.to_string().contains("line 1: contains a NUL byte"), "{e}");
     }

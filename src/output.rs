@@ -41,7 +41,11 @@ impl Output {
         if !show {
             return indicatif::ProgressBar::hidden();
         }
-        let b = bar("{spinner} {elapsed:>3} {wide_msg}", 0, escape(msg).into_owned());
+        let b = bar(
+            "{spinner} {elapsed:>3} {wide_msg}",
+            0,
+            escape(msg).into_owned(),
+        );
         b.enable_steady_tick(std::time::Duration::from_millis(120));
         b
     }
@@ -230,7 +234,8 @@ pub fn error(err: &dyn std::fmt::Display) {
 /// escaping function: every human line (warnings, errors, summaries, tables, progress messages)
 /// passes through it.
 pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    let bad =
+        |c: char| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
     if !s.chars().any(bad) {
         return std::borrow::Cow::Borrowed(s);
     }

@@ -636,7 +636,10 @@ struct NpyHeader {
 
 impl NpyHeader {
     fn parse(h: &str) -> std::result::Result<NpyHeader, String> {
-        let mut p = PyLit { s: h.as_bytes(), i: 0 };
+        let mut p = PyLit {
+            s: h.as_bytes(),
+            i: 0,
+        };
         p.expect(b'{')?;
         let (mut descr, mut fortran, mut shape) = (None, None, None);
         loop {
@@ -688,7 +691,11 @@ impl NpyHeader {
         let width = match descr.as_str() {
             "<f4" => 4,
             "<f8" => 8,
-            d => return Err(format!("dtype '{d}' is not <f4 or <f8 (little-endian float)")),
+            d => {
+                return Err(format!(
+                    "dtype '{d}' is not <f4 or <f8 (little-endian float)"
+                ))
+            }
         };
         let shape = shape.ok_or("no 'shape' in the header")?;
         let [rows, dim] = shape[..] else {
@@ -723,7 +730,10 @@ impl PyLit<'_> {
         if self.eat(b) {
             Ok(())
         } else {
-            Err(format!("expected '{}' at byte {} of the header", b as char, self.i))
+            Err(format!(
+                "expected '{}' at byte {} of the header",
+                b as char, self.i
+            ))
         }
     }
     fn word(&mut self, w: &str) -> bool {
@@ -735,7 +745,12 @@ impl PyLit<'_> {
     fn string(&mut self) -> std::result::Result<String, String> {
         let q = match self.s.get(self.i) {
             Some(&q @ (b'\'' | b'"')) => q,
-            _ => return Err(format!("expected a quoted string at byte {} of the header", self.i)),
+            _ => {
+                return Err(format!(
+                    "expected a quoted string at byte {} of the header",
+                    self.i
+                ))
+            }
         };
         let start = self.i + 1;
         let len = self.s[start..]
@@ -764,7 +779,9 @@ impl PyLit<'_> {
             let n = std::str::from_utf8(&self.s[start..self.i])
                 .ok()
                 .and_then(|d| d.parse::<usize>().ok())
-                .ok_or_else(|| format!("the shape holds something other than an integer at byte {start}"))?;
+                .ok_or_else(|| {
+                    format!("the shape holds something other than an integer at byte {start}")
+                })?;
             out.push(n);
             self.ws();
             if !self.eat(b',') {
@@ -820,9 +837,7 @@ fn read_npy(
         }
     }
     if dim == 0 || dim > MAX_DIM {
-        return Err(bad(&format!(
-            "dimension {dim} (1 to {MAX_DIM} accepted)"
-        )));
+        return Err(bad(&format!("dimension {dim} (1 to {MAX_DIM} accepted)")));
     }
     let words_path = [
         path.with_extension("txt"),
@@ -839,11 +854,8 @@ fn read_npy(
             ),
         )
     })?;
-    let text = crate::bounded::read_text(
-        &words_path,
-        crate::bounded::MAX_VOCAB_BYTES,
-        "a word list",
-    )?;
+    let text =
+        crate::bounded::read_text(&words_path, crate::bounded::MAX_VOCAB_BYTES, "a word list")?;
     let words: Vec<&str> = text.split('\n').collect();
     let words = match words.last() {
         Some(&"") => &words[..words.len() - 1],
@@ -918,7 +930,9 @@ mod tests {
 
     #[test]
     fn npy_headers_are_parsed_as_dict_literals() {
-        let ok = NpyHeader::parse("{'descr': '<f4', 'fortran_order': False, 'shape': (400000, 50), }          \n");
+        let ok = NpyHeader::parse(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (400000, 50), }          \n",
+        );
         assert_eq!(
             ok,
             Ok(NpyHeader {
@@ -927,19 +941,44 @@ mod tests {
                 shape: [400000, 50]
             })
         );
-        let f = NpyHeader::parse("{\"shape\": (3,2),\"descr\":\"<f8\",\"fortran_order\":True}").unwrap();
+        let f = NpyHeader::parse("{\"shape\": (3,2),\"descr\":\"<f8\",\"fortran_order\":True}")
+            .unwrap();
         assert_eq!((f.width, f.fortran, f.shape), (8, true, [3, 2]));
         for (h, err) in [
             // A big-endian file with a stray '<f4' key: the dtype is '>f4'.
-            ("{'descr': '>f4', 'x': '<f4', 'fortran_order': False, 'shape': (2, 3), }", "unexpected key 'x'"),
-            ("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }", "dtype '>f4'"),
-            ("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)}", "appears twice"),
-            ("{'descr': '<f4', 'fortran_order': 0, 'shape': (2, 3)}", "not True or False"),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, 4)}", "3 dimensions"),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, -3)}", "other than an integer"),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999, 3)}", "other than an integer"),
+            (
+                "{'descr': '>f4', 'x': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+                "unexpected key 'x'",
+            ),
+            (
+                "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }",
+                "dtype '>f4'",
+            ),
+            (
+                "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)}",
+                "appears twice",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': 0, 'shape': (2, 3)}",
+                "not True or False",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, 4)}",
+                "3 dimensions",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (2, -3)}",
+                "other than an integer",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999, 3)}",
+                "other than an integer",
+            ),
             ("{'descr': '<f4', 'fortran_order': False}", "no 'shape'"),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)} junk", "text after"),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)} junk",
+                "text after",
+            ),
         ] {
             let e = NpyHeader::parse(h).unwrap_err();
             assert!(e.contains(err), "{h}: {e}");

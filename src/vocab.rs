@@ -56,7 +56,12 @@ pub fn parse_target(bytes: &[u8], origin: &str) -> Result<TargetVocab> {
 /// Parses a target vocabulary: UTF-8, one token per line; a BOM and CRLF endings are accepted;
 /// only the line ending is stripped, so a token may hold spaces. Lines are split on `\n` alone:
 /// U+2028 and other Unicode separators are parts of tokens (bert-base-chinese has two).
-pub fn parse_target_stream(mut r: impl BufRead, origin: &str) -> Result<TargetVocab> {
+pub fn parse_target_stream(r: impl BufRead, origin: &str) -> Result<TargetVocab> {
+    parse_target_limited(r, origin, bounded::MAX_VOCAB_ROWS)
+}
+
+/// [`parse_target_stream`] with a row limit of `max_rows` (an endless stream stops there).
+fn parse_target_limited(mut r: impl BufRead, origin: &str, max_rows: usize) -> Result<TargetVocab> {
     let line_err = |line: usize, msg: String| Error::Line {
         path: origin.to_string(),
         line,
@@ -120,12 +125,11 @@ pub fn parse_target_stream(mut r: impl BufRead, origin: &str) -> Result<TargetVo
             )
         })?;
         if !token.is_empty() {
-            if tokens.len() >= bounded::MAX_VOCAB_ROWS {
+            if tokens.len() >= max_rows {
                 return Err(line_err(
                     line,
                     format!(
-                        "more than {} lines, the limit for a vocabulary: is this a vocabulary?",
-                        bounded::MAX_VOCAB_ROWS
+                        "more than {max_rows} lines, the limit for a vocabulary: is this a vocabulary?"
                     ),
                 ));
             }
@@ -433,6 +437,28 @@ mod tests {
         assert!(e.starts_with("v.txt line 2: contains a NUL"), "{e}");
         let e = parse_target(b"", "v.txt").unwrap_err().to_string();
         assert_eq!(e, "v.txt: the vocabulary is empty");
+    }
+
+    #[test]
+    fn an_endless_stream_stops_at_the_row_limit() {
+        let stream = std::io::BufReader::new(YesA);
+        let e = parse_target_limited(stream, "<stdin>", 1000).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "<stdin> line 1001: more than 1000 lines, the limit for a vocabulary: is this a vocabulary?"
+        );
+        assert_eq!(bounded::MAX_VOCAB_ROWS, 16_777_216);
+    }
+
+    /// `yes a` as a reader.
+    struct YesA;
+    impl std::io::Read for YesA {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = if i % 2 == 0 { b'a' } else { b'\n' };
+            }
+            Ok(buf.len() - buf.len() % 2)
+        }
     }
 
     #[test]

@@ -235,9 +235,8 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
             .filter_map(|(&i, why)| why.as_deref().map(|w| (i, w)))
             .collect();
         if let Some(&(i, why)) = refused.first() {
-            let line = |i: usize, why: &str| {
-                format!("line {} ({:?}): {why}", i + 1, inp.target.tokens[i])
-            };
+            let line =
+                |i: usize, why: &str| format!("line {} ({:?}): {why}", i + 1, inp.target.tokens[i]);
             if inp.strict {
                 return Err(Error::Line {
                     path: inp.target.origin.clone(),
@@ -506,7 +505,11 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                     write_bytes(dir, "vocab.txt", text.as_bytes())?;
                 }
                 drop(vocab_txt);
-                check_tokenizer(inp, &dir.join("tokenizer.json"), extension.is_some().then_some(new_tokens.as_slice()))
+                check_tokenizer(
+                    inp,
+                    &dir.join("tokenizer.json"),
+                    extension.is_some().then_some(new_tokens.as_slice()),
+                )
             });
             let weights = weights
                 .join()

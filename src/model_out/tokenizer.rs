@@ -532,7 +532,12 @@ pub fn unfit_new_words(words: &[&str], tok: &SourceTokenizer) -> Vec<Option<Stri
         };
         for (&i, e) in chunk.iter().zip(&enc) {
             match e.get_ids() {
-                [] => out[i] = Some("the source tokenizer reads it as nothing (its normaliser removes it)".to_string()),
+                [] => {
+                    out[i] = Some(
+                        "the source tokenizer reads it as nothing (its normaliser removes it)"
+                            .to_string(),
+                    )
+                }
                 [id] if !tok.is_special(*id) => {
                     out[i] = Some(format!(
                         "the source tokenizer already reads it as its token {:?} (id {id})",
@@ -573,7 +578,8 @@ pub fn check_written(
             "the written tokenizer does not hold up when loaded back ({msg}): nothing was written; this is a bug, please report it"
         ))
     };
-    let text = crate::bounded::read_text(path, crate::bounded::MAX_VOCAB_BYTES, "a tokenizer.json")?;
+    let text =
+        crate::bounded::read_text(path, crate::bounded::MAX_VOCAB_BYTES, "a tokenizer.json")?;
     let mut written = crate::vocab::parse_tokenizer(&text, path)?;
     drop(text);
     written.with_padding(None);
@@ -642,9 +648,7 @@ pub fn check_written(
         let want = encode(r, probes.clone())?;
         for ((p, g), w) in probes.iter().zip(&got).zip(&want) {
             if g != w {
-                return Err(bad(format!(
-                    "{p:?} encodes to {g:?}, not {w:?} as before"
-                )));
+                return Err(bad(format!("{p:?} encodes to {g:?}, not {w:?} as before")));
             }
         }
     }
@@ -715,6 +719,61 @@ mod tests {
         let bpe =
             json!({"added_tokens": [], "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}});
         assert_eq!(extension_for(&bpe, Some(1)), Extension::AddedTokens);
+    }
+
+    fn wordpiece(vocab: &[&str], added: &[(&str, u32)]) -> String {
+        let v: Map<String, Value> = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), json!(i)))
+            .collect();
+        let a: Vec<Value> = added
+            .iter()
+            .map(|(t, id)| added_token(*id, t, true, false))
+            .collect();
+        json!({"version": "1.0", "added_tokens": a, "normalizer": {"type": "Lowercase"},
+            "pre_tokenizer": {"type": "Whitespace"}, "model": {"type": "WordPiece",
+            "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100,
+            "vocab": v}})
+        .to_string()
+    }
+
+    #[test]
+    fn the_load_back_check_catches_a_tokenizer_that_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let vocab = ["[UNK]", "hello", "world", "ab", "##out", "out", "about"];
+        let reference: tokenizers::Tokenizer = wordpiece(&vocab, &[]).parse().unwrap();
+        let written = dir.path().join("tokenizer.json");
+        // A good extension: the new word is one token, the source's tokens encode as before.
+        std::fs::write(&written, wordpiece(&vocab, &[("zzq", 7)])).unwrap();
+        check_written(&written, Some(&reference), &[("zzq".into(), 7)]).unwrap();
+        // A new word whose id the tokenizer does not give it.
+        let e = check_written(&written, Some(&reference), &[("zzq".into(), 8)]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the new word \"zzq\" encodes to [7], not to its id 8"),
+            "{e}"
+        );
+        // A tokenizer in which a source token reads differently ("ab" registered as an added
+        // token splits "about"): refused.
+        std::fs::write(&written, wordpiece(&vocab, &[("ab", 3)])).unwrap();
+        let e = check_written(&written, Some(&reference), &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"about\" encodes to [3, 5], not [6] as before"),
+            "{e}"
+        );
+        // Probes holding a new word are left out (there it is meant to win).
+        std::fs::write(&written, wordpiece(&vocab, &[("zzq", 7), ("bo", 8)])).unwrap();
+        check_written(
+            &written,
+            Some(&reference),
+            &[("zzq".into(), 7), ("bo".into(), 8)],
+        )
+        .unwrap();
+        // A file that does not load.
+        std::fs::write(&written, "{}").unwrap();
+        assert!(check_written(&written, None, &[]).is_err());
     }
 
     #[test]
