@@ -227,7 +227,10 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
             .iter()
             .map(|&i| inp.target.tokens[i].as_str())
             .collect();
-        let unfit = tokenizer::unfit_new_words(&words, inp.tokenizer);
+        let pieces = inp.target_tokenizer.is_none()
+            && tokenizer::extension_for(&tj, Some(source.size as u32))
+                == tokenizer::Extension::UnigramPieces;
+        let unfit = tokenizer::unfit_new_words(&words, inp.tokenizer, pieces);
         drop(words);
         let refused: Vec<(usize, &str)> = candidates
             .iter()
@@ -271,10 +274,9 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
             }
             new_tokens.push((t.clone(), id));
         }
+        // token_ids stays empty: with --extend nothing looks a token up by name (a map of a
+        // million new words cost 80 MB).
         token_rows = next as usize;
-        for (t, id) in &new_tokens {
-            token_ids.insert(t.clone(), *id);
-        }
     } else {
         rows = inp.plan.rows.iter().map(|r| r.source.clone()).collect();
         for (t, r) in inp.target.tokens.iter().zip(&inp.plan.rows) {
@@ -419,8 +421,9 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                 .map(|s| (s.clone(), token_ids[s]))
                 .collect();
             tokenizer::append_special(&mut tj, &kept);
-        } else if let Some(kind) = extension {
-            tokenizer::extend(&mut tj, &new_tokens, kind);
+        } else if extension.is_some() {
+            // The new tokens are written into the files as they are serialised
+            // (tokenizer::Extended): a JSON value per new word took gigabytes at a million.
         } else {
             tokenizer::replace(
                 &mut tj,
@@ -443,7 +446,10 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                 ("cls_token", "[CLS]"),
                 ("mask_token", "[MASK]"),
             ] {
-                if token_ids.contains_key(t) || source.ids.contains_key(t) {
+                if token_ids.contains_key(t)
+                    || source.ids.contains_key(t)
+                    || new_tokens.iter().any(|(n, _)| n == t)
+                {
                     defaults.push((k, t.into()));
                 }
             }
@@ -454,12 +460,25 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         }
         let stm = tokenizer::special_tokens_map(&tc);
         let vocab_txt = if family == Family::WordPiece {
-            let lines = tokenizer::wordpiece_lines(&tj).ok_or_else(|| {
+            let mut lines = tokenizer::wordpiece_lines(&tj).ok_or_else(|| {
                 Error::Invalid(
                     "the new WordPiece vocabulary has ids without a token: cannot write vocab.txt"
                         .into(),
                 )
             })?;
+            if extension == Some(tokenizer::Extension::WordPieceAndAddedTokens) {
+                // The new tokens' lines, at their ids (consecutive after the source's).
+                for (t, id) in new_tokens.iter() {
+                    if *id as usize == lines.len() {
+                        lines.push(t.clone());
+                    } else if *id as usize > lines.len() {
+                        return Err(Error::Invalid(
+                            "the new WordPiece vocabulary has ids without a token: cannot write vocab.txt"
+                                .into(),
+                        ));
+                    }
+                }
+            }
             Some(lines)
         } else {
             None
@@ -495,9 +514,24 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                 if let Some(g) = &generation {
                     write_json(dir, "generation_config.json", g)?;
                 }
-                write_json(dir, "tokenizer.json", &tj)?;
+                match extension {
+                    Some(kind) => {
+                        let ext = tokenizer::Extended::new(&tj, new_tokens, kind);
+                        write_json(dir, "tokenizer.json", &ext)?;
+                        drop(ext);
+                        let tc = tokenizer::ExtendedConfig {
+                            tc: &tc,
+                            tj: &tj,
+                            new: new_tokens,
+                        };
+                        write_json(dir, "tokenizer_config.json", &tc)?;
+                    }
+                    None => {
+                        write_json(dir, "tokenizer.json", &tj)?;
+                        write_json(dir, "tokenizer_config.json", &tc)?;
+                    }
+                }
                 drop(tj);
-                write_json(dir, "tokenizer_config.json", &tc)?;
                 write_json(dir, "special_tokens_map.json", &stm)?;
                 if let Some(lines) = &vocab_txt {
                     let mut text = lines.join("\n");
@@ -583,8 +617,17 @@ fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     f.sync_all().map_err(|e| Error::io(&p, e))
 }
 
+/// Pretty JSON and a newline, streamed to the file (a tokenizer.json can be hundreds of MB).
 fn write_json<T: serde::Serialize>(dir: &Path, name: &str, v: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
-    bytes.push(b'\n');
-    write_bytes(dir, name, &bytes)
+    let p = dir.join(name);
+    let f = std::fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, &f);
+    serde_json::to_writer_pretty(&mut w, v).map_err(|e| match e.io_error_kind() {
+        Some(_) => Error::io(&p, e.into()),
+        None => Error::Invalid(format!("{}: {e}", p.display())),
+    })?;
+    std::io::Write::write_all(&mut w, b"\n").map_err(|e| Error::io(&p, e))?;
+    std::io::Write::flush(&mut w).map_err(|e| Error::io(&p, e))?;
+    drop(w);
+    f.sync_all().map_err(|e| Error::io(&p, e))
 }

@@ -369,36 +369,336 @@ pub fn extension_for(tj: &Value, first: Option<u32>) -> Extension {
 }
 
 /// `--extend`: puts `new` (token, id; ids consecutive from the source's size) into the tokenizer
-/// as [`extension_for`] decided, so that text containing them tokenizes to them.
+/// as [`extension_for`] decided, so that text containing them tokenizes to them. Builds a JSON
+/// value per new token: for tests and small sets; the directory is written through
+/// [`Extended`], which gives the same bytes without those values.
 pub fn extend(tj: &mut Value, new: &[(String, u32)], kind: Extension) {
-    if kind == Extension::UnigramPieces {
-        let score = extension_score(tj).unwrap_or(0.0);
-        if let Some(vocab) = tj.pointer_mut("/model/vocab").and_then(Value::as_array_mut) {
-            for (t, _) in new {
-                vocab.push(json!([t, score]));
+    let bytes = serde_json::to_vec(&Extended::new(tj, new, kind)).unwrap_or_default();
+    if let Ok(v) = serde_json::from_slice(&bytes) {
+        *tj = v;
+    }
+}
+
+/// The source tokenizer.json plus `--extend`'s new tokens, serialised as [`extend`] would build
+/// it (the same keys in the same order, so the same bytes) without a JSON value per new token:
+/// at a million new words those values took over a gigabyte.
+pub struct Extended<'a> {
+    tj: &'a Value,
+    new: &'a [(String, u32)],
+    kind: Extension,
+    score: f64,
+    /// Indices into `new` in byte order of the token (WordPiece vocabulary is a sorted map).
+    sorted: Vec<u32>,
+}
+
+impl<'a> Extended<'a> {
+    pub fn new(tj: &'a Value, new: &'a [(String, u32)], kind: Extension) -> Self {
+        let mut sorted: Vec<u32> = Vec::new();
+        if kind == Extension::WordPieceAndAddedTokens {
+            sorted = (0..new.len() as u32).collect();
+            sorted.sort_unstable_by(|&a, &b| new[a as usize].0.cmp(&new[b as usize].0));
+        }
+        Extended {
+            tj,
+            new,
+            kind,
+            score: extension_score(tj).unwrap_or(0.0),
+            sorted,
+        }
+    }
+}
+
+/// A non-special added token as [`added_token`] writes it (fields in serde_json's key order).
+#[derive(serde::Serialize)]
+struct AddedOut<'a> {
+    content: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u32>,
+    lstrip: bool,
+    normalized: bool,
+    rstrip: bool,
+    single_word: bool,
+    special: bool,
+}
+
+fn added_out(t: &str, id: Option<u32>) -> AddedOut<'_> {
+    AddedOut {
+        content: t,
+        id,
+        lstrip: false,
+        normalized: added_normalized(t),
+        rstrip: false,
+        single_word: false,
+        special: false,
+    }
+}
+
+/// Serialises a map's entries with one key's value replaced, the key inserted in order when it
+/// is missing (as `map["key"] = ...` does on a sorted map).
+fn map_with<S: serde::Serializer, V: serde::Serialize>(
+    s: S,
+    m: &Map<String, Value>,
+    key: &str,
+    value: &V,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let missing = !m.contains_key(key);
+    let mut out = s.serialize_map(Some(m.len() + usize::from(missing)))?;
+    let mut done = !missing;
+    for (k, v) in m {
+        if !done && k.as_str() > key {
+            out.serialize_entry(key, value)?;
+            done = true;
+        }
+        if k == key {
+            out.serialize_entry(k, value)?;
+        } else {
+            out.serialize_entry(k, v)?;
+        }
+    }
+    if !done {
+        out.serialize_entry(key, value)?;
+    }
+    out.end()
+}
+
+/// The source's added tokens, then the new ones.
+struct AddedList<'a>(Option<&'a Vec<Value>>, &'a [(String, u32)]);
+
+impl serde::Serialize for AddedList<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let old = self.0.map(Vec::as_slice).unwrap_or(&[]);
+        let mut seq = s.serialize_seq(Some(old.len() + self.1.len()))?;
+        for v in old {
+            seq.serialize_element(v)?;
+        }
+        for (t, id) in self.1 {
+            seq.serialize_element(&added_out(t, Some(*id)))?;
+        }
+        seq.end()
+    }
+}
+
+/// A WordPiece vocabulary (a sorted map) with the new tokens merged in by key.
+struct WordPieceVocab<'a> {
+    old: &'a Map<String, Value>,
+    ext: &'a Extended<'a>,
+}
+
+impl serde::Serialize for WordPieceVocab<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let new = self.ext.new;
+        let fresh: Vec<u32> = self
+            .ext
+            .sorted
+            .iter()
+            .copied()
+            .filter(|&i| !self.old.contains_key(&new[i as usize].0))
+            .collect();
+        let mut m = s.serialize_map(Some(self.old.len() + fresh.len()))?;
+        let mut fresh = fresh.into_iter().peekable();
+        for (k, v) in self.old {
+            while let Some(&i) = fresh.peek() {
+                let (t, id) = &new[i as usize];
+                if t.as_str() > k.as_str() {
+                    break;
+                }
+                m.serialize_entry(t, id)?;
+                fresh.next();
+            }
+            m.serialize_entry(k, v)?;
+        }
+        for i in fresh {
+            let (t, id) = &new[i as usize];
+            m.serialize_entry(t, id)?;
+        }
+        m.end()
+    }
+}
+
+/// A Unigram piece list with the new pieces appended at the extension score.
+struct UnigramVocab<'a>(&'a [Value], &'a [(String, u32)], f64);
+
+impl serde::Serialize for UnigramVocab<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len() + self.1.len()))?;
+        for v in self.0 {
+            seq.serialize_element(v)?;
+        }
+        for (t, _) in self.1 {
+            seq.serialize_element(&(t, self.2))?;
+        }
+        seq.end()
+    }
+}
+
+/// The model object with its vocabulary extended.
+struct ModelOut<'a>(&'a Map<String, Value>, &'a Extended<'a>);
+
+impl serde::Serialize for ModelOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let ext = self.1;
+        match (ext.kind, self.0.get("vocab")) {
+            (Extension::UnigramPieces, Some(Value::Array(a))) => {
+                map_with(s, self.0, "vocab", &UnigramVocab(a, ext.new, ext.score))
+            }
+            (Extension::WordPieceAndAddedTokens, Some(Value::Object(old))) => {
+                map_with(s, self.0, "vocab", &WordPieceVocab { old, ext })
+            }
+            _ => self.0.serialize(s),
+        }
+    }
+}
+
+impl serde::Serialize for Extended<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(top) = self.tj.as_object() else {
+            return self.tj.serialize(s);
+        };
+        if self.kind == Extension::UnigramPieces {
+            let mut m = s.serialize_map(Some(top.len()))?;
+            for (k, v) in top {
+                match (k.as_str(), v) {
+                    ("model", Value::Object(model)) => {
+                        m.serialize_entry(k, &ModelOut(model, self))?
+                    }
+                    _ => m.serialize_entry(k, v)?,
+                }
+            }
+            return m.end();
+        }
+        // Added tokens (inserted in key order when the source had none), and the model.
+        struct Top<'b>(&'b Map<String, Value>, &'b Extended<'b>);
+        impl serde::Serialize for Top<'_> {
+            fn serialize<S2: serde::Serializer>(
+                &self,
+                s: S2,
+            ) -> std::result::Result<S2::Ok, S2::Error> {
+                let added = AddedList(
+                    self.0.get("added_tokens").and_then(Value::as_array),
+                    self.1.new,
+                );
+                map_with(s, self.0, "added_tokens", &added)
             }
         }
-        return;
+        if let Some(Value::Object(model)) = top.get("model") {
+            // "model" sorts after "added_tokens": one pass with both replaced.
+            let mut m = s.serialize_map(Some(
+                top.len() + usize::from(!top.contains_key("added_tokens")),
+            ))?;
+            let added = AddedList(top.get("added_tokens").and_then(Value::as_array), self.new);
+            let mut added_done = top.contains_key("added_tokens");
+            if !added_done
+                && top
+                    .keys()
+                    .next()
+                    .is_none_or(|k| k.as_str() > "added_tokens")
+            {
+                m.serialize_entry("added_tokens", &added)?;
+                added_done = true;
+            }
+            for (k, v) in top {
+                if !added_done && k.as_str() > "added_tokens" {
+                    m.serialize_entry("added_tokens", &added)?;
+                    added_done = true;
+                }
+                match k.as_str() {
+                    "added_tokens" => m.serialize_entry(k, &added)?,
+                    "model" => m.serialize_entry(k, &ModelOut(model, self))?,
+                    _ => m.serialize_entry(k, v)?,
+                }
+            }
+            if !added_done {
+                m.serialize_entry("added_tokens", &added)?;
+            }
+            return m.end();
+        }
+        Top(top, self).serialize(s)
     }
-    if kind == Extension::WordPieceAndAddedTokens {
-        if let Some(vocab) = tj
-            .pointer_mut("/model/vocab")
-            .and_then(Value::as_object_mut)
-        {
-            for (t, id) in new {
-                vocab.entry(t.clone()).or_insert_with(|| json!(id));
+}
+
+/// `added_tokens_decoder` of tokenizer_config.json: the source tokenizer's added tokens and the
+/// new ones, keyed by id as text (in the text's order, as a sorted JSON map keeps them).
+pub struct Decoder<'a> {
+    old: &'a [Value],
+    new: &'a [(String, u32)],
+}
+
+impl serde::Serialize for Decoder<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        // (key, Ok(old entry) | Err(new index)).
+        let mut keys: Vec<(String, std::result::Result<&Value, usize>)> = Vec::new();
+        for a in self.old {
+            if let Some(id) = a.get("id").and_then(Value::as_u64) {
+                keys.push((id.to_string(), Ok(a)));
             }
         }
+        keys.extend(
+            self.new
+                .iter()
+                .enumerate()
+                .map(|(i, (_, id))| (id.to_string(), Err(i))),
+        );
+        // A sorted map keeps the last value of a repeated key.
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        keys.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                std::mem::swap(later, earlier);
+                true
+            } else {
+                false
+            }
+        });
+        let mut m = s.serialize_map(Some(keys.len()))?;
+        for (k, v) in &keys {
+            match v {
+                Ok(a) => {
+                    let mut e = (*a).clone();
+                    if let Some(o) = e.as_object_mut() {
+                        o.remove("id");
+                    }
+                    m.serialize_entry(k, &e)?;
+                }
+                Err(i) => m.serialize_entry(k, &added_out(&self.new[*i].0, None))?,
+            }
+        }
+        m.end()
     }
-    let mut added = tj
-        .get("added_tokens")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for (t, id) in new {
-        added.push(added_token(*id, t, added_normalized(t), false));
+}
+
+/// tokenizer_config.json with `--extend`'s new tokens in its `added_tokens_decoder` (when it has
+/// one), serialised without a JSON value per new token; `tj` is the source tokenizer.json.
+pub struct ExtendedConfig<'a> {
+    pub tc: &'a Value,
+    pub tj: &'a Value,
+    pub new: &'a [(String, u32)],
+}
+
+impl serde::Serialize for ExtendedConfig<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.tc.as_object() {
+            Some(m) if m.contains_key("added_tokens_decoder") => {
+                let old = self
+                    .tj
+                    .get("added_tokens")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                map_with(
+                    s,
+                    m,
+                    "added_tokens_decoder",
+                    &Decoder { old, new: self.new },
+                )
+            }
+            _ => self.tc.serialize(s),
+        }
     }
-    tj["added_tokens"] = Value::Array(added);
 }
 
 /// Appends `kept` (token, id) as special added tokens (--keep-special with a target tokenizer).
@@ -500,8 +800,17 @@ const CHECK_BATCH: usize = 8192;
 /// own tokens, would break the written tokenizer or change how ordinary text tokenises: an added
 /// `" "` turns every space into a token (or makes the tokenizers library panic), and `Hello` on
 /// an uncased model would take the place of `hello`.
-pub fn unfit_new_words(words: &[&str], tok: &SourceTokenizer) -> Vec<Option<String>> {
+///
+/// With `pieces` (new Unigram pieces, which the normaliser does not touch, unlike added tokens),
+/// a word the normaliser changes (`ＡＢＣ` under NFKC is `ABC`) could never be produced: refused too.
+pub fn unfit_new_words(words: &[&str], tok: &SourceTokenizer, pieces: bool) -> Vec<Option<String>> {
     let inner = tok.inner();
+    let normalized = |w: &str| -> Option<String> {
+        let n = inner.get_normalizer()?;
+        let mut s = tokenizers::NormalizedString::from(w);
+        crate::panics::quiet(|| tokenizers::Normalizer::normalize(n, &mut s))?.ok()?;
+        Some(s.get().to_string())
+    };
     let mut out: Vec<Option<String>> = words
         .iter()
         .map(|w| {
@@ -513,6 +822,10 @@ pub fn unfit_new_words(words: &[&str], tok: &SourceTokenizer) -> Vec<Option<Stri
                 .is_some_and(unicode_normalization::char::is_combining_mark)
             {
                 Some("it starts with a combining mark".to_string())
+            } else if pieces {
+                normalized(w).filter(|n| n != w).map(|n| {
+                    format!("the source tokenizer's normaliser turns it into {n:?}, so a new piece spelled this way would never match")
+                })
             } else {
                 None
             }
