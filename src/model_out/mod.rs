@@ -575,11 +575,16 @@ fn check_tokenizer(inp: &Input<'_>, written: &Path, new: Option<&[(String, u32)]
         target
             .with_truncation(None)
             .map_err(|e| Error::file(origin, e.to_string()))?;
-        return tokenizer::check_written(written, Some(&target), &[]);
+        return tokenizer::check_written(written, Some(&target), &[], u32::MAX);
     }
     match new {
-        Some(new) => tokenizer::check_written(written, Some(inp.tokenizer.inner()), new),
-        None => tokenizer::check_written(written, None, &[]),
+        Some(new) => tokenizer::check_written(
+            written,
+            Some(inp.tokenizer.inner()),
+            new,
+            inp.source.size as u32,
+        ),
+        None => tokenizer::check_written(written, None, &[], u32::MAX),
     }
 }
 

@@ -881,20 +881,24 @@ const PROBE_TOKENS: usize = 2000;
 /// sample, each alone and joined by spaces) and some plain text encode to the same ids with both;
 /// each `(word, id)` of `new` encodes to that one id. Probe texts that contain a new word are left
 /// out: there the new word is meant to win.
+///
+/// `new`'s ids run on from `first_new`. Every entry of the file is parsed, but at most
+/// [`MAX_CHECKED_NEW`] new tokens (every k-th) are loaded into the tokenizer that is checked: the
+/// tokenizers crate holds a tokenizer with a million added tokens in about a gigabyte, five
+/// times its file.
 pub fn check_written(
     path: &Path,
     reference: Option<&tokenizers::Tokenizer>,
     new: &[(String, u32)],
+    first_new: u32,
 ) -> Result<()> {
     let bad = |msg: String| {
         Error::Invalid(format!(
             "the written tokenizer does not hold up when loaded back ({msg}): nothing was written; this is a bug, please report it"
         ))
     };
-    let text =
-        crate::bounded::read_text(path, crate::bounded::MAX_VOCAB_BYTES, "a tokenizer.json")?;
-    let mut written = crate::vocab::parse_tokenizer(&text, path)?;
-    drop(text);
+    let (mut written, kept) = load_sampled(path, new, first_new)?;
+    let new = &kept[..];
     written.with_padding(None);
     written
         .with_truncation(None)
@@ -985,6 +989,202 @@ pub fn check_written(
     Ok(())
 }
 
+/// New tokens loaded back and checked one by one at most; beyond, a deterministic sample.
+pub const MAX_CHECKED_NEW: usize = 20_000;
+
+/// Reads a written tokenizer.json back: streamed, every entry parsed, keeping the source's
+/// entries and every k-th new token (ids `first_new` + j with j a multiple of k), so that at
+/// most [`MAX_CHECKED_NEW`] of `new` are loaded. Unigram pieces are positions, so the kept new
+/// pieces move down; the returned list gives each kept word the id it has in what was loaded.
+fn load_sampled(
+    path: &Path,
+    new: &[(String, u32)],
+    first_new: u32,
+) -> Result<(tokenizers::Tokenizer, Vec<(String, u32)>)> {
+    use serde::de::DeserializeSeed;
+    let stride = new.len().div_ceil(MAX_CHECKED_NEW).max(1) as u64;
+    let first = first_new as u64;
+    let keep = move |id: u64| id < first || (id - first) % stride == 0;
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > crate::bounded::MAX_VOCAB_BYTES {
+        return Err(Error::file(path, "the written tokenizer.json is over 1 GiB"));
+    }
+    let mut de =
+        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 20, f));
+    let unreadable = |e: serde_json::Error| {
+        Error::file(path, format!("the written tokenizer.json does not parse back: {e}"))
+    };
+    let v = sample::Top { keep: &keep }
+        .deserialize(&mut de)
+        .map_err(unreadable)?;
+    de.end().map_err(unreadable)?;
+    let renumber = v
+        .pointer("/model/vocab")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.len() as u64 > first);
+    let tok = match crate::panics::quiet(|| serde_json::from_value::<tokenizers::Tokenizer>(v)) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            return Err(Error::file(
+                path,
+                format!("the written tokenizer.json does not load back: {e}"),
+            ))
+        }
+        None => {
+            return Err(Error::file(
+                path,
+                "the written tokenizer.json makes the tokenizers library panic",
+            ))
+        }
+    };
+    let kept = new
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j as u64 % stride == 0)
+        .map(|(j, (w, id))| {
+            let id = if renumber {
+                first_new + (j as u64 / stride) as u32
+            } else {
+                *id
+            };
+            (w.clone(), id)
+        })
+        .collect();
+    Ok((tok, kept))
+}
+
+/// Streaming readers that keep a sample of a tokenizer.json's new entries (see `load_sampled`).
+mod sample {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+    use std::fmt;
+
+    type Keep<'a> = &'a dyn Fn(u64) -> bool;
+
+    /// The top-level object: `added_tokens` and `model.vocab` sampled, the rest as it is.
+    pub struct Top<'a> {
+        pub keep: Keep<'a>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Top<'_> {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_map(Obj {
+                keep: self.keep,
+                top: true,
+            })
+        }
+    }
+
+    /// An object whose `added_tokens` (at the top) or `vocab` (in the model) is sampled.
+    struct Obj<'a> {
+        keep: Keep<'a>,
+        top: bool,
+    }
+
+    impl<'de> Visitor<'de> for Obj<'_> {
+        type Value = Value;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(k) = m.next_key::<String>()? {
+                let v = match (self.top, k.as_str()) {
+                    (true, "added_tokens") => m.next_value_seed(Added { keep: self.keep })?,
+                    (true, "model") => m.next_value_seed(Model { keep: self.keep })?,
+                    (false, "vocab") => m.next_value_seed(Vocab { keep: self.keep })?,
+                    _ => m.next_value::<Value>()?,
+                };
+                out.insert(k, v);
+            }
+            Ok(Value::Object(out))
+        }
+    }
+
+    struct Model<'a> {
+        keep: Keep<'a>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Model<'_> {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_map(Obj {
+                keep: self.keep,
+                top: false,
+            })
+        }
+    }
+
+    /// `added_tokens`: entries whose id is kept.
+    struct Added<'a> {
+        keep: Keep<'a>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Added<'_> {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Added<'_> {
+        type Value = Value;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of added tokens")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = s.next_element::<Value>()? {
+                if v.get("id").and_then(Value::as_u64).is_none_or(self.keep) {
+                    out.push(v);
+                }
+            }
+            Ok(Value::Array(out))
+        }
+    }
+
+    /// `model.vocab`: a map token -> id (kept by id) or a list of pieces (kept by position).
+    struct Vocab<'a> {
+        keep: Keep<'a>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Vocab<'_> {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Vocab<'_> {
+        type Value = Value;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a vocabulary (map or list)")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some((k, v)) = m.next_entry::<String, Value>()? {
+                if v.as_u64().is_none_or(self.keep) {
+                    out.insert(k, v);
+                }
+            }
+            Ok(Value::Object(out))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Value, A::Error> {
+            let mut out = Vec::new();
+            let mut pos = 0u64;
+            while let Some(v) = s.next_element::<Value>()? {
+                if (self.keep)(pos) {
+                    out.push(v);
+                }
+                pos += 1;
+            }
+            Ok(Value::Array(out))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1059,9 +1259,9 @@ mod tests {
         let written = dir.path().join("tokenizer.json");
         // A good extension: the new word is one token, the source's tokens encode as before.
         std::fs::write(&written, wordpiece(&vocab, &[("zzq", 7)])).unwrap();
-        check_written(&written, Some(&reference), &[("zzq".into(), 7)]).unwrap();
+        check_written(&written, Some(&reference), &[("zzq".into(), 7)], 7).unwrap();
         // A new word whose id the tokenizer does not give it.
-        let e = check_written(&written, Some(&reference), &[("zzq".into(), 8)]).unwrap_err();
+        let e = check_written(&written, Some(&reference), &[("zzq".into(), 8)], 8).unwrap_err();
         assert!(
             e.to_string()
                 .contains("the new word \"zzq\" encodes to [7], not to its id 8"),
@@ -1070,7 +1270,7 @@ mod tests {
         // A tokenizer in which a source token reads differently ("ab" registered as an added
         // token splits "about"): refused.
         std::fs::write(&written, wordpiece(&vocab, &[("ab", 3)])).unwrap();
-        let e = check_written(&written, Some(&reference), &[]).unwrap_err();
+        let e = check_written(&written, Some(&reference), &[], 7).unwrap_err();
         assert!(
             e.to_string()
                 .contains("\"about\" encodes to [3, 5], not [6] as before"),
@@ -1086,7 +1286,7 @@ mod tests {
         .unwrap();
         // A file that does not load.
         std::fs::write(&written, "{}").unwrap();
-        assert!(check_written(&written, None, &[]).is_err());
+        assert!(check_written(&written, None, &[], 0).is_err());
     }
 
     #[test]
