@@ -1019,10 +1019,28 @@ fn load_sampled(
         .deserialize(&mut de)
         .map_err(unreadable)?;
     de.end().map_err(unreadable)?;
-    let renumber = v
+    // Where the sample leaves gaps, what is loaded moves down: Unigram pieces (positions), and
+    // added tokens that are not in the model's vocabulary (the tokenizers crate numbers those on
+    // from the model's size in file order). WordPiece entries keep their ids.
+    let pieces = v
         .pointer("/model/vocab")
         .and_then(Value::as_array)
         .is_some_and(|a| a.len() as u64 > first);
+    let map = v.pointer("/model/vocab").and_then(Value::as_object);
+    let kept: Vec<(String, u32)> = new
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j as u64 % stride == 0)
+        .map(|(j, (w, id))| {
+            let moved = stride > 1 && (pieces || !map.is_some_and(|m| m.contains_key(w)));
+            let id = if moved {
+                first_new + (j as u64 / stride) as u32
+            } else {
+                *id
+            };
+            (w.clone(), id)
+        })
+        .collect();
     let tok = match crate::panics::quiet(|| serde_json::from_value::<tokenizers::Tokenizer>(v)) {
         Some(Ok(t)) => t,
         Some(Err(e)) => {
@@ -1038,19 +1056,6 @@ fn load_sampled(
             ))
         }
     };
-    let kept = new
-        .iter()
-        .enumerate()
-        .filter(|(j, _)| *j as u64 % stride == 0)
-        .map(|(j, (w, id))| {
-            let id = if renumber {
-                first_new + (j as u64 / stride) as u32
-            } else {
-                *id
-            };
-            (w.clone(), id)
-        })
-        .collect();
     Ok((tok, kept))
 }
 
@@ -1282,8 +1287,21 @@ mod tests {
             &written,
             Some(&reference),
             &[("zzq".into(), 7), ("bo".into(), 8)],
+            7,
         )
         .unwrap();
+        // Sampled: of 45,000 new words (ids 7..), every third is loaded and checked.
+        let many: Vec<(String, u32)> = (0..45_000u32)
+            .map(|i| (format!("w{i}x"), 7 + i))
+            .collect();
+        let pairs: Vec<(&str, u32)> = many.iter().map(|(w, i)| (w.as_str(), *i)).collect();
+        std::fs::write(&written, wordpiece(&vocab, &pairs)).unwrap();
+        let (tok, kept) = load_sampled(&written, &many, 7).unwrap();
+        assert_eq!(kept.len(), 15_000);
+        // Added tokens outside the model's vocabulary are numbered on by the tokenizers crate.
+        assert_eq!(kept[1], ("w3x".to_string(), 8));
+        assert_eq!(tok.get_vocab_size(true), 7 + 15_000);
+        check_written(&written, Some(&reference), &many, 7).unwrap();
         // A file that does not load.
         std::fs::write(&written, "{}").unwrap();
         assert!(check_written(&written, None, &[], 0).is_err());
