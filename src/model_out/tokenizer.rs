@@ -1008,12 +1008,18 @@ fn load_sampled(
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     if len > crate::bounded::MAX_VOCAB_BYTES {
-        return Err(Error::file(path, "the written tokenizer.json is over 1 GiB"));
+        return Err(Error::file(
+            path,
+            "the written tokenizer.json is over 1 GiB",
+        ));
     }
     let mut de =
         serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 20, f));
     let unreadable = |e: serde_json::Error| {
-        Error::file(path, format!("the written tokenizer.json does not parse back: {e}"))
+        Error::file(
+            path,
+            format!("the written tokenizer.json does not parse back: {e}"),
+        )
     };
     let v = sample::Top { keep: &keep }
         .deserialize(&mut de)
@@ -1291,9 +1297,7 @@ mod tests {
         )
         .unwrap();
         // Sampled: of 45,000 new words (ids 7..), every third is loaded and checked.
-        let many: Vec<(String, u32)> = (0..45_000u32)
-            .map(|i| (format!("w{i}x"), 7 + i))
-            .collect();
+        let many: Vec<(String, u32)> = (0..45_000u32).map(|i| (format!("w{i}x"), 7 + i)).collect();
         let pairs: Vec<(&str, u32)> = many.iter().map(|(w, i)| (w.as_str(), *i)).collect();
         std::fs::write(&written, wordpiece(&vocab, &pairs)).unwrap();
         let (tok, kept) = load_sampled(&written, &many, 7).unwrap();
