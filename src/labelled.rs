@@ -9,6 +9,9 @@ use std::path::Path;
 /// Longest line accepted: far above any sentence or review, far below a file that is not a TSV.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
+/// Most lines a TSV file may have (2^24): a stream without end (`yes 'a<TAB>b'`) stops here.
+pub const MAX_ROWS: usize = 1 << 24;
+
 /// One row of a TSV file: 1-based line, label, text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -40,6 +43,12 @@ pub fn read_tsv(path: &Path) -> Result<Vec<Row>> {
             break;
         }
         line += 1;
+        if line > MAX_ROWS {
+            return Err(err(
+                line,
+                &format!("more than {MAX_ROWS} lines, the limit for a TSV file"),
+            ));
+        }
         let ended = buf.last() == Some(&b'\n');
         if !ended && n > MAX_LINE_BYTES {
             return Err(err(
