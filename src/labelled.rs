@@ -22,6 +22,11 @@ pub struct Row {
 
 /// Reads a TSV file; a header line `label<TAB>text` is skipped.
 pub fn read_tsv(path: &Path) -> Result<Vec<Row>> {
+    read_tsv_limited(path, MAX_ROWS)
+}
+
+/// [`read_tsv`] stopping after `max_rows` lines.
+fn read_tsv_limited(path: &Path, max_rows: usize) -> Result<Vec<Row>> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut r = std::io::BufReader::with_capacity(1 << 16, f);
     let origin = path.display().to_string();
@@ -43,10 +48,10 @@ pub fn read_tsv(path: &Path) -> Result<Vec<Row>> {
             break;
         }
         line += 1;
-        if line > MAX_ROWS {
+        if line > max_rows {
             return Err(err(
                 line,
-                &format!("more than {MAX_ROWS} lines, the limit for a TSV file"),
+                &format!("more than {max_rows} lines, the limit for a TSV file"),
             ));
         }
         let ended = buf.last() == Some(&b'\n');
@@ -183,5 +188,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("line 1: line is longer"));
+    }
+
+    #[test]
+    fn a_stream_without_end_stops_at_the_row_limit() {
+        // A FIFO fed `yes 'pos<TAB>good'` for ever.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("endless.tsv");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let writer_path = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(writer_path) {
+                while f.write_all(b"pos\tgood\n").is_ok() {}
+            }
+        });
+        let e = read_tsv_limited(&fifo, 1000).unwrap_err().to_string();
+        assert!(
+            e.ends_with("endless.tsv line 1001: more than 1000 lines, the limit for a TSV file"),
+            "{e}"
+        );
+        assert_eq!(MAX_ROWS, 16_777_216);
     }
 }

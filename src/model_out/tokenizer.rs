@@ -827,7 +827,10 @@ pub fn unfit_new_words(words: &[&str], tok: &SourceTokenizer, pieces: bool) -> V
             {
                 Some("it starts with a combining mark".to_string())
             } else if pieces {
-                normalized(w).filter(|n| n != w).map(|n| {
+                // A word-initial piece `▁word` is matched after Metaspace: its body is what the
+                // normaliser sees.
+                let body = w.strip_prefix('\u{2581}').unwrap_or(w);
+                normalized(body).filter(|n| n != body).map(|n| {
                     format!("the source tokenizer's normaliser turns it into {n:?}, so a new piece spelled this way would never match")
                 })
             } else {
