@@ -184,7 +184,7 @@ pub struct TransplantArgs {
     pub extend: bool,
 
     /// With --emit-model: append rows (initialised like the fill, never used by the tokenizer)
-    /// until the row count is a multiple of N.
+    /// until the row count is a multiple of N (1 to 65536).
     #[arg(long, value_name = "N", requires = "emit_model")]
     pub pad_to_multiple_of: Option<usize>,
 
@@ -355,6 +355,11 @@ pub struct FinetuneArgs {
     /// (taken from the embedding file's `copied_rows` metadata).
     #[arg(long)]
     pub freeze_copied: bool,
+
+    /// Allow up to N classes. Without it, more than 10,000 classes, or more classes than half
+    /// the training lines, is an error (the columns are almost surely swapped: text<TAB>label).
+    #[arg(long, value_name = "N")]
+    pub max_classes: Option<usize>,
 
     /// Tokens per text; longer texts are truncated.
     #[arg(long, default_value_t = 128)]

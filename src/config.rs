@@ -13,6 +13,10 @@ use crate::train::OptimizerKind;
 use crate::writer::{Inputs, Target};
 use std::path::{Path, PathBuf};
 
+/// Largest `--pad-to-multiple-of` (2^16): at most that many rows, never used by a token, are
+/// appended; real models pad to 8, 64 or 128.
+pub const MAX_PAD_MULTIPLE: usize = 1 << 16;
+
 /// Everything the transplant command needs, checked.
 #[derive(Debug, Clone)]
 pub struct TransplantConfig {
@@ -170,6 +174,8 @@ pub struct FinetuneConfig {
     pub freeze_embeddings: bool,
     pub freeze_embeddings_epochs: usize,
     pub freeze_copied: bool,
+    /// `--max-classes`: None means the default rule (see [`crate::labelled::check_classes`]).
+    pub max_classes: Option<usize>,
     pub max_len: usize,
     pub unk_token: String,
     pub ignore_vocab_mismatch: bool,
@@ -261,10 +267,12 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
                     args.max_shard_size
                 ))
             })?;
-            if args.pad_to_multiple_of == Some(0) {
-                return Err(Error::Usage(
-                    "--pad-to-multiple-of must be at least 1".into(),
-                ));
+            if let Some(n) = args.pad_to_multiple_of {
+                if !(1..=MAX_PAD_MULTIPLE).contains(&n) {
+                    return Err(Error::Usage(format!(
+                        "--pad-to-multiple-of {n}: must be 1 to {MAX_PAD_MULTIPLE} (hardware pads to 8, 64 or 128)"
+                    )));
+                }
             }
             Some(EmitConfig {
                 dir: crate::writer::DirTarget {
@@ -509,6 +517,7 @@ pub fn finetune(args: FinetuneArgs, stderr_is_terminal: bool) -> Result<Finetune
         freeze_embeddings: args.freeze_embeddings,
         freeze_embeddings_epochs: args.freeze_embeddings_epochs,
         freeze_copied: args.freeze_copied,
+        max_classes: args.max_classes,
         max_len: args.max_len,
         unk_token: args.unk_token,
         ignore_vocab_mismatch: args.ignore_vocab_mismatch,
@@ -599,7 +608,7 @@ fn token_path() -> PathBuf {
 /// whitespace (the usual trailing newline) is trimmed, as huggingface_hub does.
 fn token_from_file() -> Result<Option<Secret>> {
     let path = token_path();
-    let Ok(t) = std::fs::read_to_string(&path) else {
+    let Ok(t) = crate::bounded::read_text(&path, 1 << 20, "a token file") else {
         return Ok(None);
     };
     let t = Secret::new(t.trim());

@@ -9,6 +9,9 @@ use std::path::Path;
 /// Longest line accepted: far above any sentence or review, far below a file that is not a TSV.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
+/// Most lines a TSV file may have (2^24): a stream without end (`yes 'a<TAB>b'`) stops here.
+pub const MAX_ROWS: usize = 1 << 24;
+
 /// One row of a TSV file: 1-based line, label, text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -19,6 +22,11 @@ pub struct Row {
 
 /// Reads a TSV file; a header line `label<TAB>text` is skipped.
 pub fn read_tsv(path: &Path) -> Result<Vec<Row>> {
+    read_tsv_limited(path, MAX_ROWS)
+}
+
+/// [`read_tsv`] stopping after `max_rows` lines.
+fn read_tsv_limited(path: &Path, max_rows: usize) -> Result<Vec<Row>> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut r = std::io::BufReader::with_capacity(1 << 16, f);
     let origin = path.display().to_string();
@@ -40,6 +48,12 @@ pub fn read_tsv(path: &Path) -> Result<Vec<Row>> {
             break;
         }
         line += 1;
+        if line > max_rows {
+            return Err(err(
+                line,
+                &format!("more than {max_rows} lines, the limit for a TSV file"),
+            ));
+        }
         let ended = buf.last() == Some(&b'\n');
         if !ended && n > MAX_LINE_BYTES {
             return Err(err(
@@ -115,6 +129,33 @@ pub fn examples(
     Ok(data)
 }
 
+/// Most classes accepted without `--max-classes`.
+pub const MAX_CLASSES: usize = 10_000;
+
+/// Labels that are text: more classes than half the lines, or more than [`MAX_CLASSES`], almost
+/// always means the columns are swapped (`text<TAB>label`), and would build a head with a row per
+/// sentence. `--max-classes N` (`max`) allows up to N classes instead.
+pub fn check_classes(path: &Path, classes: usize, lines: usize, max: Option<usize>) -> Result<()> {
+    let too_many = match max {
+        Some(n) => classes > n,
+        None => classes > MAX_CLASSES || classes * 2 > lines,
+    };
+    if !too_many {
+        return Ok(());
+    }
+    let limit = match max {
+        Some(n) => format!("more than --max-classes {n}"),
+        None if classes > MAX_CLASSES => format!("more than {MAX_CLASSES}"),
+        None => "more than half the lines".to_string(),
+    };
+    Err(Error::file(
+        path,
+        format!(
+            "{classes} distinct labels in {lines} lines ({limit}): are the columns swapped? Each line must be `label<TAB>text`; pass --max-classes N to allow more classes"
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +188,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("line 1: line is longer"));
+    }
+
+    #[test]
+    fn a_stream_without_end_stops_at_the_row_limit() {
+        // A FIFO fed `yes 'pos<TAB>good'` for ever.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("endless.tsv");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let writer_path = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(writer_path) {
+                while f.write_all(b"pos\tgood\n").is_ok() {}
+            }
+        });
+        let e = read_tsv_limited(&fifo, 1000).unwrap_err().to_string();
+        assert!(
+            e.ends_with("endless.tsv line 1001: more than 1000 lines, the limit for a TSV file"),
+            "{e}"
+        );
+        assert_eq!(MAX_ROWS, 16_777_216);
     }
 }

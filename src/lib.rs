@@ -11,6 +11,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod align;
+pub mod bounded;
 pub mod cancel;
 pub mod checkpoint;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod matching;
 pub mod model_config;
 pub mod model_out;
 pub mod output;
+pub mod panics;
 pub mod plot;
 pub mod quality;
 pub mod report;

@@ -60,7 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if cfg.json {
                 output::print_json(&inspection)?;
             } else {
-                output::print_text(&commands::inspect::render(&inspection))?;
+                output::print_human_text(&commands::inspect::render(&inspection))?;
             }
             return Ok(());
         }
@@ -82,7 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if cfg.json {
                 output::print_json(&e)?;
             } else {
-                output::print_text(&commands::evaluate::render(&e))?;
+                output::print_human_text(&commands::evaluate::render(&e))?;
             }
             return Ok(());
         }

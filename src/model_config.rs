@@ -1,6 +1,6 @@
 //! The facts we use from a model's config.json and tokenizer_config.json.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use std::path::Path;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -42,6 +42,5 @@ impl ModelConfig {
 }
 
 fn read_json(p: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::file(p, format!("not valid JSON: {e}")))
+    crate::bounded::read_json_object(p)
 }

@@ -31,7 +31,7 @@ impl Output {
         bar(
             "{msg} [{wide_bar}] {percent:>3}% of {total_bytes}, {eta} left",
             len,
-            msg.to_string(),
+            escape(msg).into_owned(),
         )
     }
 
@@ -41,19 +41,24 @@ impl Output {
         if !show {
             return indicatif::ProgressBar::hidden();
         }
-        let b = bar("{spinner} {elapsed:>3} {wide_msg}", 0, msg.to_string());
+        let b = bar(
+            "{spinner} {elapsed:>3} {wide_msg}",
+            0,
+            escape(msg).into_owned(),
+        );
         b.enable_steady_tick(std::time::Duration::from_millis(120));
         b
     }
 
     pub fn warn(&self, msg: &str) {
         // Warnings show even with --quiet: they are about the data.
-        let _ = writeln!(std::io::stderr(), "warning: {msg}");
+        let _ = writeln!(std::io::stderr(), "warning: {}", escape(msg));
     }
 
+    /// One line for humans on stderr (control characters escaped: see [`escape`]).
     pub fn info(&self, msg: &str) {
         if !self.quiet {
-            let _ = writeln!(std::io::stderr(), "{msg}");
+            let _ = writeln!(std::io::stderr(), "{}", escape(msg));
         }
     }
 
@@ -188,7 +193,9 @@ impl Output {
             ));
         }
         lines.push(format!("in {:.2}s", r.seconds));
-        self.info(&lines.join("\n"));
+        for l in &lines {
+            self.info(l);
+        }
     }
 
     pub fn finetune_summary(&self, r: &FinetuneReport) {
@@ -237,9 +244,39 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> std::io::Result<()> {
     }
 }
 
-/// The one line a failed run prints.
+/// The one line a failed run prints (control characters escaped: see [`escape`]).
 pub fn error(err: &dyn std::fmt::Display) {
-    let _ = writeln!(std::io::stderr(), "error: {err}");
+    let _ = writeln!(std::io::stderr(), "error: {}", escape(&err.to_string()));
+}
+
+/// Text for humans with every control character escaped (`\u{1b}`, `\t`, `\n`, `\r`), and the
+/// bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069) too: labels, tokens,
+/// model ids and file names come from data, and printed raw one could clear the screen, recolour
+/// the terminal, fake a line (a warning or an `error:`), or reorder what a line shows. The one
+/// escaping function: every human line (warnings, errors, summaries, tables, progress messages)
+/// passes through it.
+pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad =
+        |c: char| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if bad(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Prints human text (tables, listings) on stdout, each line escaped as [`escape`] does (the
+/// line breaks of the text itself stay); a closed pipe is not an error.
+pub fn print_human_text(text: &str) -> std::io::Result<()> {
+    let escaped: Vec<std::borrow::Cow<'_, str>> = text.split('\n').map(escape).collect();
+    print_text(&escaped.join("\n"))
 }
 
 /// What a signal prints before the process ends (from the signal thread). Written straight to
@@ -255,4 +292,19 @@ pub fn interrupted(signal: &str) {
     }
     #[cfg(not(unix))]
     let _ = std::io::stderr().write_all(msg.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn control_characters_from_data_are_escaped() {
+        assert_eq!(escape("plain 中文 café"), "plain 中文 café");
+        assert_eq!(
+            escape("a\u{1b}[2Jb\nerror: fake\tc\r\u{7f}\u{9b}"),
+            "a\\u{1b}[2Jb\\nerror: fake\\tc\\r\\u{7f}\\u{9b}"
+        );
+        assert_eq!(escape("x\u{202e}y\u{2066}"), "x\\u{202e}y\\u{2066}");
+    }
 }

@@ -1,6 +1,7 @@
 //! Vocabularies: the target list the user brings (one token per line) and the source model's own
 //! (tokenizer.json or vocab.txt), as token -> id maps.
 
+use crate::bounded;
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -208,7 +209,12 @@ pub fn parse_target(bytes: &[u8], origin: &str) -> Result<TargetVocab> {
 /// Parses a target vocabulary: UTF-8, one token per line; a BOM and CRLF endings are accepted;
 /// only the line ending is stripped, so a token may hold spaces. Lines are split on `\n` alone:
 /// U+2028 and other Unicode separators are parts of tokens (bert-base-chinese has two).
-pub fn parse_target_stream(mut r: impl BufRead, origin: &str) -> Result<TargetVocab> {
+pub fn parse_target_stream(r: impl BufRead, origin: &str) -> Result<TargetVocab> {
+    parse_target_limited(r, origin, bounded::MAX_VOCAB_ROWS)
+}
+
+/// [`parse_target_stream`] with a row limit of `max_rows` (an endless stream stops there).
+fn parse_target_limited(mut r: impl BufRead, origin: &str, max_rows: usize) -> Result<TargetVocab> {
     let line_err = |line: usize, msg: String| Error::Line {
         path: origin.to_string(),
         line,
@@ -272,6 +278,14 @@ pub fn parse_target_stream(mut r: impl BufRead, origin: &str) -> Result<TargetVo
             )
         })?;
         if !token.is_empty() {
+            if tokens.len() >= max_rows {
+                return Err(line_err(
+                    line,
+                    format!(
+                        "more than {max_rows} lines, the limit for a vocabulary: is this a vocabulary?"
+                    ),
+                ));
+            }
             if token.trim().is_empty() {
                 blank_lines.push(line);
             } else if token.contains(['\r', '\t']) {
@@ -349,8 +363,7 @@ pub fn load_source_and_tokenizer(
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
     if is_json {
-        let tok = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| Error::file(path, format!("not a readable tokenizer.json: {e}")))?;
+        let tok = read_tokenizer(path)?;
         Ok((vocab_of_tokenizer(path, &tok)?, Some(tok)))
     } else {
         Ok((load_vocab_txt(path)?, None))
@@ -358,9 +371,46 @@ pub fn load_source_and_tokenizer(
 }
 
 fn load_tokenizer_json(path: &Path) -> Result<SourceVocab> {
-    let tok = tokenizers::Tokenizer::from_file(path)
-        .map_err(|e| Error::file(path, format!("not a readable tokenizer.json: {e}")))?;
+    let tok = read_tokenizer(path)?;
     vocab_of_tokenizer(path, &tok)
+}
+
+/// The text of a tokenizer.json, read bounded ([`bounded::MAX_VOCAB_BYTES`]).
+fn tokenizer_text(path: &Path) -> Result<String> {
+    bounded::read_text(path, bounded::MAX_VOCAB_BYTES, "a tokenizer.json")
+}
+
+/// A tokenizer.json parsed by the tokenizers crate, read bounded; a panic inside the crate is an
+/// error naming the file, not a crash.
+pub fn read_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
+    let text = tokenizer_text(path)?;
+    parse_tokenizer(&text, path)
+}
+
+/// Parses tokenizer.json text (`origin` names it in errors).
+pub fn parse_tokenizer(text: &str, origin: &Path) -> Result<tokenizers::Tokenizer> {
+    match crate::panics::quiet(|| text.parse::<tokenizers::Tokenizer>()) {
+        Some(Ok(t)) => Ok(t),
+        Some(Err(e)) => Err(Error::file(
+            origin,
+            format!("not a readable tokenizer.json: {e}"),
+        )),
+        None => Err(Error::file(
+            origin,
+            "not a readable tokenizer.json: the tokenizers library failed on it (panicked)",
+        )),
+    }
+}
+
+/// A tokenizer.json as a JSON value, read bounded; its top level must be an object.
+pub fn read_tokenizer_value(path: &Path) -> Result<serde_json::Value> {
+    let text = tokenizer_text(path)?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::file(path, format!("not a tokenizer.json: {e}")))?;
+    if !v.is_object() {
+        return Err(Error::file(path, "not a tokenizer.json: not a JSON object"));
+    }
+    Ok(v)
 }
 
 fn vocab_of_tokenizer(path: &Path, tok: &tokenizers::Tokenizer) -> Result<SourceVocab> {
@@ -378,26 +428,23 @@ fn vocab_of_tokenizer(path: &Path, tok: &tokenizers::Tokenizer) -> Result<Source
 }
 
 fn load_vocab_txt(path: &Path) -> Result<SourceVocab> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1;
-        Error::Line {
-            path: path.display().to_string(),
-            line,
-            msg: "invalid UTF-8".into(),
-        }
-    })?;
+    let text = bounded::read_text(path, bounded::MAX_VOCAB_BYTES, "a vocab.txt")?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut ids = HashMap::new();
     let mut special = Vec::new();
     let (mut repeated, mut repeated_examples) = (0, Vec::new());
     // `str::lines` splits on \n (and strips \r) only, never on U+2028: the right reading of vocab.txt.
     for (id, token) in text.lines().enumerate() {
-        let id = u32::try_from(id).map_err(|_| Error::file(path, "more than 2^32 lines"))?;
+        if id >= bounded::MAX_VOCAB_ROWS {
+            return Err(Error::file(
+                path,
+                format!(
+                    "more than {} lines, the limit for a vocabulary",
+                    bounded::MAX_VOCAB_ROWS
+                ),
+            ));
+        }
+        let id = id as u32;
         // The last occurrence keeps its id, as in transformers' BertTokenizer and the tokenizers
         // crate's WordPiece reader (both insert line by line into a map).
         if ids.insert(token.to_string(), id).is_some() {
@@ -532,7 +579,7 @@ fn spelling_of(tj: &serde_json::Value) -> Spelling {
 /// tokenizer. Ids must run 0..n: each id is checked against the number of entries before
 /// anything is allocated for it, a gap is an error, and so are two tokens on one id.
 pub fn read_target_tokenizer(path: &Path) -> Result<(TargetVocab, serde_json::Value)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = bounded::read_text_bytes(path, bounded::MAX_VOCAB_BYTES, "a tokenizer.json")?;
     let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let tj: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| Error::file(path, format!("not a tokenizer.json: {e}")))?;
@@ -786,6 +833,28 @@ mod tests {
         assert!(looks_like_json(b"\xEF\xBB\xBF{\"version\""));
         assert!(looks_like_json(b"{\n  \"version\""));
         assert!(!looks_like_json(b"the\n{\n"));
+    }
+
+    #[test]
+    fn an_endless_stream_stops_at_the_row_limit() {
+        let stream = std::io::BufReader::new(YesA);
+        let e = parse_target_limited(stream, "<stdin>", 1000).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "<stdin> line 1001: more than 1000 lines, the limit for a vocabulary: is this a vocabulary?"
+        );
+        assert_eq!(bounded::MAX_VOCAB_ROWS, 16_777_216);
+    }
+
+    /// `yes a` as a reader.
+    struct YesA;
+    impl std::io::Read for YesA {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = if i % 2 == 0 { b'a' } else { b'\n' };
+            }
+            Ok(buf.len() - buf.len() % 2)
+        }
     }
 
     #[test]

@@ -284,7 +284,7 @@ fn read_index(index: &Path) -> Result<BTreeMap<String, String>> {
     struct Index {
         weight_map: BTreeMap<String, String>,
     }
-    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let text = crate::bounded::read_text(index, crate::bounded::MAX_JSON_BYTES, "a shard index")?;
     let parsed: Index = serde_json::from_str(&text)
         .map_err(|e| Error::file(index, format!("not a shard index: {e}")))?;
     for f in parsed.weight_map.values() {

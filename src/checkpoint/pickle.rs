@@ -338,28 +338,9 @@ fn read_pickle(path: &Path, bytes: &[u8]) -> Result<(Object, usize)> {
     }
 }
 
-thread_local! {
-    /// True while this thread runs candle's pickle machine inside [`guarded`].
-    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f`, turning a panic into `None` without printing the panic message. The process-wide
-/// panic hook is wrapped once (on first use) with one that stays silent on threads inside
-/// `guarded` and defers to the previous hook everywhere else, so no call swaps global state.
+/// Runs `f`, turning a panic into `None` without printing the panic message (see [`crate::panics`]).
 pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
-    static HOOK: std::sync::Once = std::sync::Once::new();
-    HOOK.call_once(|| {
-        let prev = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !QUIET_PANICS.with(|q| q.get()) {
-                prev(info);
-            }
-        }));
-    });
-    QUIET_PANICS.with(|q| q.set(true));
-    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
-    QUIET_PANICS.with(|q| q.set(false));
-    res
+    crate::panics::quiet(f)
 }
 
 /// The globals a state dict may name. Anything else (os.system, builtins.eval, a model class) has no

@@ -75,6 +75,7 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
             format!("needs at least 2 classes, found {}", labels.len()),
         ));
     }
+    labelled::check_classes(&cfg.train, labels.len(), raw.len(), cfg.max_classes)?;
     let not_in_train = "does not occur in the training data";
     let train_set = labelled::examples(&cfg.train, &raw, &labels, &seg, cfg.max_len, not_in_train)?;
     drop(raw);
@@ -318,6 +319,9 @@ fn curve_plot(cfg: &FinetuneConfig, history: &[EpochMetrics], kept: usize) -> pl
 
 fn file_sha256(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(vocab::hex(&Sha256::digest(&bytes)))
+    // Streamed: the file is hashed, never held.
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+    Ok(vocab::hex(&h.finalize()))
 }

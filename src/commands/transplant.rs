@@ -271,6 +271,9 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
                 provenance: &meta,
                 target_tokenizer: target_tokenizer.as_ref(),
                 target_tokenizer_config: target_tokenizer_config.as_ref(),
+                tokenizer: &tokenizer,
+                strict: cfg.strict,
+                warn: &|m: &str| out.warn(m),
             },
             &mut batch,
         )?;

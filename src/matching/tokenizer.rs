@@ -41,8 +41,7 @@ pub struct SourceTokenizer {
 impl SourceTokenizer {
     /// From a tokenizer.json (padding and truncation switched off: we tokenize single words).
     pub fn from_file(path: &Path, source: &SourceVocab) -> Result<Self> {
-        let tok = Tokenizer::from_file(path)
-            .map_err(|e| Error::file(path, format!("not a readable tokenizer.json: {e}")))?;
+        let tok = crate::vocab::read_tokenizer(path)?;
         Self::from_tokenizer(tok, path, source)
     }
 
@@ -51,6 +50,15 @@ impl SourceTokenizer {
         tok.with_padding(None);
         tok.with_truncation(None)
             .map_err(|e| Error::file(path, e.to_string()))?;
+        // A tokenizer.json can be valid JSON that makes the tokenizers crate panic on any text
+        // (an added token that normalises to nothing: "AddedVocabulary bad split"): one line, not
+        // a crash.
+        if crate::panics::quiet(|| tok.encode_fast(PROBE, false)).is_none() {
+            return Err(Error::file(
+                path,
+                "the tokenizers library panics on ordinary text with this tokenizer (e.g. an added token that is whitespace or normalises to nothing): the tokenizer is broken",
+            ));
+        }
         let (lowercase, strip_accents) = tok
             .get_normalizer()
             .map(normalizer_flags)
@@ -149,7 +157,7 @@ impl SourceTokenizer {
         lens.iter().map(|l| l / total).collect()
     }
 
-    pub(super) fn inner(&self) -> &Tokenizer {
+    pub(crate) fn inner(&self) -> &Tokenizer {
         &self.tok
     }
 
@@ -165,7 +173,7 @@ impl SourceTokenizer {
     }
 
     /// Whether the id is a special token (never sampled, never a piece).
-    pub(super) fn is_special(&self, id: u32) -> bool {
+    pub(crate) fn is_special(&self, id: u32) -> bool {
         self.special_ids.contains(&id)
     }
 
@@ -197,12 +205,18 @@ impl SourceTokenizer {
                 .filter(|id| !self.special_ids.contains(id))
                 .collect()
         };
-        // The _fast variants skip computing character offsets, which we do not use.
-        match self.tok.encode_batch_fast(texts.to_vec(), false) {
-            Ok(enc) => enc.iter().map(|e| Some(keep(e))).collect(),
-            Err(_) => texts
+        // The _fast variants skip computing character offsets, which we do not use. A panic
+        // inside the tokenizers crate is caught: the texts are then encoded one by one, and one
+        // that panics counts as one the tokenizer cannot encode.
+        match crate::panics::quiet(|| self.tok.encode_batch_fast(texts.to_vec(), false)) {
+            Some(Ok(enc)) => enc.iter().map(|e| Some(keep(e))).collect(),
+            _ => texts
                 .par_iter()
-                .map(|t| self.tok.encode(*t, false).ok().map(|e| keep(&e)))
+                .map(|t| {
+                    crate::panics::quiet(|| self.tok.encode(*t, false))
+                        .and_then(|r| r.ok())
+                        .map(|e| keep(&e))
+                })
                 .collect(),
         }
     }
@@ -229,6 +243,10 @@ impl SourceTokenizer {
             .collect()
     }
 }
+
+/// Plain text a working tokenizer encodes without trouble (spaces, tab, punctuation, CJK,
+/// an accent, digits).
+const PROBE: &str = "Hello world, the 中文 text\tcafé 123.";
 
 fn is_combining_mark(c: char) -> bool {
     unicode_normalization::char::is_combining_mark(c)

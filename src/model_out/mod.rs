@@ -13,7 +13,7 @@ use crate::checkpoint::store::TensorStore;
 use crate::config::EmitConfig;
 use crate::error::{Error, Result};
 use crate::hub::ModelFiles;
-use crate::matching::{Method, Plan};
+use crate::matching::{Method, Plan, SourceTokenizer};
 use crate::vocab::{SourceKind, SourceVocab, TargetVocab};
 use crate::writer::Batch;
 use serde_json::{json, Value};
@@ -78,6 +78,13 @@ pub struct Input<'a> {
     pub target_tokenizer: Option<&'a Value>,
     /// The tokenizer_config.json beside the target tokenizer.json, when there is one.
     pub target_tokenizer_config: Option<&'a Value>,
+    /// The source tokenizer: `--extend` asks it whether a new word would be a valid token, and
+    /// the written tokenizer is checked against it.
+    pub tokenizer: &'a SourceTokenizer,
+    /// `--strict`: a target word `--extend` cannot add is an error instead of a warning.
+    pub strict: bool,
+    /// Where warnings go.
+    pub warn: &'a (dyn Fn(&str) + Sync),
 }
 
 /// The tokenizer's files, built beside the weights' write.
@@ -183,9 +190,10 @@ fn target_roles(
     roles
 }
 
+/// config.json and its kin: bounded, and an object (a config that is an array would otherwise
+/// panic where its keys are set).
 pub(crate) fn read_json(p: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::file(p, format!("not valid JSON: {e}")))
+    crate::bounded::read_json_object(p)
 }
 
 fn token_name(v: &Value) -> Option<String> {
@@ -246,7 +254,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         }
     }
     let mut tj: Value = match source.kind {
-        SourceKind::TokenizerJson => read_json(&source.path)?,
+        SourceKind::TokenizerJson => crate::vocab::read_tokenizer_value(&source.path)?,
         SourceKind::VocabTxt => {
             let bert: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
                 .iter()
@@ -297,12 +305,57 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         rows = (0..inp.emb_rows as u32).map(RowSource::Copy).collect();
         let mut next = source.size as u32;
         let mut seen: HashSet<&str> = HashSet::new();
-        for (t, r) in inp.target.tokens.iter().zip(&inp.plan.rows) {
+        let mut candidates: Vec<usize> = Vec::new();
+        for (i, (t, r)) in inp.target.tokens.iter().zip(&inp.plan.rows).enumerate() {
             let known =
                 source.ids.contains_key(t) || matches!(r.method, Method::Exact | Method::Decoded);
-            if known || !seen.insert(t.as_str()) {
+            if !known && seen.insert(t.as_str()) {
+                candidates.push(i);
+            }
+        }
+        drop(seen);
+        let words: Vec<&str> = candidates
+            .iter()
+            .map(|&i| inp.target.tokens[i].as_str())
+            .collect();
+        let pieces = inp.target_tokenizer.is_none()
+            && tokenizer::extension_for(&tj, Some(source.size as u32))
+                == tokenizer::Extension::UnigramPieces;
+        let unfit = tokenizer::unfit_new_words(&words, inp.tokenizer, pieces);
+        drop(words);
+        let refused: Vec<(usize, &str)> = candidates
+            .iter()
+            .zip(&unfit)
+            .filter_map(|(&i, why)| why.as_deref().map(|w| (i, w)))
+            .collect();
+        if let Some(&(i, why)) = refused.first() {
+            let line =
+                |i: usize, why: &str| format!("line {} ({:?}): {why}", i + 1, inp.target.tokens[i]);
+            if inp.strict {
+                return Err(Error::Line {
+                    path: inp.target.origin.clone(),
+                    line: i + 1,
+                    msg: format!(
+                        "--extend cannot add {:?}: {why} (--strict)",
+                        inp.target.tokens[i]
+                    ),
+                });
+            }
+            let shown: Vec<String> = refused.iter().take(5).map(|&(i, w)| line(i, w)).collect();
+            let more = refused.len().saturating_sub(shown.len());
+            (inp.warn)(&format!(
+                "{}: {} word(s) not added by --extend (they would break the tokenizer or change how ordinary text tokenises; their rows are not written): {}{}",
+                inp.target.origin,
+                refused.len(),
+                shown.join("; "),
+                if more > 0 { format!("; and {more} more") } else { String::new() }
+            ));
+        }
+        for (&i, why) in candidates.iter().zip(&unfit) {
+            if why.is_some() {
                 continue;
             }
+            let (t, r) = (&inp.target.tokens[i], &inp.plan.rows[i]);
             let id = next;
             next += 1;
             if (id as usize) < rows.len() {
@@ -312,10 +365,9 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
             }
             new_tokens.push((t.clone(), id));
         }
+        // token_ids stays empty: with --extend nothing looks a token up by name (a map of a
+        // million new words cost 80 MB).
         token_rows = next as usize;
-        for (t, id) in &new_tokens {
-            token_ids.insert(t.clone(), *id);
-        }
     } else {
         rows = inp.plan.rows.iter().map(|r| r.source.clone()).collect();
         for (t, r) in inp.target.tokens.iter().zip(&inp.plan.rows) {
@@ -533,6 +585,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
 
     // The tokenizer files are built while the weights are written: the write waits mostly on
     // the disk, the tokenizer on the CPU.
+    let new_tokens = &new_tokens;
     let side_files = move || -> Result<SideFiles> {
         // Tokenizer.
         let tok_origin = source.path.clone();
@@ -543,8 +596,9 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                 .map(|s| (s.clone(), token_ids[s]))
                 .collect();
             tokenizer::append_special(&mut tj, &kept);
-        } else if let Some(kind) = extension {
-            tokenizer::extend(&mut tj, &new_tokens, kind);
+        } else if extension.is_some() {
+            // The new tokens are written into the files as they are serialised
+            // (tokenizer::Extended): a JSON value per new word took gigabytes at a million.
         } else {
             tokenizer::replace(
                 &mut tj,
@@ -567,7 +621,10 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                 ("cls_token", "[CLS]"),
                 ("mask_token", "[MASK]"),
             ] {
-                if token_ids.contains_key(t) || source.ids.contains_key(t) {
+                if token_ids.contains_key(t)
+                    || source.ids.contains_key(t)
+                    || new_tokens.iter().any(|(n, _)| n == t)
+                {
                     defaults.push((k, t.into()));
                 }
             }
@@ -599,12 +656,25 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         }
         let stm = tokenizer::special_tokens_map(&tc);
         let vocab_txt = if family == Family::WordPiece {
-            let lines = tokenizer::wordpiece_lines(&tj).ok_or_else(|| {
+            let mut lines = tokenizer::wordpiece_lines(&tj).ok_or_else(|| {
                 Error::Invalid(
                     "the new WordPiece vocabulary has ids without a token: cannot write vocab.txt"
                         .into(),
                 )
             })?;
+            if extension == Some(tokenizer::Extension::WordPieceAndAddedTokens) {
+                // The new tokens' lines, at their ids (consecutive after the source's).
+                for (t, id) in new_tokens.iter() {
+                    if *id as usize == lines.len() {
+                        lines.push(t.clone());
+                    } else if *id as usize > lines.len() {
+                        return Err(Error::Invalid(
+                            "the new WordPiece vocabulary has ids without a token: cannot write vocab.txt"
+                                .into(),
+                        ));
+                    }
+                }
+            }
             Some(lines)
         } else {
             None
@@ -640,15 +710,36 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                 if let Some(g) = &generation {
                     write_json(dir, "generation_config.json", g)?;
                 }
-                write_json(dir, "tokenizer.json", &tj)?;
-                write_json(dir, "tokenizer_config.json", &tc)?;
+                match extension {
+                    Some(kind) => {
+                        let ext = tokenizer::Extended::new(&tj, new_tokens, kind);
+                        write_json(dir, "tokenizer.json", &ext)?;
+                        drop(ext);
+                        let tc = tokenizer::ExtendedConfig {
+                            tc: &tc,
+                            tj: &tj,
+                            new: new_tokens,
+                        };
+                        write_json(dir, "tokenizer_config.json", &tc)?;
+                    }
+                    None => {
+                        write_json(dir, "tokenizer.json", &tj)?;
+                        write_json(dir, "tokenizer_config.json", &tc)?;
+                    }
+                }
+                drop(tj);
                 write_json(dir, "special_tokens_map.json", &stm)?;
                 if let Some(lines) = &vocab_txt {
                     let mut text = lines.join("\n");
                     text.push('\n');
                     write_bytes(dir, "vocab.txt", text.as_bytes())?;
                 }
-                Ok(())
+                drop(vocab_txt);
+                check_tokenizer(
+                    inp,
+                    &dir.join("tokenizer.json"),
+                    extension.is_some().then_some(new_tokens.as_slice()),
+                )
             });
             let weights = weights
                 .join()
@@ -675,6 +766,30 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         write_json(dir, "transplant.json", &doc)
     })?;
     Ok(report)
+}
+
+/// Loads the written tokenizer back and checks it (see [`tokenizer::check_written`]): with
+/// `--extend` against the source tokenizer (`new` holds the new words), with a target
+/// tokenizer.json against the target, otherwise that it loads and encodes plain text.
+fn check_tokenizer(inp: &Input<'_>, written: &Path, new: Option<&[(String, u32)]>) -> Result<()> {
+    if inp.target_tokenizer.is_some() {
+        let origin = Path::new(&inp.target.origin);
+        let mut target = crate::vocab::read_tokenizer(origin)?;
+        target.with_padding(None);
+        target
+            .with_truncation(None)
+            .map_err(|e| Error::file(origin, e.to_string()))?;
+        return tokenizer::check_written(written, Some(&target), &[], u32::MAX);
+    }
+    match new {
+        Some(new) => tokenizer::check_written(
+            written,
+            Some(inp.tokenizer.inner()),
+            new,
+            inp.source.size as u32,
+        ),
+        None => tokenizer::check_written(written, None, &[], u32::MAX),
+    }
 }
 
 /// The ids a config value holds (an int, or a list of ints as some eos_token_ids are).
@@ -799,8 +914,17 @@ fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Pretty JSON and a newline, streamed to the file (a tokenizer.json can be hundreds of MB).
 fn write_json<T: serde::Serialize>(dir: &Path, name: &str, v: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
-    bytes.push(b'\n');
-    write_bytes(dir, name, &bytes)
+    let p = dir.join(name);
+    let f = std::fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, &f);
+    serde_json::to_writer_pretty(&mut w, v).map_err(|e| match e.io_error_kind() {
+        Some(_) => Error::io(&p, e.into()),
+        None => Error::Invalid(format!("{}: {e}", p.display())),
+    })?;
+    std::io::Write::write_all(&mut w, b"\n").map_err(|e| Error::io(&p, e))?;
+    std::io::Write::flush(&mut w).map_err(|e| Error::io(&p, e))?;
+    drop(w);
+    f.sync_all().map_err(|e| Error::io(&p, e))
 }

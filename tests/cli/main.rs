@@ -5,6 +5,7 @@
 #[path = "../common/fake_hub.rs"]
 mod fake_hub;
 
+mod artefacts;
 mod common;
 mod errors;
 mod finetune;
