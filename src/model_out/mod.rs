@@ -906,8 +906,13 @@ fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     std::io::Write::write_all(&mut w, bytes).map_err(|e| Error::io(&p, e))?;
     std::io::Write::flush(&mut w).map_err(|e| Error::io(&p, e))?;
     drop(w);
-    f.sync_all().map_err(|e| Error::io(&p, e))?;
-    // The test hook of the weights writer holds the side files too (signal tests land here).
+    sync_side_file(&p, &f)
+}
+
+/// Syncs a side file once written. The test hook of the weights writer holds the side files
+/// too (signal tests land here).
+fn sync_side_file(p: &Path, f: &std::fs::File) -> Result<()> {
+    f.sync_all().map_err(|e| Error::io(p, e))?;
     if let Some(pause) = crate::writer::test_pause() {
         std::thread::sleep(pause);
     }
@@ -917,7 +922,8 @@ fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
 /// Pretty JSON and a newline, streamed to the file (a tokenizer.json can be hundreds of MB).
 fn write_json<T: serde::Serialize>(dir: &Path, name: &str, v: &T) -> Result<()> {
     let p = dir.join(name);
-    let f = std::fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
+    // Created under the signal handler's lock, as every file in the temp directory.
+    let f = crate::cancel::create_file(&p).map_err(|e| Error::io(&p, e))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, &f);
     serde_json::to_writer_pretty(&mut w, v).map_err(|e| match e.io_error_kind() {
         Some(_) => Error::io(&p, e.into()),
@@ -926,5 +932,5 @@ fn write_json<T: serde::Serialize>(dir: &Path, name: &str, v: &T) -> Result<()> 
     std::io::Write::write_all(&mut w, b"\n").map_err(|e| Error::io(&p, e))?;
     std::io::Write::flush(&mut w).map_err(|e| Error::io(&p, e))?;
     drop(w);
-    f.sync_all().map_err(|e| Error::io(&p, e))
+    sync_side_file(&p, &f)
 }

@@ -24,7 +24,7 @@ fn weights(dir: &Path) -> HashMap<String, (String, Vec<usize>, Vec<u8>)> {
 }
 
 /// The python that runs tests/check_model.py, or None (then the test is skipped, except in CI).
-fn python_with_transformers() -> Option<String> {
+pub fn python_with_transformers() -> Option<String> {
     let python = std::env::var("EMBED_TRANSPLANT_PYTHON").unwrap_or_else(|_| "python3".into());
     let required = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     let ok = std::process::Command::new(&python)
