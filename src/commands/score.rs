@@ -408,7 +408,9 @@ pub fn evaluate(
                     .flat_map(|&i| g.vectors.lookup(&held[i].text).unwrap_or(&[]).to_vec())
                     .collect();
                 // Held-out tokens are never anchors.
-                let weights = g.anchors.weights(&queries, &held_set)?;
+                let weights =
+                    g.anchors
+                        .weights(&queries, &held_set, crate::guide::Rule::Softmax)?;
                 let mut tmp = vec![0f32; d];
                 for (&i, w) in with.iter().zip(&weights) {
                     if w.is_empty() {

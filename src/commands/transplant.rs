@@ -487,7 +487,7 @@ fn guide_rows(
         .iter()
         .flat_map(|&i| vectors.lookup(&tokens[i]).unwrap_or(&[]).to_vec())
         .collect();
-    let weights = anchors.weights(&queries, &HashSet::new())?;
+    let weights = anchors.weights(&queries, &HashSet::new(), crate::guide::Rule::Softmax)?;
     for (&i, w) in with.iter().zip(weights) {
         if w.is_empty() {
             continue;
