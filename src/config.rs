@@ -3,8 +3,8 @@
 
 use crate::align::{FillKind, Init};
 use crate::cli::{
-    DTypeArg, EvaluateArgs, FinetuneArgs, HubArgs, InitArg, InspectArgs, OptimizerArg, ScoreArgs,
-    TransplantArgs,
+    DTypeArg, EvaluateArgs, FinetuneArgs, GuideArg, HubArgs, InitArg, InspectArgs, OptimizerArg,
+    ScoreArgs, TransplantArgs,
 };
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -28,6 +28,10 @@ pub struct TransplantConfig {
     pub source_vocab: Option<PathBuf>,
     pub init: Init,
     pub aux_vectors: Option<PathBuf>,
+    /// `--donor`: a model as the guide.
+    pub donor: Option<String>,
+    /// How --donor / --aux-vectors build a row (OMP's k not yet capped at the dimension).
+    pub guide: crate::guide::Rule,
     pub calibrate_norm: bool,
     pub seed: u64,
     /// None: the source tensor's own type.
@@ -93,8 +97,25 @@ impl TransplantConfig {
         } else if let Ok(dir) = std::fs::read_dir(m) {
             v.extend(dir.filter_map(|e| e.ok().map(|e| e.path())));
         }
+        v.extend(
+            self.donor
+                .as_deref()
+                .map(local_model_files)
+                .unwrap_or_default(),
+        );
         v
     }
+}
+
+/// A local model's files (a weights file, or a directory's entries): none for a hub id.
+pub fn local_model_files(m: &str) -> Vec<PathBuf> {
+    let m = Path::new(m);
+    if m.is_file() {
+        return vec![m.to_path_buf()];
+    }
+    std::fs::read_dir(m)
+        .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default()
 }
 
 /// `inspect`'s settings.
@@ -116,6 +137,10 @@ pub struct ScoreConfig {
     pub sample: usize,
     pub seed: u64,
     pub aux_vectors: Option<PathBuf>,
+    /// `--donor`: held-out tokens the donor knows are scored, with both guide rules.
+    pub donor: Option<String>,
+    /// OMP's k for the `guide-omp` method.
+    pub guide_k: usize,
     pub tensor: Option<String>,
     pub source_vocab: Option<PathBuf>,
     pub hub: HubSettings,
@@ -203,10 +228,18 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
                 args.tensor.is_some(),
                 args.source_vocab.is_some(),
                 matches!(args.init, InitArg::ComposeFit),
-                args.aux_vectors.is_some(),
+                args.aux_vectors.is_some() || args.donor.is_some(),
             ],
         )?;
     }
+    if let Some(d) = &args.donor {
+        donor_flag(d)?;
+    }
+    let guide = guide_rule(
+        args.guide,
+        args.guide_k,
+        args.donor.is_some() || args.aux_vectors.is_some(),
+    )?;
     let write_matrix = args.output.is_some() || args.emit_model.is_none();
     let output = Target::new(
         args.output
@@ -282,6 +315,8 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
             InitArg::Mean => Init::Fill(FillKind::Mean),
         },
         aux_vectors: args.aux_vectors,
+        donor: args.donor,
+        guide,
         calibrate_norm: args.calibrate_norm,
         seed: args.seed,
         dtype: match args.dtype {
@@ -337,7 +372,7 @@ fn static_source_flags(
         ),
         (
             aux_vectors,
-            "--aux-vectors guides a checkpoint's rows (here the static vectors are the source)",
+            "--aux-vectors and --donor guide a checkpoint's rows (here the static vectors are the source)",
         ),
     ];
     match refused.iter().find(|(given, _)| *given) {
@@ -346,6 +381,63 @@ fn static_source_flags(
             format.name()
         ))),
         None => Ok(()),
+    }
+}
+
+/// `--donor` names a model: not empty, not a static word-vector file.
+fn donor_flag(donor: &str) -> Result<()> {
+    if donor.trim().is_empty() {
+        return Err(Error::Usage("--donor is empty".into()));
+    }
+    if let Some(format) = crate::vectors::sniff(Path::new(donor)) {
+        return Err(Error::Usage(format!(
+            "--donor {donor} is a static word-vector file ({}): pass it as --aux-vectors (a donor is a model with a tokenizer)",
+            format.name()
+        )));
+    }
+    Ok(())
+}
+
+/// `--guide` and `--guide-k`: only with a guide, and k only for OMP.
+fn guide_rule(
+    rule: Option<GuideArg>,
+    k: Option<usize>,
+    has_guide: bool,
+) -> Result<crate::guide::Rule> {
+    use crate::guide::Rule;
+    if !has_guide && (rule.is_some() || k.is_some()) {
+        let flag = if rule.is_some() {
+            "--guide"
+        } else {
+            "--guide-k"
+        };
+        return Err(Error::Usage(format!(
+            "{flag} applies to a guide: pass --donor MODEL or --aux-vectors FILE"
+        )));
+    }
+    if k == Some(0) {
+        return Err(Error::Usage("--guide-k must be at least 1".into()));
+    }
+    let default_k = match crate::guide::DEFAULT_RULE {
+        Rule::Omp { k } => k,
+        Rule::Softmax => crate::guide::DEFAULT_K,
+    };
+    match (rule, k) {
+        (Some(GuideArg::Softmax), Some(_)) => Err(Error::Usage(
+            "--guide-k is OMP's anchor count: it does not apply to --guide softmax".into(),
+        )),
+        (Some(GuideArg::Softmax), None) => Ok(Rule::Softmax),
+        (Some(GuideArg::Omp), k) => Ok(Rule::Omp {
+            k: k.unwrap_or(default_k),
+        }),
+        (None, Some(k)) => match crate::guide::DEFAULT_RULE {
+            Rule::Omp { .. } => Ok(Rule::Omp { k }),
+            Rule::Softmax => Err(Error::Usage(
+                "--guide-k is OMP's anchor count: pass --guide omp with it (the default rule is softmax)"
+                    .into(),
+            )),
+        },
+        (None, None) => Ok(crate::guide::DEFAULT_RULE),
     }
 }
 
@@ -395,6 +487,12 @@ pub fn score(args: ScoreArgs, stderr_is_terminal: bool) -> Result<ScoreConfig> {
     if args.sample == 0 {
         return Err(Error::Usage("--sample must be at least 1".into()));
     }
+    if args.guide_k == 0 {
+        return Err(Error::Usage("--guide-k must be at least 1".into()));
+    }
+    if let Some(d) = &args.donor {
+        donor_flag(d)?;
+    }
     let hub = hub_settings(args.hub, stderr_is_terminal && !args.json)?;
     Ok(ScoreConfig {
         model: args.model,
@@ -402,6 +500,8 @@ pub fn score(args: ScoreArgs, stderr_is_terminal: bool) -> Result<ScoreConfig> {
         sample: args.sample,
         seed: args.seed,
         aux_vectors: args.aux_vectors,
+        donor: args.donor,
+        guide_k: args.guide_k,
         tensor: args.tensor,
         source_vocab: args.source_vocab,
         hub,

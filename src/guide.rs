@@ -26,6 +26,10 @@ const QUERY_BLOCK: usize = 1024;
 /// that many anchors, and 1024 queries against them would hold hundreds of MB.
 const SIMS_BUDGET: usize = 2 << 20;
 
+/// OMP's anchors per token unless `--guide-k` says otherwise.
+pub const DEFAULT_K: usize = 32;
+/// The rule unless `--guide` says otherwise.
+pub const DEFAULT_RULE: Rule = Rule::Softmax;
 /// OMP picks each token's anchors among this many: those with the largest |cosine| to it in the
 /// auxiliary space (the first pick is always among them). Exact OMP over 20-30k anchors costs
 /// about 20 times more for the same picks on the pairs we measured (README, `score`).

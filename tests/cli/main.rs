@@ -6,6 +6,7 @@
 mod fake_hub;
 
 mod common;
+mod donor;
 mod errors;
 mod finetune;
 mod formats;
