@@ -248,13 +248,14 @@ pub struct TransplantArgs {
     #[arg(long, value_name = "MODEL", conflicts_with = "aux_vectors")]
     pub donor: Option<String>,
 
-    /// How --donor or --aux-vectors builds a row from its anchors: softmax (the similarity-weighted
-    /// mean of the 10 nearest) or omp (orthogonal matching pursuit: the --guide-k anchors whose
-    /// auxiliary rows best reconstruct the token's, their coefficients applied to source rows).
+    /// How --donor or --aux-vectors builds a row from its anchors: omp (orthogonal matching
+    /// pursuit: the --guide-k anchors whose auxiliary rows best reconstruct the token's, their
+    /// coefficients applied to source rows; the default with --donor) or softmax (the
+    /// similarity-weighted mean of the 10 nearest; the default with --aux-vectors).
     #[arg(long, value_enum, value_name = "RULE")]
     pub guide: Option<GuideArg>,
 
-    /// With --guide omp: anchors per token (capped at the auxiliary dimension).
+    /// OMP's anchors per token (default 32; capped at the auxiliary dimension).
     #[arg(long, value_name = "N")]
     pub guide_k: Option<usize>,
 

@@ -238,7 +238,7 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
     let guide = guide_rule(
         args.guide,
         args.guide_k,
-        args.donor.is_some() || args.aux_vectors.is_some(),
+        (args.donor.is_some(), args.aux_vectors.is_some()),
     )?;
     let write_matrix = args.output.is_some() || args.emit_model.is_none();
     let output = Target::new(
@@ -398,14 +398,15 @@ fn donor_flag(donor: &str) -> Result<()> {
     Ok(())
 }
 
-/// `--guide` and `--guide-k`: only with a guide, and k only for OMP.
+/// `--guide` and `--guide-k`: only with a guide, and k only for OMP. The default rule depends
+/// on the guide ([`crate::guide::default_rule`]).
 fn guide_rule(
     rule: Option<GuideArg>,
     k: Option<usize>,
-    has_guide: bool,
+    (donor, aux_vectors): (bool, bool),
 ) -> Result<crate::guide::Rule> {
     use crate::guide::Rule;
-    if !has_guide && (rule.is_some() || k.is_some()) {
+    if !donor && !aux_vectors && (rule.is_some() || k.is_some()) {
         let flag = if rule.is_some() {
             "--guide"
         } else {
@@ -418,26 +419,20 @@ fn guide_rule(
     if k == Some(0) {
         return Err(Error::Usage("--guide-k must be at least 1".into()));
     }
-    let default_k = match crate::guide::DEFAULT_RULE {
-        Rule::Omp { k } => k,
-        Rule::Softmax => crate::guide::DEFAULT_K,
+    let rule = match rule {
+        Some(GuideArg::Softmax) => Rule::Softmax,
+        Some(GuideArg::Omp) => Rule::Omp {
+            k: crate::guide::DEFAULT_K,
+        },
+        None => crate::guide::default_rule(donor),
     };
     match (rule, k) {
-        (Some(GuideArg::Softmax), Some(_)) => Err(Error::Usage(
-            "--guide-k is OMP's anchor count: it does not apply to --guide softmax".into(),
+        (Rule::Softmax, Some(_)) => Err(Error::Usage(
+            "--guide-k is OMP's anchor count: it does not apply to the softmax rule (pass --guide omp)"
+                .into(),
         )),
-        (Some(GuideArg::Softmax), None) => Ok(Rule::Softmax),
-        (Some(GuideArg::Omp), k) => Ok(Rule::Omp {
-            k: k.unwrap_or(default_k),
-        }),
-        (None, Some(k)) => match crate::guide::DEFAULT_RULE {
-            Rule::Omp { .. } => Ok(Rule::Omp { k }),
-            Rule::Softmax => Err(Error::Usage(
-                "--guide-k is OMP's anchor count: pass --guide omp with it (the default rule is softmax)"
-                    .into(),
-            )),
-        },
-        (None, None) => Ok(crate::guide::DEFAULT_RULE),
+        (Rule::Omp { .. }, Some(k)) => Ok(Rule::Omp { k }),
+        (rule, None) => Ok(rule),
     }
 }
 

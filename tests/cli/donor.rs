@@ -198,9 +198,15 @@ fn omp_with_a_linear_donor_of_another_dimension_rebuilds_the_row_exactly() {
     anchors.sort();
     assert_eq!(anchors, vec!["w03", "w07", "w11"], "{note}");
 
-    // The softmax rule (the default) guides the same row from its 10 nearest anchors: a
-    // weighted mean, so not that row.
-    let s = transplant(&sb, "donor", "soft.safetensors", &[]);
+    // OMP is the default rule.
+    transplant(&sb, "donor", "default.safetensors", &[]);
+    assert_eq!(
+        read_st(&sb.path("default.safetensors")).tensors,
+        read_st(&sb.path("omp.safetensors")).tensors
+    );
+    // The softmax rule guides the same row from its 10 nearest anchors: a weighted mean, so not
+    // that row.
+    let s = transplant(&sb, "donor", "soft.safetensors", &["--guide", "softmax"]);
     assert_eq!(s["guide"]["rule"], "softmax");
     assert_eq!(s["counts"]["guided"], 1);
     let r = report(&sb, "soft.safetensors.json");
@@ -354,6 +360,12 @@ fn donor_flag_errors() {
     for (extra, code, msg) in [
         (&["--guide", "omp"][..], 2, "--guide applies to a guide"),
         (&["--guide-k", "4"][..], 2, "--guide-k applies to a guide"),
+        // Static vectors default to the softmax rule: k needs --guide omp.
+        (
+            &["--aux-vectors", "g.vec", "--guide-k", "4"][..],
+            2,
+            "does not apply to the softmax rule (pass --guide omp)",
+        ),
         (
             &["--donor", "donor", "--guide-k", "0", "--guide", "omp"][..],
             2,
@@ -362,7 +374,7 @@ fn donor_flag_errors() {
         (
             &["--donor", "donor", "--guide", "softmax", "--guide-k", "4"][..],
             2,
-            "does not apply to --guide softmax",
+            "does not apply to the softmax rule",
         ),
         (
             &["--donor", "g.vec"][..],
