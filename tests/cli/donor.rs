@@ -460,7 +460,9 @@ fn real_pair() -> Option<(String, String)> {
 }
 
 /// all-MiniLM-L6-v2 (384 dims) as the source and all-mpnet-base-v2 (768 dims) as the donor: on
-/// 300 held-out tokens both guide rules beat composition and the fills by a wide margin.
+/// 100 held-out tokens both guide rules beat composition and the fills by a wide margin (a few
+/// minutes in a debug build, most of it `score`'s other methods; the README has the release
+/// figures on 2,000 tokens).
 #[test]
 fn real_pair_minilm_source_mpnet_donor_scores_sanely() {
     let Some((minilm, mpnet)) = real_pair() else {
@@ -469,8 +471,8 @@ fn real_pair_minilm_source_mpnet_donor_scores_sanely() {
     let sb = Sandbox::new();
     let a = sb
         .cmd()
-        .args(["score", "-m", &minilm, "--donor", &mpnet, "--sample", "300"])
-        .args(["--guide-k", "16", "--json"])
+        .args(["score", "-m", &minilm, "--donor", &mpnet, "--sample", "100"])
+        .args(["--guide-k", "8", "--json"])
         .assert()
         .success();
     let v: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
@@ -484,8 +486,8 @@ fn real_pair_minilm_source_mpnet_donor_scores_sanely() {
             .as_f64()
             .unwrap()
     };
-    assert_eq!(v["scored"], 300, "{v}");
-    assert_eq!(v["guide"]["guided"], 300, "{v}");
+    assert_eq!(v["scored"], 100, "{v}");
+    assert_eq!(v["guide"]["guided"], 100, "{v}");
     assert_eq!(v["guide"]["dim"], 768);
     assert!(v["guide"]["anchors"].as_u64().unwrap() > 20_000, "{v}");
     for rule in ["guide", "guide-omp"] {
