@@ -23,7 +23,10 @@ pub fn resolve(donor: &str, hub_settings: &HubSettings) -> Result<ModelFiles> {
             "--donor {donor}: no such file or directory, and not a hub id (org/name)"
         )));
     }
-    let files = hub::resolve(donor, hub_settings)?;
+    // --revision names the source model's revision: the donor follows its main branch.
+    let mut settings = hub_settings.clone();
+    settings.revision = "main".into();
+    let files = hub::resolve(donor, &settings)?;
     if files.tokenizer_json.is_none() && files.vocab_txt.is_none() {
         return Err(Error::Invalid(format!(
             "--donor {donor}: no tokenizer.json or vocab.txt beside its weights (a donor's tokens are matched by their text)"
