@@ -228,7 +228,8 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
                 args.tensor.is_some(),
                 args.source_vocab.is_some(),
                 matches!(args.init, InitArg::ComposeFit),
-                args.aux_vectors.is_some() || args.donor.is_some(),
+                args.aux_vectors.is_some(),
+                args.donor.is_some(),
             ],
         )?;
     }
@@ -351,7 +352,7 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
 fn static_source_flags(
     model: &str,
     format: crate::vectors::Format,
-    [emit_model, tensor, source_vocab, compose_fit, aux_vectors]: [bool; 5],
+    [emit_model, tensor, source_vocab, compose_fit, aux_vectors, donor]: [bool; 6],
 ) -> Result<()> {
     let refused = [
         (
@@ -372,7 +373,11 @@ fn static_source_flags(
         ),
         (
             aux_vectors,
-            "--aux-vectors and --donor guide a checkpoint's rows (here the static vectors are the source)",
+            "--aux-vectors guides a checkpoint's rows (here the static vectors are the source)",
+        ),
+        (
+            donor,
+            "--donor guides a checkpoint's rows (here the static vectors are the source)",
         ),
     ];
     match refused.iter().find(|(given, _)| *given) {
