@@ -108,6 +108,16 @@ pub struct ScoreArgs {
     #[arg(long, value_name = "FILE")]
     pub aux_vectors: Option<PathBuf>,
 
+    /// A donor model (hub id, directory or weights file, with its tokenizer): score held-out
+    /// tokens the donor knows, with both guide rules (`guide`: softmax, `guide-omp`) besides every
+    /// other method.
+    #[arg(long, value_name = "MODEL", conflicts_with = "aux_vectors")]
+    pub donor: Option<String>,
+
+    /// OMP's anchors per token for the `guide-omp` method (capped at the auxiliary dimension).
+    #[arg(long, value_name = "N", default_value_t = crate::guide::DEFAULT_K)]
+    pub guide_k: usize,
+
     /// Name of the embedding tensor, when the automatic choice is wrong or ambiguous.
     #[arg(long, value_name = "NAME")]
     pub tensor: Option<String>,
@@ -136,6 +146,15 @@ pub enum DTypeArg {
     F32,
     F16,
     Bf16,
+}
+
+/// A guide's rule (`--guide`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GuideArg {
+    /// The softmax-weighted mean of the 10 nearest anchors (temperature 0.1).
+    Softmax,
+    /// Orthogonal matching pursuit with --guide-k anchors.
+    Omp,
 }
 
 /// How rows that the source vocabulary lacks are initialised.
@@ -221,6 +240,24 @@ pub struct TransplantArgs {
     /// mean of the source rows of its nearest anchors (tokens in both); others as --init says.
     #[arg(long, value_name = "FILE")]
     pub aux_vectors: Option<PathBuf>,
+
+    /// A donor model as the guide (hub id, directory or weights file, resolved like --model; only
+    /// its tokenizer and embedding are read): a token the source lacks but the donor knows (by
+    /// the text it stands for) is built from the source rows of anchors, the tokens both share,
+    /// chosen in the donor's embedding space. Dimensions may differ.
+    #[arg(long, value_name = "MODEL", conflicts_with = "aux_vectors")]
+    pub donor: Option<String>,
+
+    /// How --donor or --aux-vectors builds a row from its anchors: omp (orthogonal matching
+    /// pursuit: the --guide-k anchors whose auxiliary rows best reconstruct the token's, their
+    /// coefficients applied to source rows; the default with --donor) or softmax (the
+    /// similarity-weighted mean of the 10 nearest; the default with --aux-vectors).
+    #[arg(long, value_enum, value_name = "RULE")]
+    pub guide: Option<GuideArg>,
+
+    /// OMP's anchors per token (default 32; capped at the auxiliary dimension).
+    #[arg(long, value_name = "N")]
+    pub guide_k: Option<usize>,
 
     /// Scale every initialised row to the median L2 norm of the copied rows.
     #[arg(long)]

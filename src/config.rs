@@ -3,8 +3,8 @@
 
 use crate::align::{FillKind, Init};
 use crate::cli::{
-    DTypeArg, EvaluateArgs, FinetuneArgs, HubArgs, InitArg, InspectArgs, OptimizerArg, ScoreArgs,
-    TransplantArgs,
+    DTypeArg, EvaluateArgs, FinetuneArgs, GuideArg, HubArgs, InitArg, InspectArgs, OptimizerArg,
+    ScoreArgs, TransplantArgs,
 };
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -32,6 +32,10 @@ pub struct TransplantConfig {
     pub source_vocab: Option<PathBuf>,
     pub init: Init,
     pub aux_vectors: Option<PathBuf>,
+    /// `--donor`: a model as the guide.
+    pub donor: Option<String>,
+    /// How --donor / --aux-vectors build a row (OMP's k not yet capped at the dimension).
+    pub guide: crate::guide::Rule,
     pub calibrate_norm: bool,
     pub seed: u64,
     /// None: the source tensor's own type.
@@ -97,6 +101,9 @@ impl TransplantConfig {
             v.file(m.with_extension("txt"));
             v.file(m.parent().unwrap_or(Path::new(".")).join("vocab.txt"));
         }
+        if let Some(donor) = &self.donor {
+            model_inputs(&mut v, donor, &self.hub);
+        }
         v
     }
 }
@@ -146,6 +153,10 @@ pub struct ScoreConfig {
     pub sample: usize,
     pub seed: u64,
     pub aux_vectors: Option<PathBuf>,
+    /// `--donor`: held-out tokens the donor knows are scored, with both guide rules.
+    pub donor: Option<String>,
+    /// OMP's k for the `guide-omp` method.
+    pub guide_k: usize,
     pub tensor: Option<String>,
     pub source_vocab: Option<PathBuf>,
     pub hub: HubSettings,
@@ -238,9 +249,18 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
                 args.source_vocab.is_some(),
                 matches!(args.init, InitArg::ComposeFit),
                 args.aux_vectors.is_some(),
+                args.donor.is_some(),
             ],
         )?;
     }
+    if let Some(d) = &args.donor {
+        donor_flag(d)?;
+    }
+    let guide = guide_rule(
+        args.guide,
+        args.guide_k,
+        (args.donor.is_some(), args.aux_vectors.is_some()),
+    )?;
     let write_matrix = args.output.is_some() || args.emit_model.is_none();
     let output = Target::new(
         args.output
@@ -325,6 +345,8 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
             InitArg::Mean => Init::Fill(FillKind::Mean),
         },
         aux_vectors: args.aux_vectors,
+        donor: args.donor,
+        guide,
         calibrate_norm: args.calibrate_norm,
         seed: args.seed,
         dtype: match args.dtype {
@@ -359,7 +381,7 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
 fn static_source_flags(
     model: &str,
     format: crate::vectors::Format,
-    [emit_model, tensor, source_vocab, compose_fit, aux_vectors]: [bool; 5],
+    [emit_model, tensor, source_vocab, compose_fit, aux_vectors, donor]: [bool; 6],
 ) -> Result<()> {
     let refused = [
         (
@@ -382,6 +404,10 @@ fn static_source_flags(
             aux_vectors,
             "--aux-vectors guides a checkpoint's rows (here the static vectors are the source)",
         ),
+        (
+            donor,
+            "--donor guides a checkpoint's rows (here the static vectors are the source)",
+        ),
     ];
     match refused.iter().find(|(given, _)| *given) {
         Some((_, flag)) => Err(Error::Usage(format!(
@@ -389,6 +415,58 @@ fn static_source_flags(
             format.name()
         ))),
         None => Ok(()),
+    }
+}
+
+/// `--donor` names a model: not empty, not a static word-vector file.
+fn donor_flag(donor: &str) -> Result<()> {
+    if donor.trim().is_empty() {
+        return Err(Error::Usage("--donor is empty".into()));
+    }
+    if let Some(format) = crate::vectors::sniff(Path::new(donor)) {
+        return Err(Error::Usage(format!(
+            "--donor {donor} is a static word-vector file ({}): pass it as --aux-vectors (a donor is a model with a tokenizer)",
+            format.name()
+        )));
+    }
+    Ok(())
+}
+
+/// `--guide` and `--guide-k`: only with a guide, and k only for OMP. The default rule depends
+/// on the guide ([`crate::guide::default_rule`]).
+fn guide_rule(
+    rule: Option<GuideArg>,
+    k: Option<usize>,
+    (donor, aux_vectors): (bool, bool),
+) -> Result<crate::guide::Rule> {
+    use crate::guide::Rule;
+    if !donor && !aux_vectors && (rule.is_some() || k.is_some()) {
+        let flag = if rule.is_some() {
+            "--guide"
+        } else {
+            "--guide-k"
+        };
+        return Err(Error::Usage(format!(
+            "{flag} applies to a guide: pass --donor MODEL or --aux-vectors FILE"
+        )));
+    }
+    if k == Some(0) {
+        return Err(Error::Usage("--guide-k must be at least 1".into()));
+    }
+    let rule = match rule {
+        Some(GuideArg::Softmax) => Rule::Softmax,
+        Some(GuideArg::Omp) => Rule::Omp {
+            k: crate::guide::DEFAULT_K,
+        },
+        None => crate::guide::default_rule(donor),
+    };
+    match (rule, k) {
+        (Rule::Softmax, Some(_)) => Err(Error::Usage(
+            "--guide-k is OMP's anchor count: it does not apply to the softmax rule (pass --guide omp)"
+                .into(),
+        )),
+        (Rule::Omp { .. }, Some(k)) => Ok(Rule::Omp { k }),
+        (rule, None) => Ok(rule),
     }
 }
 
@@ -448,6 +526,12 @@ pub fn score(args: ScoreArgs, stderr_is_terminal: bool) -> Result<ScoreConfig> {
     if args.sample == 0 {
         return Err(Error::Usage("--sample must be at least 1".into()));
     }
+    if args.guide_k == 0 {
+        return Err(Error::Usage("--guide-k must be at least 1".into()));
+    }
+    if let Some(d) = &args.donor {
+        donor_flag(d)?;
+    }
     let hub = hub_settings(args.hub, stderr_is_terminal && !args.json)?;
     Ok(ScoreConfig {
         model: args.model,
@@ -455,6 +539,8 @@ pub fn score(args: ScoreArgs, stderr_is_terminal: bool) -> Result<ScoreConfig> {
         sample: args.sample,
         seed: args.seed,
         aux_vectors: args.aux_vectors,
+        donor: args.donor,
+        guide_k: args.guide_k,
         tensor: args.tensor,
         source_vocab: args.source_vocab,
         hub,

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod commands;
 pub mod compose_fit;
 pub mod config;
+pub mod donor;
 pub mod dtype;
 pub mod error;
 pub mod guide;

@@ -187,9 +187,14 @@ impl Output {
             ));
         }
         if let Some(g) = &r.guide {
+            let (what, had) = if g.donor {
+                ("donor", "the donor knew")
+            } else {
+                ("vectors", "had a vector")
+            };
             lines.push(format!(
-                "guide: {} ({} vectors), {} anchors; {} of the scored tokens had a vector (the rest composed); top {} softmax at temperature {}",
-                g.file, g.vectors_in_file, g.anchors, g.guided, g.top_k, g.temperature
+                "guide: {} ({} {what}, dim {}), {} anchors; {} of the scored tokens {had} (the rest composed); guide: top {} softmax at temperature {}; guide-omp: k {}",
+                g.file, g.vectors_in_file, g.dim, g.anchors, g.guided, g.top_k, g.temperature, g.omp_k
             ));
         }
         lines.push(format!("in {:.2}s", r.seconds));

@@ -57,6 +57,12 @@ pub struct TransplantReport {
     /// `--aux-vectors`: the static-vector file that guided rows (method `guided`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aux_vectors: Option<String>,
+    /// `--donor`: the donor model that guided rows (method `guided`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub donor: Option<crate::hub::Provenance>,
+    /// With --donor or --aux-vectors: the rule, its anchors and the rows it guided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guide: Option<GuideReport>,
     /// `--model` was a static word-vector file: what was read from it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub static_vectors: Option<StaticSource>,
@@ -69,6 +75,24 @@ pub struct TransplantReport {
     /// `--emit-model`: what the model directory holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<crate::model_out::ModelReport>,
+}
+
+/// How a guide built rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuideReport {
+    /// `softmax` or `omp`.
+    pub rule: String,
+    /// OMP's anchors per token as applied (capped at the auxiliary dimension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
+    /// The rule in words (as in the output's metadata).
+    pub description: String,
+    /// Dimension of the auxiliary space (the donor's hidden size, or the vectors').
+    pub dim: usize,
+    /// Source tokens it shares with the source model.
+    pub anchors: usize,
+    /// Rows built by the guide.
+    pub guided: usize,
 }
 
 /// A static word-vector file read as the source (`--model vectors.txt`).

@@ -1,6 +1,7 @@
 //! One module per subcommand; each takes its validated config and returns what happened, with
 //! the files it wrote staged (see [`Staged`]): the caller prints, then commits them.
 
+pub mod donor;
 pub mod evaluate;
 pub mod finetune;
 pub mod inspect;

@@ -38,8 +38,11 @@ pub enum Method {
     Mean,
     Random,
     Zeros,
-    /// Static vectors as a guide ([`crate::guide`]); composition where the token has none.
+    /// An auxiliary space (static vectors or a donor) as a guide, softmax rule
+    /// ([`crate::guide`]); composition where the token has no auxiliary vector.
     Guide,
+    /// The same guide with the OMP rule.
+    GuideOmp,
     /// Compose with pieces weighted by length
     /// ([`crate::matching::SourceTokenizer::length_weights`]).
     ComposeLength,
@@ -63,6 +66,7 @@ impl Method {
             Method::Random => "random",
             Method::Zeros => "zeros",
             Method::Guide => "guide",
+            Method::GuideOmp => "guide-omp",
             Method::ComposeLength => "compose-length",
         }
     }
@@ -98,8 +102,8 @@ pub struct ScoreReport {
     pub scores: Vec<MethodScore>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compose_fit: Option<FitSummary>,
-    /// With --aux-vectors: the file, its anchors (source tokens it has a vector for) and the
-    /// scored tokens it had a vector for.
+    /// With --aux-vectors or --donor: the file or donor, its anchors (source tokens it has a
+    /// vector for) and the scored tokens it had a vector for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guide: Option<GuideSummary>,
     pub seconds: f64,
@@ -107,12 +111,20 @@ pub struct ScoreReport {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GuideSummary {
+    /// The static-vector file, or the donor model (`donor` true).
     pub file: String,
+    pub donor: bool,
+    /// Vectors in the file; for a donor, the distinct texts its tokens stand for.
     pub vectors_in_file: usize,
+    /// Dimension of the auxiliary space.
+    pub dim: usize,
     pub anchors: usize,
     pub guided: usize,
+    /// The softmax rule's anchors and temperature.
     pub top_k: usize,
     pub temperature: f32,
+    /// The OMP rule's k, as applied (capped at `dim`).
+    pub omp_k: usize,
 }
 
 /// Anchors: held-out candidates (whole words) the static file has a vector for.
@@ -140,10 +152,12 @@ pub struct Evaluation {
     pub guided: Option<usize>,
 }
 
-/// Static vectors as a guide: the anchors and the vectors of the tokens to place.
+/// An auxiliary space as a guide: the anchors, the auxiliary vector of a held-out token (None
+/// when the space has none), and OMP's k.
 pub struct Guide<'a> {
     pub anchors: &'a Anchors,
-    pub vectors: &'a Vectors,
+    pub query: &'a (dyn Fn(&Decomposed) -> Option<Vec<f32>> + Sync),
+    pub omp_k: usize,
 }
 
 /// Settings of one evaluation.
@@ -185,10 +199,55 @@ pub fn run(cfg: &ScoreConfig, out: &Output) -> Result<ScoreReport> {
         }
         None => None,
     };
-    let anchors = vectors.as_ref().map(|v| anchors(&cands, v));
+    let donor_files = match &cfg.donor {
+        Some(d) => Some(super::donor::resolve(d, &cfg.hub)?),
+        None => None,
+    };
+    let loaded = match (&cfg.donor, &donor_files) {
+        (Some(d), Some(f)) => Some(super::donor::load(d, f, out)?),
+        _ => None,
+    };
+    let donor = loaded.as_ref().map(|l| l.donor());
+    let mut cands = cands;
+    // With a donor: its row of every source token it knows; only those tokens are scored.
+    let shared: std::collections::HashMap<u32, u32> = match &donor {
+        Some(d) => {
+            let shared = d.shared(&side.vocab, side.tokenizer.style, side.vocab.size);
+            if shared.is_empty() {
+                return Err(super::donor::no_shared(
+                    cfg.donor.as_deref().unwrap_or(""),
+                    &cfg.model,
+                ));
+            }
+            shared.into_iter().collect()
+        }
+        None => Default::default(),
+    };
+    let anchors = match (&vectors, &donor) {
+        (Some(v), _) => Some(anchors(&cands, v)),
+        (None, Some(d)) => {
+            let mut pairs: Vec<(u32, u32)> = shared.iter().map(|(s, d)| (*s, *d)).collect();
+            pairs.sort_unstable();
+            cands.retain(|c| shared.contains_key(&c.id));
+            Some(d.anchors(&side.vocab, &pairs))
+        }
+        _ => None,
+    };
+    let query = |h: &Decomposed| -> Option<Vec<f32>> {
+        match (&vectors, &donor) {
+            (Some(v), _) => v.lookup(&h.text).map(<[f32]>::to_vec),
+            (None, Some(d)) => shared.get(&h.id).map(|&id| d.row(id)),
+            _ => None,
+        }
+    };
+    let aux_dim = anchors.as_ref().map_or(0, |a| a.dim);
+    let omp_k = match (guide::Rule::Omp { k: cfg.guide_k }).capped(aux_dim) {
+        guide::Rule::Omp { k } => k,
+        guide::Rule::Softmax => cfg.guide_k,
+    };
     let mut methods = Method::ALL.to_vec();
-    if vectors.is_some() {
-        methods.push(Method::Guide);
+    if anchors.is_some() {
+        methods.extend([Method::Guide, Method::GuideOmp]);
     }
     let ev = evaluate(
         &side.tokenizer,
@@ -196,9 +255,10 @@ pub fn run(cfg: &ScoreConfig, out: &Output) -> Result<ScoreReport> {
         side.vocab.size,
         cands,
         &EvalOptions {
-            guide: vectors.as_ref().zip(anchors.as_ref()).map(|(v, a)| Guide {
+            guide: anchors.as_ref().map(|a| Guide {
                 anchors: a,
-                vectors: v,
+                query: &query,
+                omp_k,
             }),
             sample: cfg.sample,
             seed: cfg.seed,
@@ -232,17 +292,23 @@ pub fn run(cfg: &ScoreConfig, out: &Output) -> Result<ScoreReport> {
         sigma,
         scores: ev.scores,
         compose_fit: ev.fit,
-        guide: vectors
-            .as_ref()
-            .zip(anchors.as_ref())
-            .map(|(v, a)| GuideSummary {
-                file: v.path.display().to_string(),
-                vectors_in_file: v.total,
-                anchors: a.len(),
-                guided: ev.guided.unwrap_or(0),
-                top_k: guide::TOP_K,
-                temperature: guide::TEMPERATURE,
-            }),
+        guide: anchors.as_ref().map(|a| GuideSummary {
+            file: match (&vectors, &cfg.donor) {
+                (Some(v), _) => v.path.display().to_string(),
+                (None, d) => d.clone().unwrap_or_default(),
+            },
+            donor: donor.is_some(),
+            vectors_in_file: match (&vectors, &donor) {
+                (Some(v), _) => v.total,
+                (None, d) => d.as_ref().map_or(0, |d| d.len()),
+            },
+            dim: a.dim,
+            anchors: a.len(),
+            guided: ev.guided.unwrap_or(0),
+            top_k: guide::TOP_K,
+            temperature: guide::TEMPERATURE,
+            omp_k,
+        }),
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -397,18 +463,23 @@ pub fn evaluate(
                 }
                 out
             }
-            Method::Guide => {
+            Method::Guide | Method::GuideOmp => {
                 let Some(g) = &opts.guide else { continue };
+                let rule = match m {
+                    Method::GuideOmp => guide::Rule::Omp { k: g.omp_k },
+                    _ => guide::Rule::Softmax,
+                };
                 let mut preds = means.clone();
-                let with: Vec<usize> = (0..held.len())
-                    .filter(|&i| g.vectors.lookup(&held[i].text).is_some())
-                    .collect();
-                let queries: Vec<f32> = with
-                    .iter()
-                    .flat_map(|&i| g.vectors.lookup(&held[i].text).unwrap_or(&[]).to_vec())
-                    .collect();
+                let mut with: Vec<usize> = Vec::new();
+                let mut queries: Vec<f32> = Vec::new();
+                for (i, h) in held.iter().enumerate() {
+                    if let Some(q) = (g.query)(h) {
+                        with.push(i);
+                        queries.extend(q);
+                    }
+                }
                 // Held-out tokens are never anchors.
-                let weights = g.anchors.weights(&queries, &held_set)?;
+                let weights = g.anchors.weights(&queries, &held_set, rule)?;
                 let mut tmp = vec![0f32; d];
                 for (&i, w) in with.iter().zip(&weights) {
                     if w.is_empty() {

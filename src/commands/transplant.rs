@@ -8,6 +8,7 @@ use crate::checkpoint;
 use crate::config::TransplantConfig;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::guide;
 use crate::hub;
 use crate::matching::{self, holdout, Plan};
 use crate::output::Output;
@@ -66,9 +67,16 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     super::warn_target(out, &target);
     mark("read_target_vocab");
     let files = hub::resolve(&cfg.model, &cfg.hub)?;
-    // Now that the model's files are known: no output may name one of them.
+    let donor_files = match &cfg.donor {
+        Some(d) => Some(super::donor::resolve(d, &cfg.hub)?),
+        None => None,
+    };
+    // Now that the model's (and donor's) files are known: no output may name one of them.
     let mut inputs = cfg.local_inputs();
     inputs.extend(files.inputs());
+    if let Some(f) = &donor_files {
+        inputs.extend(f.inputs());
+    }
     if cfg.write_matrix {
         cfg.output.check(&inputs)?;
     }
@@ -181,11 +189,31 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
             }
         }
     }
+    let mut guide_report = None;
     if let Some(path) = &cfg.aux_vectors {
         // Static vectors know words: a coded target token is looked up as the text it stands for.
         let texts = target.texts();
-        guide_rows(&mut plan, &texts, &tokenizer, source.size, path)?;
+        guide_report = Some(guide_rows(
+            &mut plan,
+            &texts,
+            &tokenizer,
+            source.size,
+            path,
+            cfg.guide,
+        )?);
         mark("aux_vectors");
+    }
+    let donor_provenance = donor_files.as_ref().map(|f| f.provenance.clone());
+    if let (Some(d), Some(files)) = (&cfg.donor, &donor_files) {
+        let loaded = super::donor::load(d, files, out)?;
+        guide_report = Some(donor_rows(
+            &mut plan,
+            &target.tokens,
+            (&source, tokenizer.style),
+            &loaded,
+            cfg,
+        )?);
+        mark("donor");
     }
     spin.finish_and_clear();
     mark("match_and_compose");
@@ -242,6 +270,8 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         sigma_from,
         nonfinite_source_rows: bad_rows.len(),
         aux_vectors: cfg.aux_vectors.as_ref().map(|p| p.display().to_string()),
+        donor: donor_provenance,
+        guide: guide_report,
         compose_fit: compose_map.as_ref().map(|m| m.summary()),
         ..plan_report(cfg, &target, &plan, fill_name, out_dtype, emb.cols)
     };
@@ -470,15 +500,16 @@ pub(super) fn stage_extras(
     Ok(())
 }
 
-/// `--aux-vectors`: every row that is not a copy and whose token the static file knows becomes
-/// the weighted mean of its nearest anchors' source rows; its pieces name the anchors.
+/// `--aux-vectors`: every row that is not a copy and whose token the static file knows is built
+/// from its anchors' source rows by the guide's rule; its pieces name the anchors.
 fn guide_rows(
     plan: &mut matching::Plan,
     tokens: &[String],
     tokenizer: &matching::SourceTokenizer,
     vocab_rows: usize,
     path: &std::path::Path,
-) -> Result<()> {
+    rule: guide::Rule,
+) -> Result<report::GuideReport> {
     let cands = holdout::candidates(tokenizer, vocab_rows);
     let open: Vec<usize> = (0..tokens.len())
         .filter(|&i| !plan.rows[i].source.is_copy())
@@ -500,8 +531,21 @@ fn guide_rows(
         .iter()
         .flat_map(|&i| vectors.lookup(&tokens[i]).unwrap_or(&[]).to_vec())
         .collect();
-    let weights = anchors.weights(&queries, &HashSet::new())?;
-    for (&i, w) in with.iter().zip(weights) {
+    let rule = rule.capped(anchors.dim);
+    let weights = anchors.weights(&queries, &HashSet::new(), rule)?;
+    let guided = set_guided(plan, &with, weights, &anchors);
+    Ok(guide_report(rule, &anchors, guided))
+}
+
+/// Rows `at` become the combinations `weights` of anchors' source rows; how many did.
+fn set_guided(
+    plan: &mut matching::Plan,
+    at: &[usize],
+    weights: Vec<Vec<(usize, f32)>>,
+    anchors: &guide::Anchors,
+) -> usize {
+    let mut guided = 0;
+    for (&i, w) in at.iter().zip(weights) {
         if w.is_empty() {
             continue;
         }
@@ -511,8 +555,56 @@ fn guide_rows(
             ),
             method: matching::Method::Guided,
         };
+        guided += 1;
     }
-    Ok(())
+    guided
+}
+
+fn guide_report(rule: guide::Rule, anchors: &guide::Anchors, guided: usize) -> report::GuideReport {
+    report::GuideReport {
+        rule: rule.name().to_string(),
+        k: match rule {
+            guide::Rule::Omp { k } => Some(k),
+            guide::Rule::Softmax => None,
+        },
+        description: rule.describe(),
+        dim: anchors.dim,
+        anchors: anchors.len(),
+        guided,
+    }
+}
+
+/// Target tokens guided per round (bounds the memory of their donor rows).
+const DONOR_ROUND: usize = 4096;
+
+/// `--donor`: every row that is not a copy and whose token the donor knows (by its text) is built
+/// from the source rows of anchors (source tokens the donor knows) by the guide's rule.
+fn donor_rows(
+    plan: &mut matching::Plan,
+    tokens: &[String],
+    (source, style): (&vocab::SourceVocab, matching::Style),
+    loaded: &super::donor::Loaded,
+    cfg: &TransplantConfig,
+) -> Result<report::GuideReport> {
+    let donor = loaded.donor();
+    let shared = donor.shared(source, style, source.size);
+    if shared.is_empty() {
+        return Err(super::donor::no_shared(&loaded.name, &cfg.model));
+    }
+    let anchors = donor.anchors(source, &shared);
+    let rule = cfg.guide.capped(donor.dim());
+    let open: Vec<(usize, u32)> = (0..tokens.len())
+        .filter(|&i| !plan.rows[i].source.is_copy())
+        .filter_map(|i| donor.find_token(&tokens[i]).map(|d| (i, d)))
+        .collect();
+    let mut guided = 0;
+    for round in open.chunks(DONOR_ROUND) {
+        let queries: Vec<f32> = round.iter().flat_map(|&(_, d)| donor.row(d)).collect();
+        let weights = anchors.weights(&queries, &HashSet::new(), rule)?;
+        let at: Vec<usize> = round.iter().map(|&(i, _)| i).collect();
+        guided += set_guided(plan, &at, weights, &anchors);
+    }
+    Ok(guide_report(rule, &anchors, guided))
 }
 
 /// The `--plot` data: each row's norm grouped by its method, in the order the methods are tried.
@@ -603,14 +695,20 @@ pub(super) fn metadata(r: &TransplantReport, copied_rows: &str) -> BTreeMap<Stri
     put("target_vocab_sha256", r.target_vocab_sha256.clone());
     if let Some(a) = &r.aux_vectors {
         put("aux_vectors", a.clone());
-        put(
-            "aux_vectors_weights",
-            format!(
-                "top {} softmax, temperature {}",
-                crate::guide::TOP_K,
-                crate::guide::TEMPERATURE
-            ),
-        );
+    }
+    if let Some(d) = &r.donor {
+        put("donor", d.model.clone());
+        if let Some(c) = &d.commit {
+            put("donor_commit", c.clone());
+        }
+    }
+    if let Some(g) = &r.guide {
+        let key = if r.aux_vectors.is_some() {
+            "aux_vectors_weights"
+        } else {
+            "donor_weights"
+        };
+        put(key, g.description.clone());
     }
     if let Some(f) = &r.compose_fit {
         put("compose_fit_identity", f.identity.to_string());

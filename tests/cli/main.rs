@@ -7,6 +7,7 @@ mod fake_hub;
 
 mod artefacts;
 mod common;
+mod donor;
 mod errors;
 mod finetune;
 mod formats;
