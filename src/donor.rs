@@ -9,7 +9,7 @@
 use crate::align::Matrix;
 use crate::guide::Anchors;
 use crate::matching::Style;
-use crate::vocab::SourceVocab;
+use crate::vocab::{byte_fallback, decode_spelling, SourceVocab, Spelling};
 use std::collections::HashMap;
 use unicode_normalization::UnicodeNormalization;
 
@@ -39,20 +39,6 @@ impl Text {
     }
 }
 
-/// GPT-2's byte-to-character alphabet read backwards: the byte a character stands for.
-fn byte_of(c: char) -> Option<u8> {
-    let n = c as u32;
-    let printable = |n: u32| (0x21..=0x7e).contains(&n) || (0xa1..=0xac).contains(&n) || n >= 0xae;
-    if n < 256 {
-        return printable(n).then_some(n as u8);
-    }
-    // Bytes without a printable character take 256, 257, ... in byte order.
-    (0u32..256)
-        .filter(|&b| !printable(b))
-        .nth((n - 256) as usize)
-        .map(|b| b as u8)
-}
-
 /// Whether a character is one of the byte-level alphabet's stand-ins (U+0100..U+0143): a string
 /// with one is a byte-level token, not text.
 fn is_stand_in(c: char) -> bool {
@@ -62,16 +48,7 @@ fn is_stand_in(c: char) -> bool {
 /// The UTF-8 text of a byte-level token; None for a character outside the alphabet or bytes that
 /// are only part of a character.
 fn byte_level_text(s: &str) -> Option<String> {
-    let bytes: Option<Vec<u8>> = s.chars().map(byte_of).collect();
-    String::from_utf8(bytes?).ok()
-}
-
-/// A SentencePiece byte-fallback piece `<0xE7>`: its byte.
-fn fallback_byte(s: &str) -> Option<u8> {
-    let hex = s.strip_prefix("<0x")?.strip_suffix('>')?;
-    (hex.len() == 2)
-        .then(|| u8::from_str_radix(hex, 16).ok())
-        .flatten()
+    String::from_utf8(decode_spelling(s, Spelling::ByteLevel)?).ok()
 }
 
 /// What a vocabulary token of a tokenizer with this spelling stands for. None for a token that is
@@ -83,7 +60,7 @@ pub fn token_text(token: &str, style: Style) -> Option<Text> {
             _ => return Text::new(token, false),
         },
         Style::ByteLevel => byte_level_text(token)?,
-        Style::SentencePiece => match fallback_byte(token) {
+        Style::SentencePiece => match byte_fallback(token) {
             Some(b) => String::from_utf8(vec![b]).ok()?,
             None => token.replace('\u{2581}', " "),
         },
@@ -102,7 +79,7 @@ pub fn marked_text(token: &str) -> Option<Text> {
     if let Some(rest) = token.strip_prefix("##").filter(|r| !r.is_empty()) {
         return Text::new(rest, true);
     }
-    if token.starts_with('\u{2581}') || fallback_byte(token).is_some() {
+    if token.starts_with('\u{2581}') || byte_fallback(token).is_some() {
         return token_text(token, Style::SentencePiece);
     }
     if token.chars().any(is_stand_in) {
@@ -120,7 +97,7 @@ fn reserved(token: &str, vocab: &SourceVocab) -> bool {
             && ((token.starts_with('[') && token.ends_with(']'))
                 || (token.starts_with('<')
                     && token.ends_with('>')
-                    && fallback_byte(token).is_none())))
+                    && byte_fallback(token).is_none())))
 }
 
 impl<'a> Donor<'a> {

@@ -130,7 +130,7 @@ pub fn decode_spelling(token: &str, spelling: Spelling) -> Option<Vec<u8>> {
 }
 
 /// A SentencePiece byte-fallback piece, `<0xE7>`: its byte.
-fn byte_fallback(t: &str) -> Option<u8> {
+pub fn byte_fallback(t: &str) -> Option<u8> {
     let hex = t.strip_prefix("<0x")?.strip_suffix('>')?;
     if hex.len() != 2 {
         return None;
