@@ -501,3 +501,38 @@ fn real_pair_minilm_source_mpnet_donor_scores_sanely() {
         );
     }
 }
+
+/// `--donor` with `--emit-model --extend`: the new word's row in the written model is the one OMP
+/// rebuilds, after the source's rows, which are unchanged.
+#[test]
+fn a_donor_guides_the_rows_of_an_extended_model() {
+    let sb = sandbox();
+    std::fs::write(sb.path("new.txt"), "newword\n").unwrap();
+    let a = sb
+        .cmd()
+        .args(["-m", "src", "-v", "new.txt", "--extend"])
+        .args(["--emit-model", "out"])
+        .args(["--donor", "donor", "--json", "-q"])
+        .assert()
+        .success();
+    let s: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
+    assert_eq!(s["counts"]["guided"], 1, "{s}");
+    let src = read_st(&sb.path("src/model.safetensors"));
+    let out = read_st(&sb.path("out/model.safetensors"));
+    let name = src.tensors.keys().next().unwrap().clone();
+    let (_, shape, data) = &src.tensors[&name];
+    let (_, out_shape, out_data) = &out.tensors[&name];
+    assert_eq!(out_shape, &vec![shape[0] + 1, SRC_DIM]);
+    assert_eq!(
+        &out_data[..data.len()],
+        &data[..],
+        "the source's rows changed"
+    );
+    let got = f32s(&out_data[data.len()..]);
+    let want = combine(&word_rows(), &NEW);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-4, "{got:?} vs {want:?}");
+    }
+    let vocab = std::fs::read_to_string(sb.path("out/vocab.txt")).unwrap();
+    assert_eq!(vocab.lines().last(), Some("newword"));
+}
