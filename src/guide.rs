@@ -27,7 +27,7 @@ const SIMS_BUDGET: usize = 2 << 20;
 
 /// OMP's anchors per token unless `--guide-k` says otherwise.
 pub const DEFAULT_K: usize = 32;
-/// The rule unless `--guide` says otherwise, by measurement (README, `score`): with a donor
+/// The rule unless `--guide` says otherwise, by measurement (docs/score.md): with a donor
 /// model, OMP (all-MiniLM-L6-v2 guided by all-mpnet-base-v2: top-1 36% against 1%, top-10 97%
 /// against 87%, mean cosine a hair higher); with static vectors, the softmax (GloVe 6B 50d as
 /// MiniLM's guide: mean cosine 0.50 against 0.35, top-10 55% against 52%).
@@ -41,7 +41,7 @@ pub fn default_rule(donor: bool) -> Rule {
 /// OMP picks each token's anchors among this many: those with the largest |cosine| to it in the
 /// auxiliary space (the first pick is always among them). Their rows (1.5 MB at 768 dims) stay in
 /// cache through the k passes; OMP over all 29k anchors of the measured pair took 12 times the
-/// CPU time for a lower mean cosine (README, `score`), and a pool of 2048, 2 times for 0.02 less.
+/// CPU time for a lower mean cosine (docs/score.md), and a pool of 2048, 2 times for 0.02 less.
 pub const OMP_POOL: usize = 512;
 /// An anchor whose auxiliary row is this close to the span of those already picked (its squared
 /// distance, rows of unit length) is passed over: near-dependent picks are what makes least

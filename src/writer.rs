@@ -1342,7 +1342,7 @@ mod tests {
     }
 
     /// The one step that keeps DIR whole while it is replaced; a filesystem without it makes the
-    /// crash guarantee weaker (README), so this test says so where it runs.
+    /// crash guarantee weaker (docs/usage.md), so this test says so where it runs.
     #[cfg(target_os = "linux")]
     #[test]
     fn exchange_swaps_two_directories() {

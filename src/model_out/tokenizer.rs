@@ -121,7 +121,7 @@ pub struct Replace<'a> {
     pub pieces: &'a [Vec<String>],
 }
 
-/// The rule for a new Unigram piece's score, documented in the README: the source piece's own
+/// The rule for a new Unigram piece's score, documented in docs/whole-model.md: the source piece's own
 /// score when the source has it; for a composed piece the highest score among its pieces, the
 /// bare `▁` left out (so the whole word beats its own split, whose score is the sum); otherwise
 /// the lowest source score.

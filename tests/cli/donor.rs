@@ -461,7 +461,7 @@ fn real_pair() -> Option<(String, String)> {
 
 /// all-MiniLM-L6-v2 (384 dims) as the source and all-mpnet-base-v2 (768 dims) as the donor: on
 /// 100 held-out tokens both guide rules beat composition and the fills by a wide margin (a few
-/// minutes in a debug build, most of it `score`'s other methods; the README has the release
+/// minutes in a debug build, most of it `score`'s other methods; docs/score.md has the release
 /// figures on 2,000 tokens).
 #[test]
 fn real_pair_minilm_source_mpnet_donor_scores_sanely() {
