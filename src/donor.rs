@@ -45,12 +45,6 @@ fn is_stand_in(c: char) -> bool {
     ('\u{100}'..='\u{143}').contains(&c)
 }
 
-/// The UTF-8 text of a byte-level token; None for a character outside the alphabet or bytes that
-/// are only part of a character.
-fn byte_level_text(s: &str) -> Option<String> {
-    String::from_utf8(decode_spelling(s, Spelling::ByteLevel)?).ok()
-}
-
 /// What a vocabulary token of a tokenizer with this spelling stands for. None for a token that is
 /// not text on its own (part of a character, an empty marker).
 pub fn token_text(token: &str, style: Style) -> Option<Text> {
@@ -59,11 +53,10 @@ pub fn token_text(token: &str, style: Style) -> Option<Text> {
             Some(rest) if !rest.is_empty() => return Text::new(rest, true),
             _ => return Text::new(token, false),
         },
-        Style::ByteLevel => byte_level_text(token)?,
-        Style::SentencePiece => match byte_fallback(token) {
-            Some(b) => String::from_utf8(vec![b]).ok()?,
-            None => token.replace('\u{2581}', " "),
-        },
+        Style::ByteLevel => String::from_utf8(decode_spelling(token, Spelling::ByteLevel)?).ok()?,
+        Style::SentencePiece => {
+            String::from_utf8(decode_spelling(token, Spelling::SentencePiece)?).ok()?
+        }
         Style::Other => return Text::new(token, false),
     };
     match text.strip_prefix(' ') {

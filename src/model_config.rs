@@ -19,7 +19,7 @@ impl ModelConfig {
     pub fn load(config: Option<&Path>, tokenizer_config: Option<&Path>) -> Result<Self> {
         let mut c = ModelConfig::default();
         if let Some(p) = config {
-            let v = read_json(p)?;
+            let v = crate::bounded::read_json_object(p)?;
             c.model_type = v
                 .get("model_type")
                 .and_then(|x| x.as_str())
@@ -34,13 +34,9 @@ impl ModelConfig {
             c.initializer_range = v.get("initializer_range").and_then(|x| x.as_f64());
         }
         if let Some(p) = tokenizer_config {
-            let v = read_json(p)?;
+            let v = crate::bounded::read_json_object(p)?;
             c.do_lower_case = v.get("do_lower_case").and_then(|x| x.as_bool());
         }
         Ok(c)
     }
-}
-
-fn read_json(p: &Path) -> Result<serde_json::Value> {
-    crate::bounded::read_json_object(p)
 }

@@ -124,16 +124,7 @@ impl Target {
                 ),
             ));
         }
-        if let Some(tree) = inputs.trees.iter().find(|t| inside(path, t)) {
-            return Err(Error::file(
-                path,
-                format!(
-                    "{} names a path inside {}, which this run reads: refused, even with --force",
-                    self.flag,
-                    tree.display()
-                ),
-            ));
-        }
+        inputs.refuse_inside_tree(path, self.flag, "a path")?;
         replaceable(path, exists, self.force)
     }
 }
@@ -182,6 +173,20 @@ impl Inputs {
     pub fn extend(&mut self, other: Inputs) {
         self.files.extend(other.files);
         self.trees.extend(other.trees);
+    }
+
+    /// An output (`what`: "a path", "a directory") inside a tree this run reads is refused.
+    fn refuse_inside_tree(&self, path: &Path, flag: &str, what: &str) -> Result<()> {
+        match self.trees.iter().find(|t| inside(path, t)) {
+            Some(tree) => Err(Error::file(
+                path,
+                format!(
+                    "{flag} names {what} inside {}, which this run reads: refused, even with --force",
+                    tree.display()
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -311,16 +316,7 @@ impl DirTarget {
                 ),
             ));
         }
-        if let Some(tree) = inputs.trees.iter().find(|t| inside(path, t)) {
-            return Err(Error::file(
-                path,
-                format!(
-                    "{} names a directory inside {}, which this run reads: refused, even with --force",
-                    self.flag,
-                    tree.display()
-                ),
-            ));
-        }
+        inputs.refuse_inside_tree(path, self.flag, "a directory")?;
         replaceable(path, exists, self.force)?;
         if exists {
             self.check_ours()?;

@@ -58,7 +58,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         (Some(_), Some(dir)) => {
             let p = dir.join("tokenizer_config.json");
             match p.is_file() {
-                true => Some(crate::model_out::read_json(&p)?),
+                true => Some(crate::bounded::read_json_object(&p)?),
                 false => None,
             }
         }

@@ -190,12 +190,6 @@ fn target_roles(
     roles
 }
 
-/// config.json and its kin: bounded, and an object (a config that is an array would otherwise
-/// panic where its keys are set).
-pub(crate) fn read_json(p: &Path) -> Result<Value> {
-    crate::bounded::read_json_object(p)
-}
-
 fn token_name(v: &Value) -> Option<String> {
     v.as_str()
         .map(String::from)
@@ -211,9 +205,9 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
             inp.files.provenance.model
         ))
     })?;
-    let mut config = read_json(cfg_path)?;
+    let mut config = crate::bounded::read_json_object(cfg_path)?;
     let tok_cfg = match &inp.files.tokenizer_config {
-        Some(p) => Some(read_json(p)?),
+        Some(p) => Some(crate::bounded::read_json_object(p)?),
         None => None,
     };
     let mut id_to_token: Vec<Option<String>> = vec![None; source.size];
@@ -527,7 +521,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
     // From the model's own files (a hub source downloads it here: the matrix output never needs it).
     let generation = match inp.files.fetcher.fetch_optional("generation_config.json")? {
         Some(p) => {
-            let mut g = read_json(&p)?;
+            let mut g = crate::bounded::read_json_object(&p)?;
             for k in CONFIG_ID_KEYS {
                 if let Some(v) = g.get(*k).cloned() {
                     g[*k] = remap(k, &v, &p)?;

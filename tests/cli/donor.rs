@@ -11,19 +11,6 @@ const WORDS: usize = 30;
 /// `newword`'s source row is this combination of word rows; the donor knows it, the source not.
 const NEW: [(usize, f32); 3] = [(3, 1.5), (7, -0.5), (11, 1.0)];
 
-/// A deterministic stream of values in [-1, 1) (an LCG).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
-
 fn write_matrix(path: &Path, name: &str, rows: &[Vec<f32>]) {
     let data: Vec<u8> = rows
         .iter()

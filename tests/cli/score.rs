@@ -4,19 +4,6 @@ use crate::common::*;
 
 const DIM: usize = 16;
 
-/// A deterministic stream of values in [-1, 1) (an LCG).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
-
 /// A WordPiece model (vocab.txt, no tokenizer.json) of 12 letters, their `##` forms and every
 /// 3-letter word of strictly increasing letters (220). Held out, a word splits into its three
 /// letters (no word is a prefix of another). Each word's row is `distort` applied to the mean of
