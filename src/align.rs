@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
+use std::collections::HashSet;
 
 /// A source matrix: `rows` x `cols` little-endian elements of `dtype`.
 #[derive(Clone, Copy)]
@@ -56,6 +57,9 @@ pub enum RowSource {
     Copy(u32),
     /// The mean of these source rows (the token's pieces under the source tokenizer).
     Composed(Vec<u32>),
+    /// The mean of these source rows, then the fitted map ([`BuildOptions::compose_map`];
+    /// without one, the plain mean).
+    Fitted(Vec<u32>),
     /// A weighted sum of these source rows (static vectors as a guide; weights sum to 1).
     Weighted(Vec<(u32, f32)>),
     /// Left to the fill method.
@@ -71,61 +75,6 @@ impl RowSource {
 impl AsRef<RowSource> for RowSource {
     fn as_ref(&self) -> &RowSource {
         self
-    }
-}
-
-/// How rows the source vocabulary lacks are initialised, as chosen by the user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Init {
-    /// The mean of the token's pieces; tokens with no usable piece get the random fill.
-    Compose,
-    /// Compose, then the fitted map ([`crate::compose_fit`]).
-    ComposeFit,
-    /// Compose with each piece weighted by its length.
-    ComposeLength,
-    /// Every such row gets the fill.
-    Fill(FillKind),
-}
-
-impl Init {
-    pub fn name(self) -> &'static str {
-        match self {
-            Init::Compose => "compose",
-            Init::ComposeFit => "compose-fit",
-            Init::ComposeLength => "compose-length",
-            Init::Fill(f) => f.name(),
-        }
-    }
-
-    /// What rows with nothing to copy or compose get.
-    pub fn fill(self) -> FillKind {
-        match self {
-            Init::Compose | Init::ComposeFit | Init::ComposeLength => FillKind::Random,
-            Init::Fill(f) => f,
-        }
-    }
-
-    /// Whether out-of-vocabulary tokens are composed from their pieces.
-    pub fn composes(self) -> bool {
-        matches!(self, Init::Compose | Init::ComposeFit | Init::ComposeLength)
-    }
-}
-
-/// The fill methods, before their parameters are known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FillKind {
-    Random,
-    Zeros,
-    Mean,
-}
-
-impl FillKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            FillKind::Random => "random",
-            FillKind::Zeros => "zeros",
-            FillKind::Mean => "mean",
-        }
     }
 }
 
@@ -150,7 +99,9 @@ pub struct BuildOptions {
     pub calibrate_norm: bool,
     /// Source rows 0..vocab_rows are the vocabulary's (the rest is padding), for the mean.
     pub vocab_rows: usize,
-    /// `compose-fit`: the map applied to every composed row after the mean.
+    /// Rows of held-out tokens (`score`'s reduced source): left out of the mean.
+    pub held_out: Option<std::sync::Arc<std::collections::HashSet<u32>>>,
+    /// The fitted map applied to [`RowSource::Fitted`] rows after the mean.
     pub compose_map: Option<std::sync::Arc<crate::compose_fit::LinearMap>>,
     /// Measure copied rows' norms for [`BuildStats`] (the report and `--plot`). Without it (the
     /// model directory's tensors), a copied row of the output's type is a plain byte copy, its
@@ -188,7 +139,11 @@ pub fn build_blocks<R: AsRef<RowSource> + Sync>(
     let cols = src.cols;
     let width = cols * opts.out.size();
     let mean = match opts.fill {
-        Fill::Mean => Some(mean_row(src, opts.vocab_rows)),
+        Fill::Mean => Some(mean_row(
+            src,
+            opts.vocab_rows,
+            opts.held_out.as_deref().unwrap_or(&Default::default()),
+        )),
         _ => None,
     };
     let normal = match opts.fill {
@@ -254,7 +209,7 @@ pub fn build_blocks<R: AsRef<RowSource> + Sync>(
                                     || (src.dtype == DType::F64 && src.row_overflows_f32(id));
                             }
                         }
-                        RowSource::Composed(ids) => {
+                        RowSource::Composed(ids) | RowSource::Fitted(ids) => {
                             acc.fill(0.0);
                             for &id in ids {
                                 src.row_f32(id as usize, tmp);
@@ -264,7 +219,7 @@ pub fn build_blocks<R: AsRef<RowSource> + Sync>(
                             }
                             let n = ids.len().max(1) as f32;
                             acc.iter_mut().for_each(|a| *a /= n);
-                            if let Some(map) = &opts.compose_map {
+                            if let (RowSource::Fitted(_), Some(map)) = (row, &opts.compose_map) {
                                 map.apply(acc, tmp);
                             }
                         }
@@ -335,26 +290,29 @@ fn median(mut v: Vec<f32>) -> Option<f32> {
     })
 }
 
-/// Mean of rows 0..n of the source, accumulated in f64.
-pub fn mean_row(src: Matrix<'_>, n: usize) -> Vec<f32> {
+/// Mean of rows 0..n of the source but `skip`, accumulated in f64.
+pub fn mean_row(src: Matrix<'_>, n: usize, skip: &HashSet<u32>) -> Vec<f32> {
     let n = n.min(src.rows).max(1);
     let mut acc = vec![0f64; src.cols];
     let mut tmp = vec![0f32; src.cols];
-    for i in 0..n {
+    let mut count = 0usize;
+    for i in (0..n).filter(|&i| !skip.contains(&(i as u32))) {
         src.row_f32(i, &mut tmp);
         for (a, t) in acc.iter_mut().zip(&tmp) {
             *a += *t as f64;
         }
+        count += 1;
     }
-    acc.into_iter().map(|a| (a / n as f64) as f32).collect()
+    let count = count.max(1) as f64;
+    acc.into_iter().map(|a| (a / count) as f32).collect()
 }
 
-/// Standard deviation of all elements of rows 0..n, skipping non-finite values.
-pub fn std_of(src: Matrix<'_>, n: usize) -> f32 {
+/// Standard deviation of all elements of rows 0..n but `skip`, skipping non-finite values.
+pub fn std_of(src: Matrix<'_>, n: usize, skip: &HashSet<u32>) -> f32 {
     let n = n.min(src.rows);
     let (mut s, mut s2, mut k) = (0f64, 0f64, 0f64);
     let mut tmp = vec![0f32; src.cols];
-    for i in 0..n {
+    for i in (0..n).filter(|&i| !skip.contains(&(i as u32))) {
         src.row_f32(i, &mut tmp);
         for &v in tmp.iter().filter(|v| v.is_finite()) {
             s += v as f64;
@@ -420,6 +378,7 @@ mod tests {
             seed: 7,
             calibrate_norm: false,
             vocab_rows: 5,
+            held_out: None,
             compose_map: None,
             row_stats: true,
         }
@@ -538,8 +497,15 @@ mod tests {
     #[test]
     fn std_and_mean_helpers() {
         let b = src_bytes();
-        assert_eq!(mean_row(matrix(&b), 2), vec![5.0, 6.0, 7.0, 8.0]);
-        let s = std_of(matrix(&b), 5);
+        assert_eq!(
+            mean_row(matrix(&b), 2, &HashSet::new()),
+            vec![5.0, 6.0, 7.0, 8.0]
+        );
+        assert_eq!(
+            mean_row(matrix(&b), 3, &HashSet::from([1])),
+            vec![10.0, 11.0, 12.0, 13.0]
+        );
+        let s = std_of(matrix(&b), 5, &HashSet::new());
         assert!(s > 10.0 && s < 20.0, "{s}");
     }
 }

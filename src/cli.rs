@@ -129,11 +129,21 @@ pub struct ScoreArgs {
     #[command(flatten)]
     pub hub: HubArgs,
 
-    /// Print the scores as JSON on standard output.
+    /// Write each method's rebuilt rows, the true rows and the held-out tokens to this
+    /// .safetensors file (one [tokens, dim] f32 tensor per method, `truth`; the tokens in its
+    /// metadata), to study them further.
+    #[arg(long, value_name = "PATH")]
+    pub save_rows: Option<PathBuf>,
+
+    /// Replace an existing --save-rows file.
+    #[arg(long)]
+    pub force: bool,
+
     /// Print nothing on standard error but warnings and errors (no table: use --json).
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Print the report as JSON on standard output.
     #[arg(long)]
     pub json: bool,
 }
@@ -160,6 +170,10 @@ pub enum GuideArg {
 /// How rows that the source vocabulary lacks are initialised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum InitArg {
+    /// compose, with compose-fit's map only on the kinds of token (script, piece count) where
+    /// the source's own held-out tokens of that kind say it beats the plain mean; the summary
+    /// says which was used and why.
+    Auto,
     /// The mean of the token's pieces under the source tokenizer (e.g. a Chinese word from its
     /// characters); tokens with no known piece fall back to random.
     Compose,
@@ -231,8 +245,8 @@ pub struct TransplantArgs {
     pub source_vocab: Option<PathBuf>,
 
     /// Initialisation of rows the source vocabulary lacks (after exact and normalised matching).
-    /// compose falls back to random for tokens with no known piece.
-    #[arg(long, value_enum, default_value_t = InitArg::Compose)]
+    /// auto and the compose methods fall back to random for tokens with no known piece.
+    #[arg(long, value_enum, default_value_t = InitArg::Auto)]
     pub init: InitArg,
 
     /// Static word vectors (word2vec/GloVe/fastText text, word2vec .bin, or .npy with a word

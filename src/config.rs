@@ -1,7 +1,6 @@
 //! Parsed flags -> one validated config per command, in domain types. Every cross-flag check and
 //! environment lookup lives here; nothing below `commands` sees clap.
 
-use crate::align::{FillKind, Init};
 use crate::cli::{
     DTypeArg, EvaluateArgs, FinetuneArgs, GuideArg, HubArgs, InitArg, InspectArgs, OptimizerArg,
     ScoreArgs, TransplantArgs,
@@ -9,6 +8,7 @@ use crate::cli::{
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::hub::{HubSettings, Secret};
+use crate::init::Method;
 use crate::train::OptimizerKind;
 use crate::writer::{Inputs, Target};
 use std::path::{Path, PathBuf};
@@ -30,7 +30,8 @@ pub struct TransplantConfig {
     pub emit: Option<EmitConfig>,
     pub tensor: Option<String>,
     pub source_vocab: Option<PathBuf>,
-    pub init: Init,
+    /// How rows the source lacks are made (never [`Method::Guide`]: the guide is `guide`).
+    pub init: Method,
     pub aux_vectors: Option<PathBuf>,
     /// `--donor`: a model as the guide.
     pub donor: Option<String>,
@@ -159,9 +160,27 @@ pub struct ScoreConfig {
     pub guide_k: usize,
     pub tensor: Option<String>,
     pub source_vocab: Option<PathBuf>,
+    /// `--save-rows`: each method's held-out rows, as a safetensors file.
+    pub save_rows: Option<Target>,
     pub hub: HubSettings,
     pub json: bool,
     pub quiet: bool,
+}
+
+impl ScoreConfig {
+    /// What this run reads before the model is resolved (no output may be one of them).
+    pub fn local_inputs(&self) -> Inputs {
+        let mut v = Inputs::new();
+        v.files(self.vocab.clone());
+        v.files(self.source_vocab.clone());
+        v.files(self.aux_vectors.clone());
+        v.file(token_path());
+        model_inputs(&mut v, &self.model, &self.hub);
+        if let Some(donor) = &self.donor {
+            model_inputs(&mut v, donor, &self.hub);
+        }
+        v
+    }
 }
 
 /// `finetune`'s settings.
@@ -337,12 +356,13 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
         tensor: args.tensor,
         source_vocab: args.source_vocab,
         init: match args.init {
-            InitArg::Compose => Init::Compose,
-            InitArg::ComposeFit => Init::ComposeFit,
-            InitArg::ComposeLength => Init::ComposeLength,
-            InitArg::Random => Init::Fill(FillKind::Random),
-            InitArg::Zeros => Init::Fill(FillKind::Zeros),
-            InitArg::Mean => Init::Fill(FillKind::Mean),
+            InitArg::Auto => Method::Auto,
+            InitArg::Compose => Method::Compose,
+            InitArg::ComposeFit => Method::ComposeFit,
+            InitArg::ComposeLength => Method::ComposeLength,
+            InitArg::Random => Method::Random,
+            InitArg::Zeros => Method::Zeros,
+            InitArg::Mean => Method::Mean,
         },
         aux_vectors: args.aux_vectors,
         donor: args.donor,
@@ -543,6 +563,10 @@ pub fn score(args: ScoreArgs, stderr_is_terminal: bool) -> Result<ScoreConfig> {
         guide_k: args.guide_k,
         tensor: args.tensor,
         source_vocab: args.source_vocab,
+        save_rows: args
+            .save_rows
+            .as_deref()
+            .map(|p| Target::new(p, args.force, "--save-rows")),
         hub,
         json: args.json,
         quiet: args.quiet,

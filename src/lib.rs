@@ -23,6 +23,7 @@ pub mod dtype;
 pub mod error;
 pub mod guide;
 pub mod hub;
+pub mod init;
 pub mod labelled;
 pub mod matching;
 pub mod model_config;

@@ -89,11 +89,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Score(a)) => {
             let cfg = config::score(a, tty)?;
             let out = Output { quiet: cfg.quiet };
-            let s = commands::score::run(&cfg, &out)?;
+            let done = commands::score::run(&cfg, &out)?;
+            // stdout first: if it fails, the batch is dropped and no file appears.
             if cfg.json {
-                output::print_json(&s)?;
-            } else {
-                out.score_table(&s);
+                output::print_json(&done.report)?;
+            }
+            done.batch.commit()?;
+            if !cfg.json {
+                out.score_table(&done.report);
             }
             return Ok(());
         }

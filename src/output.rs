@@ -62,6 +62,22 @@ impl Output {
         }
     }
 
+    /// `--init auto`'s choice, in one line.
+    fn auto_line(&self, r: &TransplantReport) {
+        let Some(a) = &r.auto else { return };
+        if a.fitted > 0 {
+            self.info(&format!(
+                "init auto: compose-fit on {} of {} composed rows: {}",
+                a.fitted, a.composed, a.reason
+            ));
+        } else {
+            self.info(&format!(
+                "init auto: compose (plain mean of pieces): {}",
+                a.reason
+            ));
+        }
+    }
+
     pub fn summary(&self, r: &TransplantReport) {
         if self.quiet {
             return;
@@ -120,6 +136,7 @@ impl Output {
                 }
             }
             if r.output.is_empty() {
+                self.auto_line(r);
                 return;
             }
         }
@@ -143,6 +160,7 @@ impl Output {
             from,
             r.seconds
         ));
+        self.auto_line(r);
     }
 }
 

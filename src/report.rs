@@ -69,6 +69,9 @@ pub struct TransplantReport {
     /// `--init compose-fit`: the fitted map.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compose_fit: Option<crate::compose_fit::FitSummary>,
+    /// `--init auto`: what it chose for this run, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto: Option<crate::init::auto::Choice>,
     pub seconds: f64,
     /// Seconds per stage.
     pub timings: BTreeMap<String, f64>,

@@ -239,6 +239,7 @@ fn build(c: &Case, rows: &[RowSource], src: &SourceVocab) -> Built {
         seed: c.seed,
         calibrate_norm: c.calibrate,
         vocab_rows: src.size,
+        held_out: None,
         compose_map: None,
         row_stats: true,
     };

@@ -1,88 +1,27 @@
 //! `embed-transplant score`: the held-out quality of every init method. A seeded sample of source
-//! tokens is treated as unknown (the tokenizer rebuilt without them, see
-//! [`crate::matching::holdout`]), each is re-initialised by every method from its pieces, and the
-//! result is compared with its true row ([`crate::quality`]). Also the fit data of
-//! `--init compose-fit`, for the transplant.
+//! tokens is treated as unknown: the source loses them (tokenizer, vocabulary, and their rows'
+//! share of the mean and the std, [`crate::matching::holdout`]), the init engine
+//! ([`crate::init`]) builds their rows from that reduced source exactly as a transplant would,
+//! and the result is compared with their true rows ([`crate::quality`]).
 
-use crate::align::{self, Matrix};
+use super::Staged;
+use crate::align::{self, Matrix, RowSource};
 use crate::checkpoint;
-use crate::compose_fit::{self, FitSummary, LinearMap};
+use crate::compose_fit::FitSummary;
 use crate::config::ScoreConfig;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::guide::{self, Anchors};
+use crate::guide;
 use crate::hub;
-use crate::matching::holdout::{self, Candidate, Decomposed};
+use crate::init::{self, auto, Method, Source};
+use crate::matching::holdout::{self, Candidate};
 use crate::matching::SourceTokenizer;
 use crate::output::Output;
 use crate::quality::{self, MethodScore};
 use crate::vectors::{self, Vectors};
-use crate::vocab;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
+use crate::vocab::{self, SourceVocab, TargetVocab};
+use crate::writer::Batch;
 use std::collections::HashSet;
-
-/// Tokens the compose-fit map is fitted on, at most (a random subset beyond): enough for a
-/// dim x dim map up to 1024 dims, and seconds, not minutes, on 250k-token vocabularies.
-pub const FIT_MAX: usize = 50_000;
-/// The fit tokens are decomposed in this many groups, each with the tokenizer rebuilt without
-/// that group only: the pieces stay as long as an unknown word's would be.
-const FIT_FOLDS: usize = 4;
-
-/// The methods `score` compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Compose,
-    ComposeFit,
-    Mean,
-    Random,
-    Zeros,
-    /// An auxiliary space (static vectors or a donor) as a guide, softmax rule
-    /// ([`crate::guide`]); composition where the token has no auxiliary vector.
-    Guide,
-    /// The same guide with the OMP rule.
-    GuideOmp,
-    /// Compose with pieces weighted by length
-    /// ([`crate::matching::SourceTokenizer::length_weights`]).
-    ComposeLength,
-}
-
-impl Method {
-    pub const ALL: [Method; 6] = [
-        Method::Compose,
-        Method::ComposeLength,
-        Method::ComposeFit,
-        Method::Mean,
-        Method::Random,
-        Method::Zeros,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Compose => "compose",
-            Method::ComposeFit => "compose-fit",
-            Method::Mean => "mean",
-            Method::Random => "random",
-            Method::Zeros => "zeros",
-            Method::Guide => "guide",
-            Method::GuideOmp => "guide-omp",
-            Method::ComposeLength => "compose-length",
-        }
-    }
-
-    /// The method that scores a transplant's `--init`.
-    pub fn of_init(init: align::Init) -> Method {
-        match init {
-            align::Init::Compose => Method::Compose,
-            align::Init::ComposeFit => Method::ComposeFit,
-            align::Init::ComposeLength => Method::ComposeLength,
-            align::Init::Fill(align::FillKind::Mean) => Method::Mean,
-            align::Init::Fill(align::FillKind::Random) => Method::Random,
-            align::Init::Fill(align::FillKind::Zeros) => Method::Zeros,
-        }
-    }
-}
 
 /// What `score` found.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -102,6 +41,9 @@ pub struct ScoreReport {
     pub scores: Vec<MethodScore>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compose_fit: Option<FitSummary>,
+    /// What the `auto` method chose on the held-out tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto: Option<auto::Choice>,
     /// With --aux-vectors or --donor: the file or donor, its anchors (source tokens it has a
     /// vector for) and the scored tokens it had a vector for.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,17 +69,6 @@ pub struct GuideSummary {
     pub omp_k: usize,
 }
 
-/// Anchors: held-out candidates (whole words) the static file has a vector for.
-pub fn anchors(cands: &[Candidate], vectors: &Vectors) -> Anchors {
-    let mut a = Anchors::new(vectors.dim);
-    for c in cands {
-        if let Some(v) = vectors.lookup(&c.text) {
-            a.push(c.id, &c.text, v);
-        }
-    }
-    a
-}
-
 /// The held-out evaluation, shared by `score` and the transplant's `--report`.
 pub struct Evaluation {
     pub candidates: usize,
@@ -146,32 +77,47 @@ pub struct Evaluation {
     pub in_target: Option<usize>,
     pub scores: Vec<MethodScore>,
     pub fit: Option<FitSummary>,
+    pub auto: Option<auto::Choice>,
     /// Methods left out, and why.
     pub notes: Vec<String>,
-    /// Scored tokens the guide had a static vector for (the rest were composed).
+    /// Scored tokens the guide built (the rest were composed), and its anchors.
     pub guided: Option<usize>,
+    pub anchors: usize,
+    /// With `keep_rows`: what `--save-rows` writes.
+    pub rows: Option<HeldOutRows>,
 }
 
-/// An auxiliary space as a guide: the anchors, the auxiliary vector of a held-out token (None
-/// when the space has none), and OMP's k.
-pub struct Guide<'a> {
-    pub anchors: &'a Anchors,
-    pub query: &'a (dyn Fn(&Decomposed) -> Option<Vec<f32>> + Sync),
-    pub omp_k: usize,
+/// The rows a held-out evaluation built, method by method, and the held-out tokens.
+pub struct HeldOutRows {
+    /// Every held-out source id (the reduced source lacks them all), sorted.
+    pub held_out: Vec<u32>,
+    /// The scored tokens: source ids and texts, in row order.
+    pub ids: Vec<u32>,
+    pub texts: Vec<String>,
+    /// Each method's rows (scored x dim, f32), in the order scored.
+    pub methods: Vec<(String, Vec<f32>)>,
+}
+
+/// An auxiliary space as a guide.
+#[derive(Clone, Copy)]
+pub enum GuideSpace<'a> {
+    Vectors(&'a Vectors),
+    Donor(&'a crate::donor::Donor<'a>),
 }
 
 /// Settings of one evaluation.
 pub struct EvalOptions<'a> {
-    pub guide: Option<Guide<'a>>,
+    pub guide: Option<GuideSpace<'a>>,
     pub sample: usize,
     pub seed: u64,
-    pub sigma: f32,
     pub methods: &'a [Method],
     /// Target tokens: held-out tokens among them are preferred.
     pub prefer: Option<&'a HashSet<String>>,
+    /// Keep each method's rows ([`Evaluation::rows`]).
+    pub keep_rows: bool,
 }
 
-pub fn run(cfg: &ScoreConfig, out: &Output) -> Result<ScoreReport> {
+pub fn run(cfg: &ScoreConfig, out: &Output) -> Result<Staged<ScoreReport>> {
     let start = std::time::Instant::now();
     let target = match &cfg.vocab {
         Some(p) => Some(vocab::read_target(p)?),
@@ -179,6 +125,18 @@ pub fn run(cfg: &ScoreConfig, out: &Output) -> Result<ScoreReport> {
     };
     let prefer: Option<HashSet<String>> = target.map(|t| t.tokens.into_iter().collect());
     let files = hub::resolve(&cfg.model, &cfg.hub)?;
+    let donor_files = match &cfg.donor {
+        Some(d) => Some(super::donor::resolve(d, &cfg.hub)?),
+        None => None,
+    };
+    if let Some(t) = &cfg.save_rows {
+        let mut inputs = cfg.local_inputs();
+        inputs.extend(files.inputs());
+        if let Some(f) = &donor_files {
+            inputs.extend(f.inputs());
+        }
+        t.check(&inputs)?;
+    }
     let side = super::source_side(&files, cfg.source_vocab.as_deref(), &cfg.model, out)?;
     let tensors = checkpoint::list_tensors(&files.weights, files.fetcher.as_ref())?;
     let choice = checkpoint::choose_embedding(&files.weights, &tensors, cfg.tensor.as_deref())?;
@@ -190,8 +148,7 @@ pub fn run(cfg: &ScoreConfig, out: &Output) -> Result<ScoreReport> {
         cols: emb.cols,
         data: emb.bytes(),
     };
-    let sigma = sigma(side.config.initializer_range, src, side.vocab.size);
-    let cands = holdout::candidates(&side.tokenizer, side.vocab.size);
+    let mut cands = holdout::candidates(&side.tokenizer, side.vocab.size);
     let vectors = match &cfg.aux_vectors {
         Some(p) => {
             let wanted = vectors::Wanted::new(cands.iter().flat_map(|c| Vectors::forms(&c.text)));
@@ -199,72 +156,64 @@ pub fn run(cfg: &ScoreConfig, out: &Output) -> Result<ScoreReport> {
         }
         None => None,
     };
-    let donor_files = match &cfg.donor {
-        Some(d) => Some(super::donor::resolve(d, &cfg.hub)?),
-        None => None,
-    };
     let loaded = match (&cfg.donor, &donor_files) {
         (Some(d), Some(f)) => Some(super::donor::load(d, f, out)?),
         _ => None,
     };
     let donor = loaded.as_ref().map(|l| l.donor());
-    let mut cands = cands;
-    // With a donor: its row of every source token it knows; only those tokens are scored.
-    let shared: std::collections::HashMap<u32, u32> = match &donor {
-        Some(d) => {
-            let shared = d.shared(&side.vocab, side.tokenizer.style, side.vocab.size);
-            if shared.is_empty() {
-                return Err(super::donor::no_shared(
-                    cfg.donor.as_deref().unwrap_or(""),
-                    &cfg.model,
-                ));
-            }
-            shared.into_iter().collect()
+    // With a donor: only source tokens it knows are held out and scored.
+    if let Some(d) = &donor {
+        let shared: HashSet<u32> = d
+            .shared(&side.vocab, side.tokenizer.style, side.vocab.size)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        if shared.is_empty() {
+            return Err(super::donor::no_shared(
+                cfg.donor.as_deref().unwrap_or(""),
+                &cfg.model,
+            ));
         }
-        None => Default::default(),
-    };
-    let anchors = match (&vectors, &donor) {
-        (Some(v), _) => Some(anchors(&cands, v)),
-        (None, Some(d)) => {
-            let mut pairs: Vec<(u32, u32)> = shared.iter().map(|(s, d)| (*s, *d)).collect();
-            pairs.sort_unstable();
-            cands.retain(|c| shared.contains_key(&c.id));
-            Some(d.anchors(&side.vocab, &pairs))
-        }
+        cands.retain(|c| shared.contains(&c.id));
+    }
+    let space = match (&vectors, &donor) {
+        (Some(v), _) => Some(GuideSpace::Vectors(v)),
+        (None, Some(d)) => Some(GuideSpace::Donor(d)),
         _ => None,
     };
-    let query = |h: &Decomposed| -> Option<Vec<f32>> {
-        match (&vectors, &donor) {
-            (Some(v), _) => v.lookup(&h.text).map(<[f32]>::to_vec),
-            (None, Some(d)) => shared.get(&h.id).map(|&id| d.row(id)),
-            _ => None,
-        }
+    let aux_dim = match space {
+        Some(GuideSpace::Vectors(v)) => v.dim,
+        Some(GuideSpace::Donor(d)) => d.dim(),
+        None => 0,
     };
-    let aux_dim = anchors.as_ref().map_or(0, |a| a.dim);
     let omp_k = match (guide::Rule::Omp { k: cfg.guide_k }).capped(aux_dim) {
         guide::Rule::Omp { k } => k,
         guide::Rule::Softmax => cfg.guide_k,
     };
-    let mut methods = Method::ALL.to_vec();
-    if anchors.is_some() {
-        methods.extend([Method::Guide, Method::GuideOmp]);
+    let mut methods = Method::SCORED.to_vec();
+    if space.is_some() {
+        methods.extend([
+            Method::Guide(guide::Rule::Softmax),
+            Method::Guide(guide::Rule::Omp { k: cfg.guide_k }),
+        ]);
     }
+    let source = Source {
+        matrix: src,
+        vocab: &side.vocab,
+        tokenizer: &side.tokenizer,
+        initializer_range: side.config.initializer_range,
+        held_out: &HashSet::new(),
+    };
     let ev = evaluate(
-        &side.tokenizer,
-        src,
-        side.vocab.size,
+        &source,
         cands,
         &EvalOptions {
-            guide: anchors.as_ref().map(|a| Guide {
-                anchors: a,
-                query: &query,
-                omp_k,
-            }),
+            guide: space,
             sample: cfg.sample,
             seed: cfg.seed,
-            sigma,
             methods: &methods,
             prefer: prefer.as_ref(),
+            keep_rows: cfg.save_rows.is_some(),
         },
     )
     .map_err(|e| match e {
@@ -280,7 +229,14 @@ pub fn run(cfg: &ScoreConfig, out: &Output) -> Result<ScoreReport> {
             cfg.model, ev.scored, cfg.sample
         ));
     }
-    Ok(ScoreReport {
+    let sigma = init::sigma(&source).value;
+    let mut batch = Batch::new();
+    if let (Some(t), Some(rows)) = (&cfg.save_rows, &ev.rows) {
+        let bytes = rows_file(rows, src.cols, cfg.seed)
+            .map_err(|e| Error::file(&t.path, format!("serialising the rows: {e}")))?;
+        batch.file(t, Some(bytes.len() as u64), |w| w.write_all(&bytes))?;
+    }
+    let report = ScoreReport {
         model: files.provenance.model.clone(),
         tensor: emb.name.clone(),
         source_shape: [emb.rows, emb.cols],
@@ -292,213 +248,205 @@ pub fn run(cfg: &ScoreConfig, out: &Output) -> Result<ScoreReport> {
         sigma,
         scores: ev.scores,
         compose_fit: ev.fit,
-        guide: anchors.as_ref().map(|a| GuideSummary {
+        auto: ev.auto,
+        guide: space.map(|g| GuideSummary {
             file: match (&vectors, &cfg.donor) {
                 (Some(v), _) => v.path.display().to_string(),
                 (None, d) => d.clone().unwrap_or_default(),
             },
             donor: donor.is_some(),
-            vectors_in_file: match (&vectors, &donor) {
-                (Some(v), _) => v.total,
-                (None, d) => d.as_ref().map_or(0, |d| d.len()),
+            vectors_in_file: match g {
+                GuideSpace::Vectors(v) => v.total,
+                GuideSpace::Donor(d) => d.len(),
             },
-            dim: a.dim,
-            anchors: a.len(),
+            dim: aux_dim,
+            anchors: ev.anchors,
             guided: ev.guided.unwrap_or(0),
             top_k: guide::TOP_K,
             temperature: guide::TEMPERATURE,
             omp_k,
         }),
         seconds: start.elapsed().as_secs_f64(),
-    })
+    };
+    Ok(Staged { report, batch })
 }
 
-/// The σ of random rows: config.json's initializer_range when plausible, else the source std.
-pub fn sigma(initializer_range: Option<f64>, src: Matrix<'_>, vocab_rows: usize) -> f32 {
-    match initializer_range {
-        Some(r) if (1e-8..=10.0).contains(&r) => r as f32,
-        _ => align::std_of(src, vocab_rows),
+/// `--save-rows`: a safetensors file of each method's rows (named by the method), the true rows
+/// (`truth`), and in its metadata the scored tokens (`ids`, `tokens`) and every held-out id
+/// (`held_out`), as JSON lists.
+fn rows_file(rows: &HeldOutRows, dim: usize, seed: u64) -> std::result::Result<Vec<u8>, String> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let n = rows.ids.len();
+    let bytes: Vec<(String, Vec<u8>)> = rows
+        .methods
+        .iter()
+        .map(|(name, v)| (name.clone(), bytemuck::cast_slice(v).to_vec()))
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(name, b)| {
+            TensorView::new(Dtype::F32, vec![n, dim], b)
+                .map(|t| (name.clone(), t))
+                .map_err(|e| e.to_string())
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let meta: std::collections::HashMap<String, String> = [
+        ("format".to_string(), "pt".to_string()),
+        ("ids".into(), serde_json::json!(rows.ids).to_string()),
+        ("tokens".into(), serde_json::json!(rows.texts).to_string()),
+        (
+            "held_out".into(),
+            serde_json::json!(rows.held_out).to_string(),
+        ),
+        ("seed".into(), seed.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+}
+
+/// Held-out tokens treated as unknown: the source without them.
+struct Reduced {
+    tokenizer: SourceTokenizer,
+    vocab: SourceVocab,
+    held: HashSet<u32>,
+}
+
+impl Reduced {
+    fn new(full: &Source<'_>, held: HashSet<u32>) -> Result<Reduced> {
+        let tokenizer = holdout::without(full.tokenizer, &held)?;
+        let mut vocab = full.vocab.clone();
+        vocab.ids.retain(|_, id| !held.contains(id));
+        Ok(Reduced {
+            tokenizer,
+            vocab,
+            held,
+        })
     }
-}
 
-/// Mean of each token's piece rows, n x dim.
-fn piece_means(src: Matrix<'_>, items: &[Decomposed]) -> Vec<f32> {
-    let d = src.cols;
-    let mut out = vec![0f32; items.len() * d];
-    let mut tmp = vec![0f32; d];
-    for (it, o) in items.iter().zip(out.chunks_exact_mut(d.max(1))) {
-        for &p in &it.pieces {
-            src.row_f32(p as usize, &mut tmp);
-            o.iter_mut().zip(&tmp).for_each(|(a, t)| *a += t);
+    fn source<'a>(&'a self, full: &Source<'a>) -> Source<'a> {
+        Source {
+            matrix: full.matrix,
+            vocab: &self.vocab,
+            tokenizer: &self.tokenizer,
+            initializer_range: full.initializer_range,
+            held_out: &self.held,
         }
-        let n = it.pieces.len().max(1) as f32;
-        o.iter_mut().for_each(|a| *a /= n);
     }
-    out
 }
 
-/// Fits the compose-fit map on `fit` candidates (at most [`FIT_MAX`], in the given order), each
-/// decomposed with the tokenizer rebuilt without its group and without `exclude`.
-pub fn fit_map(
-    tok: &SourceTokenizer,
-    src: Matrix<'_>,
-    vocab_rows: usize,
-    fit: &[&Candidate],
-    exclude: &HashSet<u32>,
+/// Builds the rows `method` makes for the target `texts` from `source`, as a transplant would:
+/// the plan, the fit, the guide, the builder (f32). None when the method cannot run here (too
+/// little to fit on), with the reason in `notes`.
+fn build(
+    source: &Source<'_>,
+    texts: &[String],
+    method: Method,
+    space: Option<GuideSpace<'_>>,
     seed: u64,
-) -> Result<LinearMap> {
-    let fit = &fit[..fit.len().min(FIT_MAX)];
-    let fold = fit.len().div_ceil(FIT_FOLDS).max(1);
-    let mut pairs: Vec<Decomposed> = Vec::new();
-    for group in fit.chunks(fold) {
-        let mut held = exclude.clone();
-        held.extend(group.iter().map(|c| c.id));
-        pairs.extend(holdout::decompose(tok, group, &held, vocab_rows)?);
+    ev: &mut Evaluation,
+) -> Result<Option<Vec<f32>>> {
+    let target = TargetVocab::from_words(texts.to_vec(), "held-out tokens");
+    let mut plan = init::plan(source, &target, method);
+    let fitting = match init::fit(source, &mut plan, texts, method, seed) {
+        Ok(f) => f,
+        // Too little to fit on (a tiny vocabulary): the method is left out, said why.
+        Err(Error::Invalid(msg)) => {
+            ev.notes.push(msg);
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    if let Method::Guide(rule) = method {
+        let report = match space {
+            Some(GuideSpace::Vectors(v)) => {
+                Some(init::guide_by_vectors(source, &mut plan, texts, v, rule)?)
+            }
+            Some(GuideSpace::Donor(d)) => init::guide_by_donor(source, &mut plan, texts, d, rule)?,
+            None => None,
+        };
+        if let Some(r) = report {
+            ev.guided = Some(r.guided);
+            ev.anchors = r.anchors;
+        }
     }
-    let x = piece_means(src, &pairs);
-    let d = src.cols;
-    let mut y = vec![0f32; pairs.len() * d];
-    for (p, r) in pairs.iter().zip(y.chunks_exact_mut(d.max(1))) {
-        src.row_f32(p.id as usize, r);
+    let sigma = init::sigma(source);
+    let opts = init::options(
+        source,
+        method,
+        Some(&sigma),
+        &fitting,
+        (DType::F32, seed, false),
+    );
+    if fitting.summary.is_some() && method == Method::ComposeFit {
+        ev.fit = fitting.summary.clone();
     }
-    compose_fit::fit(&x, &y, d, seed)
+    if fitting.auto.is_some() {
+        ev.auto = fitting.auto.clone();
+    }
+    let mut rows: Vec<f32> = Vec::with_capacity(texts.len() * source.matrix.cols);
+    let mut tmp = Vec::new();
+    align::build_blocks(&plan.rows, source.matrix, &opts, |block| {
+        tmp.resize(block.len() / 4, 0f32);
+        DType::F32.decode(block, &mut tmp);
+        rows.extend_from_slice(&tmp);
+        Ok(())
+    })
+    .map_err(|e| Error::Invalid(format!("building held-out rows: {e}")))?;
+    Ok(Some(rows))
 }
 
-/// Candidates in a seeded order, those in `prefer` first.
-pub fn ordered_candidates(
-    mut cands: Vec<Candidate>,
-    seed: u64,
-    prefer: Option<&HashSet<String>>,
-) -> Vec<Candidate> {
-    cands.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-    if let Some(p) = prefer {
-        // Stable: the seeded order holds within each group.
-        cands.sort_by_key(|c| !p.contains(&c.text) && !p.contains(c.text.trim()));
-    }
-    cands
-}
-
-/// Holds out a sample, re-initialises it with each method, and scores the results.
+/// Holds out a sample, rebuilds it with each method from the source without it, and scores the
+/// results against the true rows.
 pub fn evaluate(
-    tok: &SourceTokenizer,
-    src: Matrix<'_>,
-    vocab_rows: usize,
+    full: &Source<'_>,
     cands: Vec<Candidate>,
     opts: &EvalOptions<'_>,
 ) -> Result<Evaluation> {
-    let cands = ordered_candidates(cands, opts.seed, opts.prefer);
+    let cands = init::ordered_candidates(cands, opts.seed, opts.prefer);
     let refs: Vec<&Candidate> = cands.iter().collect();
-    // Hold out twice the sample (most candidates split), more if too few split; with
-    // compose-fit, at most half of the candidates, so that the rest can be fitted on.
-    let limit = if opts.methods.contains(&Method::ComposeFit) {
-        refs.len() / 2
-    } else {
-        refs.len()
-    };
+    let vocab_rows = full.vocab.size;
+    // Hold out twice the sample (most candidates split), more if too few split; with a fitted
+    // method, at most half of the candidates, so that the rest can be fitted on.
+    let fits = opts
+        .methods
+        .iter()
+        .any(|m| matches!(m, Method::ComposeFit | Method::Auto));
+    let limit = if fits { refs.len() / 2 } else { refs.len() };
     let mut k = (opts.sample * 2).min(limit);
-    let (k, mut held) = loop {
+    let (k, held) = loop {
         let set: HashSet<u32> = refs[..k].iter().map(|c| c.id).collect();
-        let dec = holdout::decompose(tok, &refs[..k], &set, vocab_rows)?;
+        let dec = holdout::decompose(full.tokenizer, &refs[..k], &set, vocab_rows)?;
         if dec.len() >= opts.sample || k == limit {
             break (k, dec);
         }
         k = (k * 2).min(limit);
     };
+    let reduced = Reduced::new(full, refs[..k].iter().map(|c| c.id).collect())?;
+    let source = reduced.source(full);
+    // Scored: the held-out tokens a transplant from the reduced source composes from 2 or more
+    // pieces (not those it would copy from another token, e.g. `x` from `##x`).
+    let texts: Vec<String> = held.iter().map(|h| h.text.clone()).collect();
+    let base = init::plan(
+        &source,
+        &TargetVocab::from_words(texts.clone(), "held-out tokens"),
+        Method::Compose,
+    );
+    let mut held: Vec<_> = held
+        .into_iter()
+        .zip(&base.rows)
+        .filter(|(_, r)| matches!(&r.source, RowSource::Composed(p) if p.len() >= 2))
+        .map(|(h, _)| h)
+        .collect();
     held.truncate(opts.sample);
     if held.is_empty() {
         return Err(Error::Invalid(
             "no source token splits into 2 or more pieces when held out: nothing to score".into(),
         ));
     }
-    let held_set: HashSet<u32> = refs[..k].iter().map(|c| c.id).collect();
+    let texts: Vec<String> = held.iter().map(|h| h.text.clone()).collect();
     let truth: Vec<u32> = held.iter().map(|h| h.id).collect();
-    let d = src.cols;
-    let means = piece_means(src, &held);
-    let mut fit = None;
-    let mut guided = None;
-    let mut notes = Vec::new();
-    let mut scores = Vec::new();
-    for &m in opts.methods {
-        let preds: Vec<f32> = match m {
-            Method::Compose => means.clone(),
-            Method::ComposeFit => {
-                match fit_map(tok, src, vocab_rows, &refs[k..], &held_set, opts.seed) {
-                    Ok(map) => {
-                        fit = Some(map.summary());
-                        map.apply_all(&means)?
-                    }
-                    // Too little to fit on (a tiny vocabulary): the method is left out, said why.
-                    Err(Error::Invalid(msg)) => {
-                        notes.push(msg);
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Method::Mean => {
-                let mu = align::mean_row(src, vocab_rows);
-                mu.repeat(held.len())
-            }
-            Method::Random => {
-                let normal = Normal::new(0.0f32, opts.sigma.max(0.0)).ok();
-                (0..held.len())
-                    .flat_map(|i| {
-                        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-                        rng.set_stream(i as u64);
-                        (0..d)
-                            .map(|_| normal.map_or(0.0, |n| n.sample(&mut rng)))
-                            .collect::<Vec<f32>>()
-                    })
-                    .collect()
-            }
-            Method::Zeros => vec![0.0; held.len() * d],
-            Method::ComposeLength => {
-                let mut out = vec![0f32; held.len() * d];
-                let mut tmp = vec![0f32; d];
-                for (h, o) in held.iter().zip(out.chunks_exact_mut(d.max(1))) {
-                    for (&p, w) in h.pieces.iter().zip(tok.length_weights(&h.pieces)) {
-                        src.row_f32(p as usize, &mut tmp);
-                        o.iter_mut().zip(&tmp).for_each(|(a, t)| *a += w * t);
-                    }
-                }
-                out
-            }
-            Method::Guide | Method::GuideOmp => {
-                let Some(g) = &opts.guide else { continue };
-                let rule = match m {
-                    Method::GuideOmp => guide::Rule::Omp { k: g.omp_k },
-                    _ => guide::Rule::Softmax,
-                };
-                let mut preds = means.clone();
-                let mut with: Vec<usize> = Vec::new();
-                let mut queries: Vec<f32> = Vec::new();
-                for (i, h) in held.iter().enumerate() {
-                    if let Some(q) = (g.query)(h) {
-                        with.push(i);
-                        queries.extend(q);
-                    }
-                }
-                // Held-out tokens are never anchors.
-                let weights = g.anchors.weights(&queries, &held_set, rule)?;
-                let mut tmp = vec![0f32; d];
-                for (&i, w) in with.iter().zip(&weights) {
-                    if w.is_empty() {
-                        continue;
-                    }
-                    let p = &mut preds[i * d..(i + 1) * d];
-                    p.fill(0.0);
-                    for &(k, wt) in w {
-                        src.row_f32(g.anchors.ids[k] as usize, &mut tmp);
-                        p.iter_mut().zip(&tmp).for_each(|(a, t)| *a += wt * t);
-                    }
-                }
-                guided = Some(with.len());
-                preds
-            }
-        };
-        scores.push(quality::score(m.name(), src, vocab_rows, &truth, &preds)?);
-    }
-    Ok(Evaluation {
+    let mut ev = Evaluation {
         candidates: cands.len(),
         held_out: k,
         scored: held.len(),
@@ -507,9 +455,50 @@ pub fn evaluate(
                 .filter(|h| p.contains(&h.text) || p.contains(h.text.trim()))
                 .count()
         }),
-        scores,
-        fit,
-        notes,
-        guided,
-    })
+        scores: Vec::new(),
+        fit: None,
+        auto: None,
+        notes: Vec::new(),
+        guided: None,
+        anchors: 0,
+        rows: None,
+    };
+    let mut kept: Vec<(String, Vec<f32>)> = Vec::new();
+    for &m in opts.methods {
+        if matches!(m, Method::Guide(_)) && opts.guide.is_none() {
+            continue;
+        }
+        let Some(preds) = build(&source, &texts, m, opts.guide, opts.seed, &mut ev)? else {
+            continue;
+        };
+        ev.scores.push(quality::score(
+            m.name(),
+            full.matrix,
+            vocab_rows,
+            &truth,
+            &preds,
+        )?);
+        if opts.keep_rows {
+            kept.push((m.name().to_string(), preds));
+        }
+    }
+    if opts.keep_rows {
+        let mut t = vec![0f32; truth.len() * full.matrix.cols];
+        for (id, r) in truth
+            .iter()
+            .zip(t.chunks_exact_mut(full.matrix.cols.max(1)))
+        {
+            full.matrix.row_f32(*id as usize, r);
+        }
+        kept.push(("truth".into(), t));
+        let mut held_out: Vec<u32> = reduced.held.iter().copied().collect();
+        held_out.sort_unstable();
+        ev.rows = Some(HeldOutRows {
+            held_out,
+            ids: truth,
+            texts,
+            methods: kept,
+        });
+    }
+    Ok(ev)
 }

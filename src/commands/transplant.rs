@@ -3,13 +3,13 @@
 
 use super::score;
 use super::Staged;
-use crate::align::{self, BuildOptions, Fill, FillKind, Init, Matrix};
+use crate::align::{self, BuildOptions, Matrix};
 use crate::checkpoint;
 use crate::config::TransplantConfig;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::guide;
 use crate::hub;
+use crate::init::{self, Method, Source};
 use crate::matching::{self, holdout, Plan};
 use crate::output::Output;
 use crate::plot;
@@ -19,14 +19,10 @@ use crate::vectors::{self, Vectors};
 use crate::vocab::{self, TargetVocab};
 use crate::writer::Batch;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Held-out tokens scored for `--report`.
 const REPORT_SAMPLE: usize = 2000;
-
-/// initializer_range values outside this band are not a standard deviation anyone meant.
-const PLAUSIBLE_SIGMA: std::ops::RangeInclusive<f64> = 1e-8..=10.0;
 
 pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantReport>> {
     if cfg.vectors.is_some() {
@@ -136,35 +132,22 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     }
 
     let out_dtype = cfg.dtype.unwrap_or(emb.dtype);
-    let (fill, sigma, sigma_from) = match cfg.init.fill() {
-        FillKind::Random => {
-            let (s, from) = match model_cfg.initializer_range {
-                Some(r) if PLAUSIBLE_SIGMA.contains(&r) => {
-                    (r as f32, "config.json initializer_range".to_string())
-                }
-                Some(r) => {
-                    let s = align::std_of(src, source.size);
-                    out.warn(&format!(
-                        "{}: initializer_range {r} is not a plausible standard deviation; random rows use the source matrix's std {s} instead",
-                        files.config.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "config.json".into())
-                    ));
-                    (
-                        s,
-                        format!(
-                            "std of the source matrix (config.json initializer_range {r} ignored)"
-                        ),
-                    )
-                }
-                None => (
-                    align::std_of(src, source.size),
-                    "std of the source matrix".to_string(),
-                ),
-            };
-            (Fill::Random { sigma: s }, Some(s), Some(from))
-        }
-        FillKind::Zeros => (Fill::Zeros, None, None),
-        FillKind::Mean => (Fill::Mean, None, None),
+    let no_held_out = HashSet::new();
+    let engine = Source {
+        matrix: src,
+        vocab: &source,
+        tokenizer: &tokenizer,
+        initializer_range: model_cfg.initializer_range,
+        held_out: &no_held_out,
     };
+    let sigma = (cfg.init.fill() == Method::Random).then(|| init::sigma(&engine));
+    if let Some(r) = sigma.as_ref().and_then(|s| s.implausible) {
+        out.warn(&format!(
+            "{}: initializer_range {r} is not a plausible standard deviation; random rows use the source matrix's std {} instead",
+            files.config.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "config.json".into()),
+            sigma.as_ref().map_or(0.0, |s| s.value)
+        ));
+    }
     let fill_name = cfg.init.fill().name();
     spin.finish_and_clear();
     mark("load_embedding");
@@ -172,84 +155,61 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         cfg.progress,
         &format!("matching {} target tokens", target.tokens.len()),
     );
-    let plan = matching::plan_target(&target, &source, Some(&tokenizer), cfg.init.composes());
+    let mut plan = init::plan(&engine, &target, cfg.init);
     if plan.tokenizer_errors > 0 {
         out.warn(&format!(
             "the source tokenizer could not encode {} target token(s); they got the {fill_name} fill",
             plan.tokenizer_errors
         ));
     }
-    let mut plan = plan;
-    if cfg.init == Init::ComposeLength {
-        // The pieces' rows weighted by their lengths (the report shows each piece's weight).
-        for row in plan.rows.iter_mut() {
-            if let align::RowSource::Composed(ids) = &row.source {
-                let w = tokenizer.length_weights(ids);
-                row.source = align::RowSource::Weighted(ids.iter().copied().zip(w).collect());
-            }
-        }
-    }
+    // Static vectors and donors know words: a coded target token is looked up as its text.
+    let texts = target.texts();
     let mut guide_report = None;
+    let mut vectors = None;
     if let Some(path) = &cfg.aux_vectors {
-        // Static vectors know words: a coded target token is looked up as the text it stands for.
-        let texts = target.texts();
-        guide_report = Some(guide_rows(
-            &mut plan,
-            &texts,
-            &tokenizer,
-            source.size,
-            path,
-            cfg.guide,
+        let v = read_aux_vectors(&engine, &plan, &texts, path)?;
+        guide_report = Some(init::guide_by_vectors(
+            &engine, &mut plan, &texts, &v, cfg.guide,
         )?);
+        vectors = Some(v);
         mark("aux_vectors");
     }
     let donor_provenance = donor_files.as_ref().map(|f| f.provenance.clone());
-    if let (Some(d), Some(files)) = (&cfg.donor, &donor_files) {
-        let loaded = super::donor::load(d, files, out)?;
-        guide_report = Some(donor_rows(
+    let loaded = match (&cfg.donor, &donor_files) {
+        (Some(d), Some(files)) => Some(super::donor::load(d, files, out)?),
+        _ => None,
+    };
+    if let Some(loaded) = &loaded {
+        let report = init::guide_by_donor(
+            &engine,
             &mut plan,
             &target.tokens,
-            (&source, tokenizer.style),
-            &loaded,
-            cfg,
-        )?);
+            &loaded.donor(),
+            cfg.guide,
+        )?
+        .ok_or_else(|| super::donor::no_shared(&loaded.name, &cfg.model))?;
+        guide_report = Some(report);
         mark("donor");
     }
     spin.finish_and_clear();
     mark("match_and_compose");
-    // compose-fit: the map from the mean of pieces to the row, fitted on the source's own
-    // multi-piece tokens (every one that can be held out, in a seeded order).
-    let compose_map = if cfg.init == Init::ComposeFit {
-        let cands =
-            score::ordered_candidates(holdout::candidates(&tokenizer, source.size), cfg.seed, None);
-        let refs: Vec<&_> = cands.iter().collect();
-        let map = score::fit_map(
-            &tokenizer,
-            src,
-            source.size,
-            &refs,
-            &HashSet::new(),
-            cfg.seed,
-        )
-        .map_err(|e| match e {
+    // compose-fit and auto: the map from the mean of pieces to the row, fitted on the source's
+    // own multi-piece tokens, and the composed rows it applies to.
+    let fitting =
+        init::fit(&engine, &mut plan, &texts, cfg.init, cfg.seed).map_err(|e| match e {
             Error::Invalid(m) => Error::Invalid(format!("{}: {m}", cfg.model)),
             e => e,
         })?;
+    if cfg.init == Method::ComposeFit || cfg.init == Method::Auto {
         mark("fit_composition");
-        Some(Arc::new(map))
-    } else {
-        None
-    };
-    let opts = BuildOptions {
-        out: out_dtype,
-        fill,
-        seed: cfg.seed,
-        calibrate_norm: cfg.calibrate_norm,
-        vocab_rows: source.size,
-        compose_map: compose_map.clone(),
-        row_stats: true,
-    };
-
+    }
+    let opts = init::options(
+        &engine,
+        cfg.init,
+        sigma.as_ref(),
+        &fitting,
+        (out_dtype, cfg.seed, cfg.calibrate_norm),
+    );
     let mut report = TransplantReport {
         output: if cfg.write_matrix {
             cfg.output.path.display().to_string()
@@ -266,13 +226,14 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         source_vocab: source.path.display().to_string(),
         source_vocab_size: source.size,
         source_tokenizer: tokenizer.style,
-        sigma,
-        sigma_from,
+        sigma: sigma.as_ref().map(|s| s.value),
+        sigma_from: sigma.as_ref().map(|s| s.from.clone()),
         nonfinite_source_rows: bad_rows.len(),
         aux_vectors: cfg.aux_vectors.as_ref().map(|p| p.display().to_string()),
         donor: donor_provenance,
         guide: guide_report,
-        compose_fit: compose_map.as_ref().map(|m| m.summary()),
+        compose_fit: fitting.summary.clone(),
+        auto: fitting.auto.clone(),
         ..plan_report(cfg, &target, &plan, fill_name, out_dtype, emb.cols)
     };
 
@@ -316,19 +277,26 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     let held_out = match &cfg.report {
         Some(_) => {
             let prefer: HashSet<String> = target.tokens.iter().cloned().collect();
-            let method = score::Method::of_init(cfg.init);
+            let space = match (&vectors, &loaded) {
+                (Some(v), _) => Some(score::GuideSpace::Vectors(v)),
+                _ => None,
+            };
+            let donor = loaded.as_ref().map(|l| l.donor());
+            let space = space.or(donor.as_ref().map(score::GuideSpace::Donor));
+            let method = match space {
+                Some(_) => Method::Guide(cfg.guide),
+                None => cfg.init,
+            };
             let ev = score::evaluate(
-                &tokenizer,
-                src,
-                source.size,
+                &engine,
                 holdout::candidates(&tokenizer, source.size),
                 &score::EvalOptions {
-                    guide: None,
+                    guide: space,
                     sample: REPORT_SAMPLE,
                     seed: cfg.seed,
-                    sigma: sigma.unwrap_or_else(|| score::sigma(None, src, source.size)),
                     methods: &[method],
                     prefer: Some(&prefer),
+                    keep_rows: false,
                 },
             );
             Some(match ev {
@@ -500,111 +468,27 @@ pub(super) fn stage_extras(
     Ok(())
 }
 
-/// `--aux-vectors`: every row that is not a copy and whose token the static file knows is built
-/// from its anchors' source rows by the guide's rule; its pieces name the anchors.
-fn guide_rows(
-    plan: &mut matching::Plan,
-    tokens: &[String],
-    tokenizer: &matching::SourceTokenizer,
-    vocab_rows: usize,
+/// `--aux-vectors`: reads the vectors of the source's anchor candidates and of the target
+/// tokens that are not copies (all the guide looks up).
+fn read_aux_vectors(
+    source: &Source<'_>,
+    plan: &Plan,
+    texts: &[String],
     path: &std::path::Path,
-    rule: guide::Rule,
-) -> Result<report::GuideReport> {
-    let cands = holdout::candidates(tokenizer, vocab_rows);
-    let open: Vec<usize> = (0..tokens.len())
-        .filter(|&i| !plan.rows[i].source.is_copy())
-        .collect();
+) -> Result<Vectors> {
+    let cands = holdout::candidates(source.tokenizer, source.vocab.size);
     let wanted = vectors::Wanted::new(
         cands
             .iter()
             .map(|c| c.text.as_str())
-            .chain(open.iter().map(|&i| tokens[i].as_str()))
+            .chain(
+                (0..texts.len())
+                    .filter(|&i| !plan.rows[i].source.is_copy())
+                    .map(|i| texts[i].as_str()),
+            )
             .flat_map(Vectors::forms),
     );
-    let vectors = vectors::read(path, &|w: &str| wanted.contains(w))?;
-    let anchors = score::anchors(&cands, &vectors);
-    let with: Vec<usize> = open
-        .into_iter()
-        .filter(|&i| vectors.lookup(&tokens[i]).is_some())
-        .collect();
-    let queries: Vec<f32> = with
-        .iter()
-        .flat_map(|&i| vectors.lookup(&tokens[i]).unwrap_or(&[]).to_vec())
-        .collect();
-    let rule = rule.capped(anchors.dim);
-    let weights = anchors.weights(&queries, &HashSet::new(), rule)?;
-    let guided = set_guided(plan, &with, weights, &anchors);
-    Ok(guide_report(rule, &anchors, guided))
-}
-
-/// Rows `at` become the combinations `weights` of anchors' source rows; how many did.
-fn set_guided(
-    plan: &mut matching::Plan,
-    at: &[usize],
-    weights: Vec<Vec<(usize, f32)>>,
-    anchors: &guide::Anchors,
-) -> usize {
-    let mut guided = 0;
-    for (&i, w) in at.iter().zip(weights) {
-        if w.is_empty() {
-            continue;
-        }
-        plan.rows[i] = matching::Row {
-            source: align::RowSource::Weighted(
-                w.iter().map(|&(k, wt)| (anchors.ids[k], wt)).collect(),
-            ),
-            method: matching::Method::Guided,
-        };
-        guided += 1;
-    }
-    guided
-}
-
-fn guide_report(rule: guide::Rule, anchors: &guide::Anchors, guided: usize) -> report::GuideReport {
-    report::GuideReport {
-        rule: rule.name().to_string(),
-        k: match rule {
-            guide::Rule::Omp { k } => Some(k),
-            guide::Rule::Softmax => None,
-        },
-        description: rule.describe(),
-        dim: anchors.dim,
-        anchors: anchors.len(),
-        guided,
-    }
-}
-
-/// Target tokens guided per round (bounds the memory of their donor rows).
-const DONOR_ROUND: usize = 4096;
-
-/// `--donor`: every row that is not a copy and whose token the donor knows (by its text) is built
-/// from the source rows of anchors (source tokens the donor knows) by the guide's rule.
-fn donor_rows(
-    plan: &mut matching::Plan,
-    tokens: &[String],
-    (source, style): (&vocab::SourceVocab, matching::Style),
-    loaded: &super::donor::Loaded,
-    cfg: &TransplantConfig,
-) -> Result<report::GuideReport> {
-    let donor = loaded.donor();
-    let shared = donor.shared(source, style, source.size);
-    if shared.is_empty() {
-        return Err(super::donor::no_shared(&loaded.name, &cfg.model));
-    }
-    let anchors = donor.anchors(source, &shared);
-    let rule = cfg.guide.capped(donor.dim());
-    let open: Vec<(usize, u32)> = (0..tokens.len())
-        .filter(|&i| !plan.rows[i].source.is_copy())
-        .filter_map(|i| donor.find_token(&tokens[i]).map(|d| (i, d)))
-        .collect();
-    let mut guided = 0;
-    for round in open.chunks(DONOR_ROUND) {
-        let queries: Vec<f32> = round.iter().flat_map(|&(_, d)| donor.row(d)).collect();
-        let weights = anchors.weights(&queries, &HashSet::new(), rule)?;
-        let at: Vec<usize> = round.iter().map(|&(i, _)| i).collect();
-        guided += set_guided(plan, &at, weights, &anchors);
-    }
-    Ok(guide_report(rule, &anchors, guided))
+    vectors::read(path, &|w: &str| wanted.contains(w))
 }
 
 /// The `--plot` data: each row's norm grouped by its method, in the order the methods are tried.
@@ -709,6 +593,15 @@ pub(super) fn metadata(r: &TransplantReport, copied_rows: &str) -> BTreeMap<Stri
             "donor_weights"
         };
         put(key, g.description.clone());
+    }
+    if let Some(a) = &r.auto {
+        put("init_auto_used", a.used.clone());
+        put("init_auto_reason", a.reason.clone());
+        put("init_auto_fitted_rows", a.fitted.to_string());
+        put(
+            "init_auto_kinds",
+            serde_json::to_string(&a.kinds).unwrap_or_default(),
+        );
     }
     if let Some(f) = &r.compose_fit {
         put("compose_fit_identity", f.identity.to_string());

@@ -7,11 +7,12 @@ use super::transplant::{
     copied_rows_of, metadata, plan_report, record_stats, stage_extras, stage_matrix,
 };
 use super::Staged;
-use crate::align::{self, BuildOptions, Fill, FillKind, Matrix};
+use crate::align::{self, BuildOptions, Fill, Matrix};
 use crate::config::TransplantConfig;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::hub::Provenance;
+use crate::init::Method;
 use crate::matching::{statics, Style};
 use crate::output::Output;
 use crate::quality::ReportScore;
@@ -74,16 +75,16 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     let fill_kind = cfg.init.fill();
     let fill_name = fill_kind.name();
     let (fill, sigma, sigma_from) = match fill_kind {
-        FillKind::Random => {
-            let s = align::std_of(src, src.rows);
+        Method::Zeros => (Fill::Zeros, None, None),
+        Method::Mean => (Fill::Mean, None, None),
+        _ => {
+            let s = align::std_of(src, src.rows, &Default::default());
             (
                 Fill::Random { sigma: s },
                 Some(s),
                 Some("std of the vectors read (the kept rows)".to_string()),
             )
         }
-        FillKind::Zeros => (Fill::Zeros, None, None),
-        FillKind::Mean => (Fill::Mean, None, None),
     };
     let opts = BuildOptions {
         out: out_dtype,
@@ -91,6 +92,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         seed: cfg.seed,
         calibrate_norm: cfg.calibrate_norm,
         vocab_rows: src.rows,
+        held_out: None,
         compose_map: None,
         row_stats: true,
     };
@@ -122,6 +124,10 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         }),
         ..plan_report(cfg, &target, &plan, fill_name, out_dtype, vectors.dim)
     };
+    if cfg.init == Method::Auto {
+        // Static vectors have no tokenizer to fit a map on: auto is plain composition here.
+        report.init = Method::Compose.name().to_string();
+    }
     let meta = metadata(&report, &copied_rows_of(&plan));
     let mut batch = Batch::new();
     let stats = stage_matrix(cfg, out, &plan, src, &opts, &meta, &mut batch)?;

@@ -71,7 +71,7 @@ impl Row {
     pub fn pieces(&self) -> &[u32] {
         match &self.source {
             RowSource::Copy(id) => std::slice::from_ref(id),
-            RowSource::Composed(ids) => ids,
+            RowSource::Composed(ids) | RowSource::Fitted(ids) => ids,
             RowSource::Weighted(_) | RowSource::Fill => &[],
         }
     }

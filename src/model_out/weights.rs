@@ -357,7 +357,7 @@ impl Builder<'_> {
                     .iter()
                     .map(|r| match r {
                         RowSource::Copy(i) => b.get(*i as usize).copied().unwrap_or(fill),
-                        RowSource::Composed(ids) => {
+                        RowSource::Composed(ids) | RowSource::Fitted(ids) => {
                             let s: f32 = ids.iter().filter_map(|&i| b.get(i as usize)).sum();
                             s / ids.len().max(1) as f32
                         }

@@ -246,7 +246,12 @@ fn no_progress_output_on_a_stderr_that_is_not_a_terminal() {
         .success();
     let err = stderr_of(&a);
     assert!(err.starts_with("wrote out.safetensors: 2000 rows"), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err:?}");
+    // The summary, and the default init's choice.
+    assert_eq!(err.lines().count(), 2, "{err:?}");
+    assert!(
+        err.lines().nth(1).unwrap().starts_with("init auto: "),
+        "{err:?}"
+    );
     assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
 
     let sb = finetune_sandbox();

@@ -9,8 +9,13 @@ const DIM: usize = 16;
 /// letters (no word is a prefix of another). Each word's row is `distort` applied to the mean of
 /// its letters' rows; `##x` has x's row.
 fn synthetic_model(dir: &Path, distort: impl Fn(&[f32]) -> Vec<f32>) {
+    synthetic_model_of(dir, 12, distort)
+}
+
+/// [`synthetic_model`] with `n` letters (C(n, 3) words).
+fn synthetic_model_of(dir: &Path, n: usize, distort: impl Fn(&[f32]) -> Vec<f32>) {
     std::fs::create_dir_all(dir).unwrap();
-    let letters: Vec<char> = "abcdefghijkl".chars().collect();
+    let letters: Vec<char> = "abcdefghijklmnopqrstuvwxyz".chars().take(n).collect();
     let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
         .iter()
         .map(|s| s.to_string())
@@ -31,9 +36,9 @@ fn synthetic_model(dir: &Path, distort: impl Fn(&[f32]) -> Vec<f32>) {
         vocab.push(format!("##{c}"));
         rows.push(r.clone());
     }
-    for i in 0..12 {
-        for j in i + 1..12 {
-            for k in j + 1..12 {
+    for i in 0..n {
+        for j in i + 1..n {
+            for k in j + 1..n {
                 vocab.push([letters[i], letters[j], letters[k]].iter().collect());
                 let mean: Vec<f32> = (0..DIM)
                     .map(|c| (letter_rows[i][c] + letter_rows[j][c] + letter_rows[k][c]) / 3.0)
@@ -454,5 +459,113 @@ with open("plain.txt", "w") as f:
     for (file, row, pieces) in &outputs[1..] {
         assert_eq!(row, &outputs[0].1, "{file}");
         assert_eq!(pieces, &outputs[0].2, "{file}");
+    }
+}
+
+/// The rows `score` evaluates are the rows a transplant writes: for every method, score's rows
+/// of its held-out tokens (`--save-rows`) are byte-identical to what `embed-transplant` writes
+/// for those tokens as the target vocabulary, from the model with every held-out token removed
+/// (its vocab.txt lines and embedding rows deleted, so ids are renumbered: only the rows agree).
+#[test]
+fn score_rows_are_transplant_rows() {
+    let sb = Sandbox::new();
+    // 364 words, each row a fixed distortion of its letters' mean: the fitted map wins here, so
+    // compose-fit and auto apply one.
+    synthetic_model_of(&sb.path("m"), 14, distortion());
+    let vocab = lines(&sb.path("m/vocab.txt"));
+    let mut rng = Lcg(5);
+    let words: Vec<&String> = vocab.iter().filter(|w| w.len() == 3).collect();
+    let mut vec_file = format!("{} 6\n", words.len());
+    for w in &words {
+        let v: Vec<String> = (0..6).map(|_| rng.next().to_string()).collect();
+        vec_file += &format!("{w} {}\n", v.join(" "));
+    }
+    std::fs::write(sb.path("static.vec"), vec_file).unwrap();
+    let a = sb
+        .cmd()
+        .args([
+            "score", "-m", "m", "--sample", "40", "--seed", "3", "--json",
+        ])
+        .args(["--aux-vectors", "static.vec", "--guide-k", "4"])
+        .args(["--save-rows", "rows.safetensors"])
+        .assert()
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
+    assert_eq!(report["auto"]["used"], "compose-fit", "{report}");
+    let rows = read_st(&sb.path("rows.safetensors"));
+    let held: Vec<usize> = serde_json::from_str(&rows.meta["held_out"]).unwrap();
+    let tokens: Vec<String> = serde_json::from_str(&rows.meta["tokens"]).unwrap();
+    assert_eq!(tokens.len(), 40);
+
+    // The reduced model: the source without its held-out tokens.
+    std::fs::create_dir(sb.path("r")).unwrap();
+    for f in ["config.json", "tokenizer_config.json"] {
+        std::fs::copy(sb.path("m").join(f), sb.path("r").join(f)).unwrap();
+    }
+    let keep: Vec<usize> = (0..vocab.len()).filter(|i| !held.contains(i)).collect();
+    let kept: Vec<&str> = keep.iter().map(|&i| vocab[i].as_str()).collect();
+    std::fs::write(sb.path("r/vocab.txt"), kept.join("\n") + "\n").unwrap();
+    let src = read_st(&sb.path("m/model.safetensors"));
+    let (_, _, data) = &src.tensors["embeddings.word_embeddings.weight"];
+    let w = DIM * 4;
+    let reduced: Vec<u8> = keep
+        .iter()
+        .flat_map(|&i| data[i * w..(i + 1) * w].to_vec())
+        .collect();
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        vec![keep.len(), DIM],
+        &reduced,
+    )
+    .unwrap();
+    safetensors::serialize_to_file(
+        [("embeddings.word_embeddings.weight", view)],
+        None,
+        &sb.path("r/model.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(sb.path("held.txt"), tokens.join("\n") + "\n").unwrap();
+
+    let guide = ["--init", "compose", "--aux-vectors", "static.vec"];
+    let cases: [(&str, Vec<&str>); 9] = [
+        ("auto", vec![]),
+        ("compose", vec!["--init", "compose"]),
+        ("compose-length", vec!["--init", "compose-length"]),
+        ("compose-fit", vec!["--init", "compose-fit"]),
+        ("mean", vec!["--init", "mean"]),
+        ("random", vec!["--init", "random"]),
+        ("zeros", vec!["--init", "zeros"]),
+        ("guide", [&guide[..], &["--guide", "softmax"]].concat()),
+        (
+            "guide-omp",
+            [&guide[..], &["--guide", "omp", "--guide-k", "4"]].concat(),
+        ),
+    ];
+    let names: Vec<&str> = report["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, cases.iter().map(|c| c.0).collect::<Vec<_>>());
+    for (method, args) in &cases {
+        let out = format!("{method}.safetensors");
+        sb.cmd()
+            .args(["-m", "r", "-v", "held.txt", "--seed", "3", "-o", &out, "-q"])
+            .args(args)
+            .assert()
+            .success();
+        let st = read_st(&sb.path(&out));
+        let written = &st.tensors["weight"].2;
+        let scored = &rows.tensors[*method].2;
+        assert_eq!(written.len(), scored.len(), "{method}");
+        let differ =
+            (0..tokens.len()).find(|&i| written[i * w..(i + 1) * w] != scored[i * w..(i + 1) * w]);
+        assert_eq!(
+            differ,
+            None,
+            "{method}: first row that differs (token {:?})",
+            differ.map(|i| &tokens[i])
+        );
     }
 }

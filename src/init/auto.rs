@@ -1,0 +1,282 @@
+//! `--init auto` (the default): whether composed rows get the fitted map is decided per run from
+//! the source's own evidence. A map fitted on one kind of token does not carry to another:
+//! bert-base-chinese has no multi-character Chinese tokens, so a map fitted there learns from
+//! English words and `##` pieces. So the target's composed tokens are sorted into kinds (script
+//! and piece count); the map is fitted on held-out source tokens of those kinds only, and
+//! checked kind by kind on a seeded fifth of them kept out of the fit. A kind gets the map only
+//! when its validation tokens come out closer to their true rows with it than with the plain
+//! mean; every other composed row stays the plain mean. The choice, and why, is in the summary,
+//! `--json`, `--report` and the output's metadata.
+
+use super::{fit_pairs, ordered_candidates, pair_rows, Fitting, Source};
+use crate::align::RowSource;
+use crate::compose_fit;
+use crate::error::{Error, Result};
+use crate::matching::holdout::{self, Candidate};
+use crate::matching::Plan;
+use crate::quality::cosine;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use unicode_script::{Script, UnicodeScript};
+
+/// Fewer fit pairs than this (of the target's kinds): the map is not fitted at all.
+pub const MIN_PAIRS: usize = 200;
+/// Fewer validation pairs of a kind than this: that kind keeps the plain mean.
+pub const MIN_VALIDATION: usize = 20;
+/// Every this-many-th fit pair (in the seeded order) is kept out of the fit to validate it.
+const VALIDATION_EVERY: usize = 5;
+
+/// A composed token's kind: the script of its text and its piece count (4 stands for 4 or more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Kind {
+    /// The Unicode script's name (`Han`, `Latin`, `Common` for digits and punctuation only).
+    script: &'static str,
+    pieces: u8,
+}
+
+impl Kind {
+    fn of(text: &str, pieces: usize) -> Kind {
+        let script = text
+            .chars()
+            .map(|c| c.script())
+            .find(|s| !matches!(s, Script::Common | Script::Inherited | Script::Unknown))
+            .unwrap_or(Script::Common)
+            .full_name();
+        Kind {
+            script,
+            pieces: pieces.min(4) as u8,
+        }
+    }
+
+    fn pieces_name(self) -> String {
+        match self.pieces {
+            4 => "4+".into(),
+            n => n.to_string(),
+        }
+    }
+}
+
+/// One kind of composed token, and what its validation said.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KindChoice {
+    /// Unicode script of the token's text (`Han`, `Latin`, ...; `Common` for digits and
+    /// punctuation only).
+    pub script: String,
+    /// Pieces under the source tokenizer: `2`, `3` or `4+`.
+    pub pieces: String,
+    /// Target rows of this kind.
+    pub rows: usize,
+    /// Held-out source tokens of this kind the map was fitted on, and validated on.
+    pub fit: usize,
+    pub validation: usize,
+    /// Mean cosine to the true row on the validation tokens: with the map, and the plain mean.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cosine_fitted: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cosine_plain: Option<f64>,
+    /// Whether this kind's rows got the map.
+    pub fitted: bool,
+}
+
+/// What `auto` chose for this run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Choice {
+    /// `compose-fit` when some rows got the map, else `compose`.
+    pub used: String,
+    /// Why, in one sentence.
+    pub reason: String,
+    /// Composed target rows of 2 or more pieces, and how many of them got the map.
+    pub composed: usize,
+    pub fitted: usize,
+    pub kinds: Vec<KindChoice>,
+}
+
+impl Choice {
+    fn plain(composed: usize, kinds: Vec<KindChoice>, reason: String) -> Choice {
+        Choice {
+            used: "compose".into(),
+            reason,
+            composed,
+            fitted: 0,
+            kinds,
+        }
+    }
+}
+
+/// Decides, fits and marks (see the module comment). `texts`: the target tokens as text.
+pub fn choose(
+    source: &Source<'_>,
+    plan: &mut Plan,
+    texts: &[String],
+    seed: u64,
+) -> Result<Fitting> {
+    let mut rows_of: BTreeMap<Kind, Vec<usize>> = BTreeMap::new();
+    for (i, row) in plan.rows.iter().enumerate() {
+        if let RowSource::Composed(ids) = &row.source {
+            if ids.len() >= 2 {
+                let text = texts.get(i).map_or("", String::as_str);
+                rows_of
+                    .entry(Kind::of(text, ids.len()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+    }
+    let composed: usize = rows_of.values().map(Vec::len).sum();
+    let mut kinds: Vec<KindChoice> = rows_of
+        .iter()
+        .map(|(k, rows)| KindChoice {
+            script: k.script.to_string(),
+            pieces: k.pieces_name(),
+            rows: rows.len(),
+            fit: 0,
+            validation: 0,
+            cosine_fitted: None,
+            cosine_plain: None,
+            fitted: false,
+        })
+        .collect();
+    let done = |choice: Choice| -> Result<Fitting> {
+        Ok(Fitting {
+            auto: Some(choice),
+            ..Fitting::default()
+        })
+    };
+    if composed == 0 {
+        return done(Choice::plain(
+            0,
+            kinds,
+            "no target token is composed of 2 or more pieces".into(),
+        ));
+    }
+    // Held-out source tokens in the target's scripts; their piece counts are known once split.
+    let scripts: BTreeSet<&str> = rows_of.keys().map(|k| k.script).collect();
+    let cands: Vec<Candidate> = holdout::candidates(source.tokenizer, source.vocab.size)
+        .into_iter()
+        .filter(|c| scripts.contains(&Kind::of(&c.text, 2).script))
+        .collect();
+    let cands = ordered_candidates(cands, seed, None);
+    let refs: Vec<&Candidate> = cands.iter().collect();
+    let pairs: Vec<_> = fit_pairs(source, &refs)?
+        .into_iter()
+        .filter(|p| rows_of.contains_key(&Kind::of(&p.text, p.pieces.len())))
+        .collect();
+    if pairs.len() < MIN_PAIRS {
+        let names: Vec<String> = kinds
+            .iter()
+            .map(|k| format!("{} {}", k.script, k.pieces))
+            .collect();
+        return done(Choice::plain(
+            composed,
+            kinds,
+            format!(
+                "the source has {} held-out token(s) like those composed here ({} pieces) to fit a map on; {MIN_PAIRS} are needed",
+                pairs.len(),
+                names.join(", ")
+            ),
+        ));
+    }
+    let (x, y) = pair_rows(source.matrix, &pairs);
+    let d = source.matrix.cols;
+    let is_val = |i: usize| i % VALIDATION_EVERY == 0;
+    let pick = |m: &[f32], val: bool| -> Vec<f32> {
+        m.chunks_exact(d.max(1))
+            .enumerate()
+            .filter(|(i, _)| is_val(*i) == val)
+            .flat_map(|(_, r)| r.iter().copied())
+            .collect()
+    };
+    let map = match compose_fit::fit(&pick(&x, false), &pick(&y, false), d, seed) {
+        Ok(m) => m,
+        Err(Error::Invalid(msg)) => return done(Choice::plain(composed, kinds, msg)),
+        Err(e) => return Err(e),
+    };
+    // Each kind's validation: the map as the builder applies it, against the plain mean.
+    let mut sums: BTreeMap<Kind, (usize, usize, f64, f64)> = BTreeMap::new();
+    let mut tmp = vec![0f32; d];
+    for (i, p) in pairs.iter().enumerate() {
+        let kind = Kind::of(&p.text, p.pieces.len());
+        let s = sums.entry(kind).or_default();
+        if !is_val(i) {
+            s.0 += 1;
+            continue;
+        }
+        let (xi, yi) = (&x[i * d..(i + 1) * d], &y[i * d..(i + 1) * d]);
+        let mut mapped = xi.to_vec();
+        map.apply(&mut mapped, &mut tmp);
+        s.1 += 1;
+        s.2 += cosine(&mapped, yi) as f64;
+        s.3 += cosine(xi, yi) as f64;
+    }
+    let mut fitted_kinds: BTreeSet<Kind> = BTreeSet::new();
+    for (k, choice) in rows_of.keys().zip(kinds.iter_mut()) {
+        let Some(&(fit, val, with, plain)) = sums.get(k) else {
+            continue;
+        };
+        choice.fit = fit;
+        choice.validation = val;
+        if val > 0 {
+            let (with, plain) = (with / val as f64, plain / val as f64);
+            choice.cosine_fitted = Some(with);
+            choice.cosine_plain = Some(plain);
+            choice.fitted = !map.identity && val >= MIN_VALIDATION && with > plain;
+        }
+        if choice.fitted {
+            fitted_kinds.insert(*k);
+        }
+    }
+    let mut fitted = 0;
+    for k in &fitted_kinds {
+        for &i in &rows_of[k] {
+            if let RowSource::Composed(ids) = &mut plan.rows[i].source {
+                plan.rows[i].source = RowSource::Fitted(std::mem::take(ids));
+                fitted += 1;
+            }
+        }
+    }
+    let summary = map.summary();
+    if fitted == 0 {
+        let reason = if map.identity {
+            "the plain mean beat every fitted map on the source's own validation tokens".into()
+        } else {
+            format!(
+                "no kind composed here had {MIN_VALIDATION} or more validation tokens on which the map beat the plain mean"
+            )
+        };
+        return done(Choice::plain(composed, kinds, reason));
+    }
+    let names: Vec<String> = kinds
+        .iter()
+        .filter(|k| k.fitted)
+        .map(|k| format!("{} {}", k.script, k.pieces))
+        .collect();
+    Ok(Fitting {
+        map: Some(Arc::new(map)),
+        summary: Some(summary),
+        auto: Some(Choice {
+            used: "compose-fit".into(),
+            reason: format!(
+                "the map beat the plain mean on the source's own held-out tokens of kind(s) {}",
+                names.join(", ")
+            ),
+            composed,
+            fitted,
+            kinds,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_by_script_and_piece_count() {
+        assert_eq!(Kind::of("中国人", 3).script, "Han");
+        assert_eq!(Kind::of("##ing", 2).script, "Latin");
+        assert_eq!(Kind::of(" hello", 9).pieces, 4);
+        assert_eq!(Kind::of("123", 2).script, "Common");
+        assert_eq!(Kind::of("1日", 2).script, "Han");
+        assert_eq!(Kind::of("x", 4).pieces_name(), "4+");
+    }
+}
