@@ -1,6 +1,6 @@
 //! The command line (clap derive): doc comments are the help text.
 
-use crate::hub::Secret;
+use crate::load::hub::Secret;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -115,7 +115,7 @@ pub struct ScoreArgs {
     pub donor: Option<String>,
 
     /// OMP's anchors per token for the `guide-omp` method (capped at the auxiliary dimension).
-    #[arg(long, value_name = "N", default_value_t = crate::guide::DEFAULT_K)]
+    #[arg(long, value_name = "N", default_value_t = crate::init::guide::DEFAULT_K)]
     pub guide_k: usize,
 
     /// Name of the embedding tensor, when the automatic choice is wrong or ambiguous.

@@ -7,10 +7,10 @@ use crate::cli::{
 };
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::hub::{HubSettings, Secret};
 use crate::init::Method;
+use crate::load::hub::{HubSettings, Secret};
 use crate::train::OptimizerKind;
-use crate::writer::{Inputs, Target};
+use crate::write::{Inputs, Target};
 use std::path::{Path, PathBuf};
 
 /// Largest `--pad-to-multiple-of` (2^16): at most that many rows, never used by a token, are
@@ -21,8 +21,8 @@ pub const MAX_PAD_MULTIPLE: usize = 1 << 16;
 #[derive(Debug, Clone)]
 pub struct TransplantConfig {
     pub model: String,
-    /// `--model` names a static word-vector file (see [`crate::vectors::sniff`]), in this format.
-    pub vectors: Option<crate::vectors::Format>,
+    /// `--model` names a static word-vector file (see [`crate::load::vectors::sniff`]), in this format.
+    pub vectors: Option<crate::load::vectors::Format>,
     pub vocab: PathBuf,
     pub output: Target,
     /// False when --emit-model is given without -o: no matrix file then.
@@ -36,7 +36,7 @@ pub struct TransplantConfig {
     /// `--donor`: a model as the guide.
     pub donor: Option<String>,
     /// How --donor / --aux-vectors build a row (OMP's k not yet capped at the dimension).
-    pub guide: crate::guide::Rule,
+    pub guide: crate::init::guide::Rule,
     pub calibrate_norm: bool,
     pub seed: u64,
     /// None: the source tensor's own type.
@@ -55,7 +55,7 @@ pub struct TransplantConfig {
 /// `--emit-model DIR` and its companions.
 #[derive(Debug, Clone)]
 pub struct EmitConfig {
-    pub dir: crate::writer::DirTarget,
+    pub dir: crate::write::DirTarget,
     pub extend: bool,
     pub pad_to_multiple_of: Option<usize>,
     pub keep_special: bool,
@@ -88,7 +88,7 @@ impl TransplantConfig {
     /// What this run reads that is known from its flags, before any work: the vocabularies,
     /// --aux-vectors, the hub token file, a local model's files (a sharded index's shards
     /// included) or a hub model's cache entry (whole). The model's resolved files are added once
-    /// known ([`crate::hub::ModelFiles::inputs`]). No output may name or replace one.
+    /// known ([`crate::load::hub::ModelFiles::inputs`]). No output may name or replace one.
     pub fn local_inputs(&self) -> Inputs {
         let mut v = Inputs::new();
         v.file(&self.vocab);
@@ -96,7 +96,7 @@ impl TransplantConfig {
         v.files(self.aux_vectors.clone());
         v.file(token_path());
         model_inputs(&mut v, &self.model, &self.hub);
-        if self.vectors == Some(crate::vectors::Format::Npy) {
+        if self.vectors == Some(crate::load::vectors::Format::Npy) {
             // An .npy's word list.
             let m = Path::new(&self.model);
             v.file(m.with_extension("txt"));
@@ -121,7 +121,7 @@ pub fn model_inputs(v: &mut Inputs, model: &str, hub: &HubSettings) {
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.ends_with(".index.json"));
         if index {
-            if let Ok(shards) = crate::checkpoint::shard_names(m) {
+            if let Ok(shards) = crate::load::checkpoint::shard_names(m) {
                 v.files(shards.into_iter().map(|s| dir.join(s)));
             }
         }
@@ -130,7 +130,7 @@ pub fn model_inputs(v: &mut Inputs, model: &str, hub: &HubSettings) {
             dir.filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| !p.is_dir()),
         );
-    } else if crate::hub::is_hub_id(model) {
+    } else if crate::load::hub::is_hub_id(model) {
         v.tree(hub.cache_entry(model));
     }
 }
@@ -204,7 +204,7 @@ pub struct FinetuneConfig {
     pub freeze_embeddings: bool,
     pub freeze_embeddings_epochs: usize,
     pub freeze_copied: bool,
-    /// `--max-classes`: None means the default rule (see [`crate::labelled::check_classes`]).
+    /// `--max-classes`: None means the default rule (see [`crate::load::labelled::check_classes`]).
     pub max_classes: Option<usize>,
     pub max_len: usize,
     pub unk_token: String,
@@ -257,7 +257,7 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
     if model.trim().is_empty() {
         return Err(Error::Usage("--model is empty".into()));
     }
-    let vectors = crate::vectors::sniff(Path::new(&model));
+    let vectors = crate::load::vectors::sniff(Path::new(&model));
     if let Some(format) = vectors {
         static_source_flags(
             &model,
@@ -314,7 +314,7 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
                 }
             }
             Some(EmitConfig {
-                dir: crate::writer::DirTarget {
+                dir: crate::write::DirTarget {
                     path: dir.clone(),
                     force: args.force,
                     flag: "--emit-model",
@@ -400,7 +400,7 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
 /// Flags that need a checkpoint are usage errors when `--model` is a static-vector file.
 fn static_source_flags(
     model: &str,
-    format: crate::vectors::Format,
+    format: crate::load::vectors::Format,
     [emit_model, tensor, source_vocab, compose_fit, aux_vectors, donor]: [bool; 6],
 ) -> Result<()> {
     let refused = [
@@ -443,7 +443,7 @@ fn donor_flag(donor: &str) -> Result<()> {
     if donor.trim().is_empty() {
         return Err(Error::Usage("--donor is empty".into()));
     }
-    if let Some(format) = crate::vectors::sniff(Path::new(donor)) {
+    if let Some(format) = crate::load::vectors::sniff(Path::new(donor)) {
         return Err(Error::Usage(format!(
             "--donor {donor} is a static word-vector file ({}): pass it as --aux-vectors (a donor is a model with a tokenizer)",
             format.name()
@@ -453,13 +453,13 @@ fn donor_flag(donor: &str) -> Result<()> {
 }
 
 /// `--guide` and `--guide-k`: only with a guide, and k only for OMP. The default rule depends
-/// on the guide ([`crate::guide::default_rule`]).
+/// on the guide ([`crate::init::guide::default_rule`]).
 fn guide_rule(
     rule: Option<GuideArg>,
     k: Option<usize>,
     (donor, aux_vectors): (bool, bool),
-) -> Result<crate::guide::Rule> {
-    use crate::guide::Rule;
+) -> Result<crate::init::guide::Rule> {
+    use crate::init::guide::Rule;
     if !donor && !aux_vectors && (rule.is_some() || k.is_some()) {
         let flag = if rule.is_some() {
             "--guide"
@@ -476,9 +476,9 @@ fn guide_rule(
     let rule = match rule {
         Some(GuideArg::Softmax) => Rule::Softmax,
         Some(GuideArg::Omp) => Rule::Omp {
-            k: crate::guide::DEFAULT_K,
+            k: crate::init::guide::DEFAULT_K,
         },
-        None => crate::guide::default_rule(donor),
+        None => crate::init::guide::default_rule(donor),
     };
     match (rule, k) {
         (Rule::Softmax, Some(_)) => Err(Error::Usage(
@@ -492,11 +492,11 @@ fn guide_rule(
 
 /// Two flags naming the same output file by any spelling (`./g` and `g`, links, hard links), or a
 /// file output inside the directory `--emit-model` replaces.
-fn distinct(targets: &[Option<&Target>], dir: Option<&crate::writer::DirTarget>) -> Result<()> {
+fn distinct(targets: &[Option<&Target>], dir: Option<&crate::write::DirTarget>) -> Result<()> {
     let t: Vec<&Target> = targets.iter().flatten().copied().collect();
     for (i, a) in t.iter().enumerate() {
         for b in &t[i + 1..] {
-            if a.path == b.path || crate::writer::same_path(&a.path, &b.path) {
+            if a.path == b.path || crate::write::same_path(&a.path, &b.path) {
                 return Err(Error::Usage(format!(
                     "{} and {} name the same file",
                     b.flag, a.flag
@@ -517,7 +517,7 @@ fn distinct(targets: &[Option<&Target>], dir: Option<&crate::writer::DirTarget>)
 }
 
 pub fn inspect(args: InspectArgs, stderr_is_terminal: bool) -> Result<InspectConfig> {
-    if let Some(format) = crate::vectors::sniff(Path::new(&args.model)) {
+    if let Some(format) = crate::load::vectors::sniff(Path::new(&args.model)) {
         return Err(Error::Usage(format!(
             "inspect --model {}: a static word-vector file ({}) has no tensors or tokenizer to inspect; `--model {0} --vocab V --json` with -o transplants and prints the counts",
             args.model,
@@ -536,7 +536,7 @@ pub fn inspect(args: InspectArgs, stderr_is_terminal: bool) -> Result<InspectCon
 }
 
 pub fn score(args: ScoreArgs, stderr_is_terminal: bool) -> Result<ScoreConfig> {
-    if let Some(format) = crate::vectors::sniff(Path::new(&args.model)) {
+    if let Some(format) = crate::load::vectors::sniff(Path::new(&args.model)) {
         return Err(Error::Usage(format!(
             "score --model {}: a static word-vector file ({}) has no tokenizer to hold tokens out of; score a checkpoint (the file can be its --aux-vectors)",
             args.model,

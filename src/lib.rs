@@ -10,32 +10,21 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod align;
 pub mod bounded;
-pub mod cancel;
-pub mod checkpoint;
 pub mod cli;
 pub mod commands;
-pub mod compose_fit;
 pub mod config;
-pub mod donor;
+pub mod console;
 pub mod dtype;
+pub mod emit;
 pub mod error;
-pub mod guide;
-pub mod hub;
 pub mod init;
-pub mod labelled;
+pub mod linalg;
+pub mod load;
 pub mod matching;
-pub mod model_config;
-pub mod model_out;
-pub mod output;
 pub mod panics;
-pub mod plot;
-pub mod quality;
 pub mod report;
 pub mod train;
-pub mod vectors;
-pub mod vocab;
-pub mod writer;
+pub mod write;
 
 pub use error::{Error, Result};

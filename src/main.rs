@@ -4,8 +4,9 @@
 
 use clap::{CommandFactory, Parser};
 use embed_transplant::cli::{Cli, Command};
-use embed_transplant::output::{self, Output};
-use embed_transplant::{cancel, commands, config, Error};
+use embed_transplant::console::{self, Output};
+use embed_transplant::write::cancel;
+use embed_transplant::{commands, config, Error};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -20,14 +21,14 @@ enum Exit {
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
-    if let Err(e) = cancel::install(output::interrupted) {
-        output::error(&format!("cannot install the signal handler: {e}"));
+    if let Err(e) = cancel::install(console::interrupted) {
+        console::error(&format!("cannot install the signal handler: {e}"));
         return ExitCode::from(Exit::Failure as u8);
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            output::error(&format!("{err:#}"));
+            console::error(&format!("{err:#}"));
             let code = match err.downcast_ref::<Error>() {
                 Some(Error::Usage(_)) => Exit::Usage,
                 _ => Exit::Failure,
@@ -58,9 +59,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = config::inspect(a, tty)?;
             let inspection = commands::inspect::run(&cfg, &Output { quiet: false })?;
             if cfg.json {
-                output::print_json(&inspection)?;
+                console::print_json(&inspection)?;
             } else {
-                output::print_human_text(&commands::inspect::render(&inspection))?;
+                console::print_human_text(&commands::inspect::render(&inspection))?;
             }
             return Ok(());
         }
@@ -70,7 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let done = commands::finetune::run(&cfg, &out)?;
             // stdout first: if it fails, the batch is dropped and no file appears.
             if cfg.json {
-                output::print_json(&done.report)?;
+                console::print_json(&done.report)?;
             }
             done.batch.commit()?;
             out.finetune_summary(&done.report);
@@ -80,9 +81,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = config::evaluate(a)?;
             let e = commands::evaluate::run(&cfg, &Output { quiet: false })?;
             if cfg.json {
-                output::print_json(&e)?;
+                console::print_json(&e)?;
             } else {
-                output::print_human_text(&commands::evaluate::render(&e))?;
+                console::print_human_text(&commands::evaluate::render(&e))?;
             }
             return Ok(());
         }
@@ -92,7 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let done = commands::score::run(&cfg, &out)?;
             // stdout first: if it fails, the batch is dropped and no file appears.
             if cfg.json {
-                output::print_json(&done.report)?;
+                console::print_json(&done.report)?;
             }
             done.batch.commit()?;
             if !cfg.json {
@@ -104,13 +105,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut cmd = Cli::command();
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut cmd, "embed-transplant", &mut buf);
-            output::print_text(&String::from_utf8_lossy(&buf))?;
+            console::print_text(&String::from_utf8_lossy(&buf))?;
             return Ok(());
         }
         Some(Command::Man) => {
             let mut buf = Vec::new();
             clap_mangen::Man::new(Cli::command()).render(&mut buf)?;
-            output::print_text(&String::from_utf8_lossy(&buf))?;
+            console::print_text(&String::from_utf8_lossy(&buf))?;
             return Ok(());
         }
     };
@@ -118,7 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Output { quiet: cfg.quiet };
     let done = commands::transplant::run(&cfg, &out)?;
     if cfg.json {
-        output::print_json(&done.report)?;
+        console::print_json(&done.report)?;
     }
     done.batch.commit()?;
     out.summary(&done.report);

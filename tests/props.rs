@@ -1,4 +1,4 @@
-//! Property tests of the pure pipeline: vocabularies -> matching::plan -> align::build.
+//! Property tests of the pure pipeline: vocabularies -> matching::plan -> build::build.
 //!
 //! Source vocabularies are small, unique, and mix ASCII, mixed case, `##` continuations, CJK,
 //! full-width letters, accents and bracketed specials, so that exact, normalised, continuation,
@@ -6,10 +6,11 @@
 //! `vocab::load_source`, the way the CLI reads them. Target lists draw from the source vocabulary
 //! (as is, upper-cased, full-width, with `##` toggled) and from fresh tokens, duplicates allowed.
 
-use embed_transplant::align::{self, BuildOptions, Fill, Matrix, RowSource};
 use embed_transplant::dtype::DType;
+use embed_transplant::init::build::{self, BuildOptions, Fill, RowSource};
+use embed_transplant::linalg::Matrix;
+use embed_transplant::load::vocab::{self, SourceVocab};
 use embed_transplant::matching::{self, Method, SourceTokenizer};
-use embed_transplant::vocab::{self, SourceVocab};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use std::collections::HashSet;
@@ -221,7 +222,7 @@ fn load_source(tokens: &[String]) -> (tempfile::TempDir, SourceVocab) {
 /// The built matrix and what the builder noticed.
 struct Built {
     data: Vec<u8>,
-    stats: align::BuildStats,
+    stats: build::BuildStats,
     rows: usize,
     cols: usize,
 }
@@ -244,7 +245,7 @@ fn build(c: &Case, rows: &[RowSource], src: &SourceVocab) -> Built {
         row_stats: true,
     };
     let mut data = Vec::new();
-    let stats = align::build_blocks(rows, m, &opts, |b| {
+    let stats = build::build_blocks(rows, m, &opts, |b| {
         data.extend_from_slice(b);
         Ok(())
     })
@@ -364,7 +365,7 @@ proptest! {
         }
         prop_assert_eq!(counts.iter().sum::<usize>(), c.target.len());
         // A note for every row that is not an exact copy, in order, naming its line and token.
-        let words = embed_transplant::vocab::TargetVocab::from_words(c.target.clone(), "v.txt");
+        let words = embed_transplant::load::vocab::TargetVocab::from_words(c.target.clone(), "v.txt");
         let notes = embed_transplant::report::notes(
             &words,
             &plan,

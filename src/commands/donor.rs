@@ -1,12 +1,12 @@
 //! `--donor MODEL`, for the transplant and `score`: the donor is resolved like `--model` (hub id,
 //! directory or weights file) and only its tokenizer and embedding tensor are read.
 
-use crate::align::Matrix;
-use crate::checkpoint::{self, Embedding};
-use crate::donor::Donor;
+use crate::console::Output;
 use crate::error::{Error, Result};
-use crate::hub::{self, HubSettings, ModelFiles};
-use crate::output::Output;
+use crate::init::donor::Donor;
+use crate::linalg::Matrix;
+use crate::load::checkpoint::{self, Embedding};
+use crate::load::hub::{self, HubSettings, ModelFiles};
 use std::path::Path;
 
 /// A donor's files, tokenizer and embedding.

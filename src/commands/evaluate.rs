@@ -1,10 +1,10 @@
 //! `embed-transplant evaluate`: accuracy and per-class precision/recall of a saved embedding + head.
 
-use crate::checkpoint;
 use crate::config::EvaluateConfig;
+use crate::console::Output;
 use crate::error::{Error, Result};
-use crate::labelled;
-use crate::output::Output;
+use crate::load::checkpoint;
+use crate::load::labelled;
 use crate::train::{self, Model, Segmenter};
 use serde::Serialize;
 

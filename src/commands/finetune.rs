@@ -3,15 +3,15 @@
 
 use super::Staged;
 use crate::config::FinetuneConfig;
+use crate::console::Output;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::labelled;
-use crate::output::Output;
-use crate::plot;
+use crate::load::labelled;
+use crate::load::vocab;
 use crate::report;
+use crate::report::plot;
 use crate::train::{self, Dataset, EpochMetrics, Model, Segmenter, TrainOptions};
-use crate::vocab;
-use crate::writer::{Batch, TensorOut};
+use crate::write::{Batch, TensorOut};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;

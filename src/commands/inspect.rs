@@ -1,13 +1,13 @@
 //! `embed-transplant inspect`: what a transplant would read and do, from headers only.
 
-use crate::checkpoint::{self, TensorEntry};
 use crate::config::InspectConfig;
+use crate::console::Output;
 use crate::error::{Error, Result};
-use crate::hub::{self, Provenance};
+use crate::load::checkpoint::{self, TensorEntry};
+use crate::load::hub::{self, Provenance};
+use crate::load::model_config::ModelConfig;
+use crate::load::vocab::{self, SourceKind};
 use crate::matching::{self, Style};
-use crate::model_config::ModelConfig;
-use crate::output::Output;
-use crate::vocab::{self, SourceKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
 

@@ -9,13 +9,13 @@ pub mod score;
 pub mod transplant;
 pub mod vectors_source;
 
+use crate::console::Output;
 use crate::error::{Error, Result};
-use crate::hub::ModelFiles;
+use crate::load::hub::ModelFiles;
+use crate::load::model_config::ModelConfig;
+use crate::load::vocab::{self, SourceKind, SourceVocab, TargetVocab};
 use crate::matching::SourceTokenizer;
-use crate::model_config::ModelConfig;
-use crate::output::Output;
-use crate::vocab::{self, SourceKind, SourceVocab, TargetVocab};
-use crate::writer::Batch;
+use crate::write::Batch;
 use std::path::Path;
 
 /// A command's result and its files, written to temp files but not yet in place: the caller
@@ -121,7 +121,7 @@ pub fn check_rows(file: &Path, tensor: &str, rows: usize, source: &SourceVocab) 
 /// (tensor `weight`, one row per line), and the embedding file's metadata.
 pub struct LabelledInput {
     pub target: TargetVocab,
-    pub emb: crate::checkpoint::Embedding,
+    pub emb: crate::load::checkpoint::Embedding,
     pub meta: std::collections::BTreeMap<String, String>,
 }
 
@@ -135,7 +135,7 @@ pub fn labelled_input(
     out: &Output,
 ) -> Result<LabelledInput> {
     let target = vocab::read_target(vocab_path)?;
-    let file = crate::checkpoint::SafetensorsFile::open(embeddings)?;
+    let file = crate::load::checkpoint::SafetensorsFile::open(embeddings)?;
     let meta = file.metadata();
     let emb = file.matrix("weight")?;
     if emb.rows != target.tokens.len() {
@@ -168,11 +168,11 @@ pub fn labelled_input(
 /// NaN or infinity in a tensor read for training or evaluation: an error, or a warning with
 /// `--allow-nonfinite`.
 pub fn check_finite(
-    t: &crate::checkpoint::Embedding,
+    t: &crate::load::checkpoint::Embedding,
     allow_nonfinite: bool,
     out: &Output,
 ) -> Result<()> {
-    let m = crate::align::Matrix {
+    let m = crate::linalg::Matrix {
         dtype: t.dtype,
         rows: t.rows,
         cols: t.cols,

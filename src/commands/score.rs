@@ -2,25 +2,26 @@
 //! tokens is treated as unknown: the source loses them (tokenizer, vocabulary, and their rows'
 //! share of the mean and the std, [`crate::matching::holdout`]), the init engine
 //! ([`crate::init`]) builds their rows from that reduced source exactly as a transplant would,
-//! and the result is compared with their true rows ([`crate::quality`]).
+//! and the result is compared with their true rows ([`crate::init::heldout`]).
 
 use super::Staged;
-use crate::align::{self, Matrix, RowSource};
-use crate::checkpoint;
-use crate::compose_fit::FitSummary;
 use crate::config::ScoreConfig;
+use crate::console::Output;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::guide;
-use crate::hub;
+use crate::init::build::{self, RowSource};
+use crate::init::fit::FitSummary;
+use crate::init::guide;
+use crate::init::heldout::{self, MethodScore};
 use crate::init::{self, auto, Method, Source};
+use crate::linalg::Matrix;
+use crate::load::checkpoint;
+use crate::load::hub;
+use crate::load::vectors::{self, Vectors};
+use crate::load::vocab::{self, SourceVocab, TargetVocab};
 use crate::matching::holdout::{self, Candidate};
 use crate::matching::SourceTokenizer;
-use crate::output::Output;
-use crate::quality::{self, MethodScore};
-use crate::vectors::{self, Vectors};
-use crate::vocab::{self, SourceVocab, TargetVocab};
-use crate::writer::Batch;
+use crate::write::Batch;
 use std::collections::HashSet;
 
 /// What `score` found.
@@ -102,7 +103,7 @@ pub struct HeldOutRows {
 #[derive(Clone, Copy)]
 pub enum GuideSpace<'a> {
     Vectors(&'a Vectors),
-    Donor(&'a crate::donor::Donor<'a>),
+    Donor(&'a crate::init::donor::Donor<'a>),
 }
 
 /// Settings of one evaluation.
@@ -386,7 +387,7 @@ fn build(
     }
     let mut rows: Vec<f32> = Vec::with_capacity(texts.len() * source.matrix.cols);
     let mut tmp = Vec::new();
-    align::build_blocks(&plan.rows, source.matrix, &opts, |block| {
+    build::build_blocks(&plan.rows, source.matrix, &opts, |block| {
         tmp.resize(block.len() / 4, 0f32);
         DType::F32.decode(block, &mut tmp);
         rows.extend_from_slice(&tmp);
@@ -471,7 +472,7 @@ pub fn evaluate(
         let Some(preds) = build(&source, &texts, m, opts.guide, opts.seed, &mut ev)? else {
             continue;
         };
-        ev.scores.push(quality::score(
+        ev.scores.push(heldout::score(
             m.name(),
             full.matrix,
             vocab_rows,

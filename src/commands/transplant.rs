@@ -3,21 +3,22 @@
 
 use super::score;
 use super::Staged;
-use crate::align::{self, BuildOptions, Matrix};
-use crate::checkpoint;
 use crate::config::TransplantConfig;
+use crate::console::Output;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::hub;
+use crate::init::build::{self, BuildOptions};
+use crate::init::heldout::ReportScore;
 use crate::init::{self, Method, Source};
+use crate::linalg::Matrix;
+use crate::load::checkpoint;
+use crate::load::hub;
+use crate::load::vectors::{self, Vectors};
+use crate::load::vocab::{self, TargetVocab};
 use crate::matching::{self, holdout, Plan};
-use crate::output::Output;
-use crate::plot;
-use crate::quality::ReportScore;
+use crate::report::plot;
 use crate::report::{self, ReportFile, TransplantReport};
-use crate::vectors::{self, Vectors};
-use crate::vocab::{self, TargetVocab};
-use crate::writer::Batch;
+use crate::write::Batch;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
@@ -243,13 +244,13 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
     let stats = if cfg.write_matrix {
         stage_matrix(cfg, out, &plan, src, &opts, &meta, &mut batch)?
     } else {
-        align::BuildStats::default()
+        build::BuildStats::default()
     };
     if let Some(emit) = &cfg.emit {
         // The model directory reads the embedding again through its own map.
         emb.release();
-        let model = crate::model_out::emit(
-            &crate::model_out::Input {
+        let model = crate::emit::emit(
+            &crate::emit::Input {
                 cfg: emit,
                 files: &files,
                 source: &source,
@@ -396,7 +397,7 @@ pub(super) fn stage_matrix(
     opts: &BuildOptions,
     meta: &BTreeMap<String, String>,
     batch: &mut Batch,
-) -> Result<align::BuildStats> {
+) -> Result<build::BuildStats> {
     let rows = plan.rows.len();
     let bar = out.bytes_bar(
         cfg.progress,
@@ -410,9 +411,9 @@ pub(super) fn stage_matrix(
                 .to_string_lossy()
         ),
     );
-    let mut stats = align::BuildStats::default();
+    let mut stats = build::BuildStats::default();
     batch.matrix(&cfg.output, opts.out, [rows, src.cols], meta, |w| {
-        stats = align::build_blocks(&plan.rows, src, opts, |block| {
+        stats = build::build_blocks(&plan.rows, src, opts, |block| {
             w.write_all(block)?;
             bar.inc(block.len() as u64);
             Ok(())
@@ -435,7 +436,7 @@ pub(super) fn stage_matrix(
 }
 
 /// What building noticed, into the summary.
-pub(super) fn record_stats(report: &mut TransplantReport, stats: &align::BuildStats) {
+pub(super) fn record_stats(report: &mut TransplantReport, stats: &build::BuildStats) {
     report.overflow_rows = stats.overflow_rows;
     report.median_norm_copied = stats.median_norm_copied;
     report.median_norm_initialised = stats.median_norm_initialised;
@@ -448,7 +449,7 @@ pub(super) fn stage_extras(
     report: &TransplantReport,
     held_out: Option<&ReportScore>,
     (target, plan, names): (&TargetVocab, &matching::Plan, &[&str]),
-    stats: &align::BuildStats,
+    stats: &build::BuildStats,
     batch: &mut Batch,
 ) -> Result<()> {
     if let Some(report_target) = &cfg.report {
@@ -495,7 +496,7 @@ fn read_aux_vectors(
 fn norm_plot(
     r: &TransplantReport,
     plan: &matching::Plan,
-    stats: &align::BuildStats,
+    stats: &build::BuildStats,
     fill_name: &str,
 ) -> plot::NormPlot {
     use matching::Method;

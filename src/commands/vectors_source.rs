@@ -7,19 +7,20 @@ use super::transplant::{
     copied_rows_of, metadata, plan_report, record_stats, stage_extras, stage_matrix,
 };
 use super::Staged;
-use crate::align::{self, BuildOptions, Fill, Matrix};
 use crate::config::TransplantConfig;
+use crate::console::Output;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::hub::Provenance;
+use crate::init::build::{BuildOptions, Fill};
+use crate::init::heldout::ReportScore;
 use crate::init::Method;
+use crate::linalg::Matrix;
+use crate::load::hub::Provenance;
+use crate::load::vectors;
+use crate::load::vocab;
 use crate::matching::{statics, Style};
-use crate::output::Output;
-use crate::quality::ReportScore;
 use crate::report::{StaticSource, TransplantReport};
-use crate::vectors;
-use crate::vocab;
-use crate::writer::Batch;
+use crate::write::Batch;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -78,7 +79,7 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         Method::Zeros => (Fill::Zeros, None, None),
         Method::Mean => (Fill::Mean, None, None),
         _ => {
-            let s = align::std_of(src, src.rows, &Default::default());
+            let s = crate::linalg::std_of(src, src.rows, &Default::default());
             (
                 Fill::Random { sigma: s },
                 Some(s),

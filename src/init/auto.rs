@@ -9,12 +9,12 @@
 //! `--json`, `--report` and the output's metadata.
 
 use super::{fit_pairs, ordered_candidates, pair_rows, Fitting, Source};
-use crate::align::RowSource;
-use crate::compose_fit;
 use crate::error::{Error, Result};
+use crate::init::build::RowSource;
+use crate::init::fit;
+use crate::linalg::cosine;
 use crate::matching::holdout::{self, Candidate};
 use crate::matching::Plan;
-use crate::quality::cosine;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use unicode_script::{Script, UnicodeScript};
@@ -186,7 +186,7 @@ pub fn choose(
             .flat_map(|(_, r)| r.iter().copied())
             .collect()
     };
-    let map = match compose_fit::fit(&pick(&x, false), &pick(&y, false), d, seed) {
+    let map = match fit::fit(&pick(&x, false), &pick(&y, false), d, seed) {
         Ok(m) => m,
         Err(Error::Invalid(msg)) => return done(Choice::plain(composed, kinds, msg)),
         Err(e) => return Err(e),

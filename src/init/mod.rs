@@ -1,23 +1,29 @@
 //! The init engine: how a row the source vocabulary lacks is made ([`Method`]), the σ of random
 //! rows ([`sigma`]), and the steps that turn a matched plan into what the builder
-//! ([`crate::align::build_blocks`]) writes: length weights, the fitted map and the rows it
+//! ([`crate::init::build::build_blocks`]) writes: length weights, the fitted map and the rows it
 //! applies to, the guide's rows, the build options. `transplant` runs it on the source model;
 //! `score` and `--report` run the same steps on the source with their held-out tokens removed
 //! ([`Source`] with `held_out`), so the rows they score are the rows a transplant from that
 //! reduced source writes (pinned by `score_rows_are_transplant_rows` in tests/cli/score.rs).
 
 pub mod auto;
+pub mod build;
+pub mod donor;
+pub mod fit;
+pub mod guide;
+pub mod heldout;
 
-use crate::align::{BuildOptions, Fill, Matrix, RowSource};
-use crate::compose_fit::{self, LinearMap};
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::guide::{self, Anchors};
+use crate::init::build::{BuildOptions, Fill, RowSource};
+use crate::linalg::Matrix;
+use crate::load::vectors::Vectors;
+use crate::load::vocab::{SourceVocab, TargetVocab};
 use crate::matching::holdout::{self, Candidate, Decomposed};
 use crate::matching::{self, Plan, SourceTokenizer, Style};
 use crate::report::GuideReport;
-use crate::vectors::Vectors;
-use crate::vocab::{SourceVocab, TargetVocab};
+use fit::LinearMap;
+use guide::Anchors;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -33,7 +39,7 @@ pub enum Method {
     Auto,
     /// The mean of the token's pieces; tokens with no usable piece get the random fill.
     Compose,
-    /// Compose, then the fitted map ([`crate::compose_fit`]) on every composed row.
+    /// Compose, then the fitted map ([`crate::init::fit`]) on every composed row.
     ComposeFit,
     /// Compose with each piece weighted by its length ([`SourceTokenizer::length_weights`]).
     ComposeLength,
@@ -42,7 +48,7 @@ pub enum Method {
     Zeros,
     /// The mean of the source vocabulary's rows.
     Mean,
-    /// An auxiliary space (static vectors or a donor) by this rule ([`crate::guide`]); plain
+    /// An auxiliary space (static vectors or a donor) by this rule ([`crate::init::guide`]); plain
     /// composition where the space has no vector.
     Guide(guide::Rule),
 }
@@ -142,7 +148,7 @@ pub fn sigma(source: &Source<'_>) -> Sigma {
 }
 
 fn std_of(source: &Source<'_>) -> f32 {
-    crate::align::std_of(source.matrix, source.vocab.size, source.held_out)
+    crate::linalg::std_of(source.matrix, source.vocab.size, source.held_out)
 }
 
 /// The builder's fill for `method` (σ only for the random fill).
@@ -181,7 +187,7 @@ pub fn plan(source: &Source<'_>, target: &TargetVocab, method: Method) -> Plan {
 #[derive(Default)]
 pub struct Fitting {
     pub map: Option<Arc<LinearMap>>,
-    pub summary: Option<compose_fit::FitSummary>,
+    pub summary: Option<fit::FitSummary>,
     pub auto: Option<auto::Choice>,
 }
 
@@ -291,7 +297,7 @@ pub fn pair_rows(src: Matrix<'_>, pairs: &[Decomposed]) -> (Vec<f32>, Vec<f32>) 
 pub fn fit_map(source: &Source<'_>, fit: &[&Candidate], seed: u64) -> Result<LinearMap> {
     let pairs = fit_pairs(source, fit)?;
     let (x, y) = pair_rows(source.matrix, &pairs);
-    compose_fit::fit(&x, &y, source.matrix.cols, seed)
+    fit::fit(&x, &y, source.matrix.cols, seed)
 }
 
 /// Candidates in a seeded order, those in `prefer` first.
@@ -354,7 +360,7 @@ pub fn guide_by_donor(
     source: &Source<'_>,
     plan: &mut Plan,
     tokens: &[String],
-    donor: &crate::donor::Donor<'_>,
+    donor: &crate::init::donor::Donor<'_>,
     rule: guide::Rule,
 ) -> Result<Option<GuideReport>> {
     let style: Style = source.tokenizer.style;

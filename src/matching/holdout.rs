@@ -167,7 +167,7 @@ pub fn without(tok: &SourceTokenizer, held: &HashSet<u32>) -> Result<SourceToken
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vocab::{SourceKind, SourceVocab};
+    use crate::load::vocab::{SourceKind, SourceVocab};
     use std::collections::HashMap;
 
     fn source(tokens: &[&str]) -> SourceVocab {
@@ -206,7 +206,7 @@ mod tests {
 
     fn tokenizer_json(path: &std::path::Path, json: &str) -> SourceTokenizer {
         std::fs::write(path, json).unwrap();
-        let src = crate::vocab::load_source(path).unwrap();
+        let src = crate::load::vocab::load_source(path).unwrap();
         SourceTokenizer::from_file(path, &src).unwrap()
     }
 

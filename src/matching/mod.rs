@@ -10,8 +10,8 @@ mod tokenizer;
 
 pub use tokenizer::{SourceTokenizer, Style};
 
-use crate::align::RowSource;
-use crate::vocab::{self, SourceVocab, Spelling, TargetVocab};
+use crate::init::build::RowSource;
+use crate::load::vocab::{self, SourceVocab, Spelling, TargetVocab};
 use rayon::prelude::*;
 use tokenizer::byte_level;
 use unicode_normalization::UnicodeNormalization;
@@ -380,7 +380,7 @@ pub fn plan_target(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vocab::SourceKind;
+    use crate::load::vocab::SourceKind;
     use std::collections::HashMap;
 
     fn source(tokens: &[&str]) -> SourceVocab {

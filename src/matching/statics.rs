@@ -5,9 +5,9 @@
 //! file has (`composed`, each character looked up the same way); else the fill.
 
 use super::{Method, Plan, Row};
-use crate::align::RowSource;
-use crate::vectors::Vectors;
-use crate::vectors::Wanted;
+use crate::init::build::RowSource;
+use crate::load::vectors::Vectors;
+use crate::load::vectors::Wanted;
 use rayon::prelude::*;
 use unicode_normalization::UnicodeNormalization;
 

@@ -2,7 +2,7 @@
 //! BPE, SentencePiece), how it normalises (case, accents), and a token's pieces.
 
 use crate::error::{Error, Result};
-use crate::vocab::SourceVocab;
+use crate::load::vocab::SourceVocab;
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::path::Path;
@@ -41,7 +41,7 @@ pub struct SourceTokenizer {
 impl SourceTokenizer {
     /// From a tokenizer.json (padding and truncation switched off: we tokenize single words).
     pub fn from_file(path: &Path, source: &SourceVocab) -> Result<Self> {
-        let tok = crate::vocab::read_tokenizer(path)?;
+        let tok = crate::load::vocab::read_tokenizer(path)?;
         Self::from_tokenizer(tok, path, source)
     }
 

@@ -10,7 +10,7 @@
 //!   auxiliary row; the same coefficients then combine their source rows. Pure: no I/O.
 
 use crate::error::Result;
-use crate::quality::{matmul_t, norm};
+use crate::linalg::{matmul_t, norm};
 use rayon::prelude::*;
 use std::collections::HashSet;
 

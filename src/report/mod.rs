@@ -1,9 +1,11 @@
 //! What a run did, as plain data: printed by `output`, written by `--report`, and folded into the
 //! output file's metadata.
 
-use crate::hub::Provenance;
+pub mod plot;
+
+use crate::load::hub::Provenance;
+use crate::load::vocab::{SourceVocab, TargetVocab};
 use crate::matching::{Method, Plan};
-use crate::vocab::{SourceVocab, TargetVocab};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -59,7 +61,7 @@ pub struct TransplantReport {
     pub aux_vectors: Option<String>,
     /// `--donor`: the donor model that guided rows (method `guided`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub donor: Option<crate::hub::Provenance>,
+    pub donor: Option<crate::load::hub::Provenance>,
     /// With --donor or --aux-vectors: the rule, its anchors and the rows it guided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guide: Option<GuideReport>,
@@ -68,7 +70,7 @@ pub struct TransplantReport {
     pub static_vectors: Option<StaticSource>,
     /// `--init compose-fit`: the fitted map.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub compose_fit: Option<crate::compose_fit::FitSummary>,
+    pub compose_fit: Option<crate::init::fit::FitSummary>,
     /// `--init auto`: what it chose for this run, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auto: Option<crate::init::auto::Choice>,
@@ -77,7 +79,7 @@ pub struct TransplantReport {
     pub timings: BTreeMap<String, f64>,
     /// `--emit-model`: what the model directory holds.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<crate::model_out::ModelReport>,
+    pub model: Option<crate::emit::ModelReport>,
 }
 
 /// How a guide built rows.
@@ -134,7 +136,7 @@ pub struct ReportFile<'a> {
     pub summary: &'a TransplantReport,
     /// The held-out score of the init method used (see `embed-transplant score`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub score: Option<&'a crate::quality::ReportScore>,
+    pub score: Option<&'a crate::init::heldout::ReportScore>,
     pub rows: &'a [RowNote],
 }
 
@@ -219,11 +221,13 @@ pub fn notes(target: &TargetVocab, plan: &Plan, names: &[&str], fill: &str) -> V
         .map(|(i, r)| RowNote {
             line: i + 1,
             token: tokens[i].clone(),
-            text: target.bytes_of(i).map(|b| crate::vocab::escaped_text(&b)),
+            text: target
+                .bytes_of(i)
+                .map(|b| crate::load::vocab::escaped_text(&b)),
             method: r.method.name(fill),
             pieces: match &r.source {
                 // Guided rows: each anchor with its weight.
-                crate::align::RowSource::Weighted(parts) => parts
+                crate::init::build::RowSource::Weighted(parts) => parts
                     .iter()
                     .map(|&(id, w)| {
                         format!("{}:{w:.3}", names.get(id as usize).copied().unwrap_or("?"))

@@ -2,10 +2,11 @@
 //! untied head, per-token biases) and how each output tensor is made; written as one
 //! safetensors file or as shards with an index, every other tensor streamed bit for bit.
 
-use crate::align::{self, BuildOptions, Fill, Matrix, RowSource};
-use crate::checkpoint::store::{StoredTensor, TensorStore};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::init::build::{self, BuildOptions, Fill, RowSource};
+use crate::linalg::Matrix;
+use crate::load::checkpoint::store::{StoredTensor, TensorStore};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -252,12 +253,12 @@ impl Builder<'_> {
     /// fsync has little left to do.
     pub fn write_file(&self, dir: &Path, name: &str, tensors: &[&OutTensor]) -> Result<()> {
         let path = dir.join(name);
-        let file = crate::cancel::create_file(&path).map_err(|e| Error::io(&path, e))?;
+        let file = crate::write::cancel::create_file(&path).map_err(|e| Error::io(&path, e))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
         let io = |e| Error::io(&path, e);
         w.write_all(&header(tensors)).map_err(io)?;
         let mut since = 0usize;
-        let pause = crate::writer::test_pause();
+        let pause = crate::write::test_pause();
         for t in tensors {
             self.write_tensor(&mut w, t)?;
             if let Some(p) = pause {
@@ -319,7 +320,7 @@ impl Builder<'_> {
                     ..self.opts.clone()
                 };
                 let mut n = 0usize;
-                align::build_blocks(self.rows, m, &opts, |b| {
+                build::build_blocks(self.rows, m, &opts, |b| {
                     n += b.len();
                     w.write_all(b)?;
                     if n % WRITEBACK < b.len() {

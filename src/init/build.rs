@@ -5,50 +5,11 @@
 //! (Over 400 lines because half of it is the unit tests on tiny matrices that pin every init method.)
 
 use crate::dtype::DType;
+use crate::linalg::{mean_row, Matrix};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
-use std::collections::HashSet;
-
-/// A source matrix: `rows` x `cols` little-endian elements of `dtype`.
-#[derive(Clone, Copy)]
-pub struct Matrix<'a> {
-    pub dtype: DType,
-    pub rows: usize,
-    pub cols: usize,
-    pub data: &'a [u8],
-}
-
-impl Matrix<'_> {
-    pub fn row_bytes(&self, i: usize) -> &[u8] {
-        let w = self.cols * self.dtype.size();
-        &self.data[i * w..(i + 1) * w]
-    }
-
-    pub fn row_f32(&self, i: usize, out: &mut [f32]) {
-        self.dtype.decode(self.row_bytes(i), out);
-    }
-
-    /// True when an f64 row holds finite values beyond f32's range.
-    pub fn row_overflows_f32(&self, i: usize) -> bool {
-        self.dtype == DType::F64
-            && self.row_bytes(i).chunks_exact(8).any(|b| {
-                let v = f64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-                v.is_finite() && (v as f32).is_infinite()
-            })
-    }
-
-    /// Indices of rows holding NaN or infinity in the source type itself (rows scanned in
-    /// parallel). Finite f64 values beyond f32 are not counted here: they are a conversion issue.
-    pub fn nonfinite_rows(&self) -> Vec<usize> {
-        (0..self.rows)
-            .into_par_iter()
-            .with_min_len(1024)
-            .filter(|&i| !self.dtype.all_finite(self.row_bytes(i)))
-            .collect()
-    }
-}
 
 /// Where one output row comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,7 +63,7 @@ pub struct BuildOptions {
     /// Rows of held-out tokens (`score`'s reduced source): left out of the mean.
     pub held_out: Option<std::sync::Arc<std::collections::HashSet<u32>>>,
     /// The fitted map applied to [`RowSource::Fitted`] rows after the mean.
-    pub compose_map: Option<std::sync::Arc<crate::compose_fit::LinearMap>>,
+    pub compose_map: Option<std::sync::Arc<crate::init::fit::LinearMap>>,
     /// Measure copied rows' norms for [`BuildStats`] (the report and `--plot`). Without it (the
     /// model directory's tensors), a copied row of the output's type is a plain byte copy, its
     /// norm is left 0 and the copied median is not computed (unless calibrating needs it).
@@ -290,43 +251,6 @@ fn median(mut v: Vec<f32>) -> Option<f32> {
     })
 }
 
-/// Mean of rows 0..n of the source but `skip`, accumulated in f64.
-pub fn mean_row(src: Matrix<'_>, n: usize, skip: &HashSet<u32>) -> Vec<f32> {
-    let n = n.min(src.rows).max(1);
-    let mut acc = vec![0f64; src.cols];
-    let mut tmp = vec![0f32; src.cols];
-    let mut count = 0usize;
-    for i in (0..n).filter(|&i| !skip.contains(&(i as u32))) {
-        src.row_f32(i, &mut tmp);
-        for (a, t) in acc.iter_mut().zip(&tmp) {
-            *a += *t as f64;
-        }
-        count += 1;
-    }
-    let count = count.max(1) as f64;
-    acc.into_iter().map(|a| (a / count) as f32).collect()
-}
-
-/// Standard deviation of all elements of rows 0..n but `skip`, skipping non-finite values.
-pub fn std_of(src: Matrix<'_>, n: usize, skip: &HashSet<u32>) -> f32 {
-    let n = n.min(src.rows);
-    let (mut s, mut s2, mut k) = (0f64, 0f64, 0f64);
-    let mut tmp = vec![0f32; src.cols];
-    for i in (0..n).filter(|&i| !skip.contains(&(i as u32))) {
-        src.row_f32(i, &mut tmp);
-        for &v in tmp.iter().filter(|v| v.is_finite()) {
-            s += v as f64;
-            s2 += (v as f64) * (v as f64);
-            k += 1.0;
-        }
-    }
-    if k < 2.0 {
-        return 0.0;
-    }
-    let mean = s / k;
-    ((s2 / k - mean * mean).max(0.0)).sqrt() as f32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,20 +416,5 @@ mod tests {
         let mut o = opts(Fill::Zeros);
         o.out = DType::F32;
         assert_eq!(build(&[RowSource::Copy(0)], m, &o).stats.overflow_rows, 1);
-    }
-
-    #[test]
-    fn std_and_mean_helpers() {
-        let b = src_bytes();
-        assert_eq!(
-            mean_row(matrix(&b), 2, &HashSet::new()),
-            vec![5.0, 6.0, 7.0, 8.0]
-        );
-        assert_eq!(
-            mean_row(matrix(&b), 3, &HashSet::from([1])),
-            vec![10.0, 11.0, 12.0, 13.0]
-        );
-        let s = std_of(matrix(&b), 5, &HashSet::new());
-        assert!(s > 10.0 && s < 20.0, "{s}");
     }
 }

@@ -6,10 +6,10 @@
 //! decoded the same way and looked up: the anchors are the source tokens the donor knows. Pure:
 //! no I/O.
 
-use crate::align::Matrix;
-use crate::guide::Anchors;
+use crate::init::guide::Anchors;
+use crate::linalg::Matrix;
+use crate::load::vocab::{byte_fallback, decode_spelling, SourceVocab, Spelling};
 use crate::matching::Style;
-use crate::vocab::{byte_fallback, decode_spelling, SourceVocab, Spelling};
 use std::collections::HashMap;
 use unicode_normalization::UnicodeNormalization;
 
@@ -231,7 +231,7 @@ impl<'a> Donor<'a> {
 mod tests {
     use super::*;
     use crate::dtype::DType;
-    use crate::vocab::SourceKind;
+    use crate::load::vocab::SourceKind;
 
     fn vocab(tokens: &[&str], special: &[&str]) -> SourceVocab {
         SourceVocab {

@@ -3,8 +3,8 @@
 
 use super::range::RangeClient;
 use super::{HubSettings, ModelFiles, Provenance, WEIGHT_FILES};
-use crate::checkpoint::{FetchFile, Weights};
 use crate::error::{Error, Result};
+use crate::load::checkpoint::{FetchFile, Weights};
 use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
 use hf_hub::{Repo, RepoType};
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@
 //! on the source's own validation tokens. Deterministic for a seed.
 
 use crate::error::{Error, Result};
-use crate::quality::{cosine, matmul_t, matmul_tn};
+use crate::linalg::{cosine, matmul_t, matmul_tn};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

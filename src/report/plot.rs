@@ -1,5 +1,5 @@
 //! The `--plot` pictures, drawn with plotters' SVG backend into a string. Pure: no I/O (the
-//! commands stage the string through `writer::Batch`) and no font files: without plotters' `ttf`
+//! commands stage the string through `write::Batch`) and no font files: without plotters' `ttf`
 //! feature, text sizes are estimated and text is written as SVG `<text>` elements that the viewer
 //! renders with its own fonts.
 

@@ -394,7 +394,7 @@ fn parse_block(block: &[u8], dim: usize, wanted: &(dyn Fn(&str) -> bool + Sync))
 /// The text format, memory-mapped: each round of [`ROUND`] bytes is cut at line ends into a
 /// few pieces per thread, parsed in parallel, merged in file order, and its pages released.
 fn read_text(path: &Path, wanted: &(dyn Fn(&str) -> bool + Sync), round: usize) -> Result<Vectors> {
-    let map = crate::checkpoint::map_file(path).map_err(|e| match e {
+    let map = crate::load::checkpoint::map_file(path).map_err(|e| match e {
         Error::File { .. } => Error::file(path, "holds no vectors"),
         e => e,
     })?;
@@ -471,7 +471,7 @@ fn read_text(path: &Path, wanted: &(dyn Fn(&str) -> bool + Sync), round: usize) 
             line_no += r.lines;
             out.total += r.lines;
         }
-        crate::checkpoint::release_range(&map, pos, round_end - pos);
+        crate::load::checkpoint::release_range(&map, pos, round_end - pos);
         pos = round_end + 1;
     }
     if let Some(count) = header {

@@ -2,9 +2,8 @@
 //! the cosine of each predicted row to the true one, where the true row ranks among all source
 //! rows by cosine to the prediction (top-1, top-10, median rank), and the norm ratio. Pure: no I/O.
 
-use crate::align::Matrix;
-use crate::error::{Error, Result};
-use candle_core::{Device, Tensor};
+use crate::error::Result;
+use crate::linalg::{cosine, matmul_t, norm, Matrix};
 use rayon::prelude::*;
 
 /// One method's score on the held-out tokens.
@@ -41,52 +40,6 @@ pub struct ReportScore {
 
 /// Source rows compared per matrix product (bounds memory: 8192 x samples similarities).
 const BLOCK: usize = 8192;
-
-fn candle_err(e: candle_core::Error) -> Error {
-    Error::Invalid(format!("matrix product: {e}"))
-}
-
-/// `a` (n x d) times `b` (m x d) transposed: n x m, row-major.
-pub fn matmul_t(a: &[f32], b: &[f32], d: usize) -> Result<Vec<f32>> {
-    let (n, m) = (a.len() / d.max(1), b.len() / d.max(1));
-    if n == 0 || m == 0 || d == 0 {
-        return Ok(vec![0.0; n * m]);
-    }
-    let ta = Tensor::from_slice(a, (n, d), &Device::Cpu).map_err(candle_err)?;
-    let tb = Tensor::from_slice(b, (m, d), &Device::Cpu).map_err(candle_err)?;
-    ta.matmul(&tb.t().map_err(candle_err)?)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(candle_err)
-}
-
-/// `a` (n x p) transposed times `b` (n x q): p x q, row-major.
-pub fn matmul_tn(a: &[f32], p: usize, b: &[f32], q: usize) -> Result<Vec<f32>> {
-    let n = a.len() / p.max(1);
-    if n == 0 || p == 0 || q == 0 {
-        return Ok(vec![0.0; p * q]);
-    }
-    let ta = Tensor::from_slice(a, (n, p), &Device::Cpu).map_err(candle_err)?;
-    let tb = Tensor::from_slice(b, (n, q), &Device::Cpu).map_err(candle_err)?;
-    ta.t()
-        .and_then(|t| t.contiguous())
-        .and_then(|t| t.matmul(&tb))
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(candle_err)
-}
-
-pub fn norm(v: &[f32]) -> f32 {
-    v.iter().map(|x| x * x).sum::<f32>().sqrt()
-}
-
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (na, nb) = (norm(a), norm(b));
-    if na == 0.0 || nb == 0.0 {
-        return 0.0;
-    }
-    a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (na * nb)
-}
 
 fn normalized(v: &mut [f32]) {
     let n = norm(v);
@@ -215,18 +168,5 @@ mod tests {
         assert_eq!((s.top1, s.median_rank), (0.0, 3.0));
         let s = score("zeros", m, 4, &[0], &[0.0, 0.0, 0.0]).unwrap();
         assert_eq!((s.mean_cosine, s.median_rank), (0.0, 4.0));
-    }
-
-    #[test]
-    fn products_match_loops() {
-        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let b = [1.0, 0.0, 0.0, 1.0];
-        assert_eq!(matmul_t(&a, &a, 3).unwrap(), vec![14.0, 32.0, 32.0, 77.0]);
-        // a as 3x2, b as 2x2 ... a^T (2x3) needs a 3-row b: use a itself.
-        assert_eq!(
-            matmul_tn(&a, 2, &a, 2).unwrap(),
-            vec![35.0, 44.0, 44.0, 56.0]
-        );
-        assert_eq!(matmul_t(&b, &b, 2).unwrap(), vec![1.0, 0.0, 0.0, 1.0]);
     }
 }

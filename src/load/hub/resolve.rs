@@ -1,8 +1,8 @@
 //! Local models: a model directory or a single weights file, and the shape of a hub id.
 
 use super::{ModelFiles, Provenance, WEIGHT_FILES};
-use crate::checkpoint::{FetchFile, Weights};
 use crate::error::{Error, Result};
+use crate::load::checkpoint::{FetchFile, Weights};
 use std::path::{Path, PathBuf};
 
 /// `name` or `org/name`, as the hub allows them.

@@ -8,7 +8,8 @@
 //!
 //! (Over 400 lines: the output rules, the header and the batch belong together; a third is tests.)
 
-use crate::cancel;
+pub mod cancel;
+
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;

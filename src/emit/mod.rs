@@ -8,14 +8,14 @@
 pub mod tokenizer;
 pub mod weights;
 
-use crate::align::{BuildOptions, RowSource};
-use crate::checkpoint::store::TensorStore;
 use crate::config::EmitConfig;
 use crate::error::{Error, Result};
-use crate::hub::ModelFiles;
+use crate::init::build::{BuildOptions, RowSource};
+use crate::load::checkpoint::store::TensorStore;
+use crate::load::hub::ModelFiles;
+use crate::load::vocab::{SourceKind, SourceVocab, TargetVocab};
 use crate::matching::{Method, Plan, SourceTokenizer};
-use crate::vocab::{SourceKind, SourceVocab, TargetVocab};
-use crate::writer::Batch;
+use crate::write::Batch;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -248,7 +248,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         }
     }
     let mut tj: Value = match source.kind {
-        SourceKind::TokenizerJson => crate::vocab::read_tokenizer_value(&source.path)?,
+        SourceKind::TokenizerJson => crate::load::vocab::read_tokenizer_value(&source.path)?,
         SourceKind::VocabTxt => {
             let bert: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
                 .iter()
@@ -749,7 +749,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                 &weights::index_json(&tensors, &files),
             )?;
         }
-        // What we wrote, so that a later `--force` knows it replaces only this (writer::foreign).
+        // What we wrote, so that a later `--force` knows it replaces only this (write::foreign).
         let mut written: Vec<String> = std::fs::read_dir(dir)
             .map_err(|e| Error::io(dir, e))?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -768,7 +768,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
 fn check_tokenizer(inp: &Input<'_>, written: &Path, new: Option<&[(String, u32)]>) -> Result<()> {
     if inp.target_tokenizer.is_some() {
         let origin = Path::new(&inp.target.origin);
-        let mut target = crate::vocab::read_tokenizer(origin)?;
+        let mut target = crate::load::vocab::read_tokenizer(origin)?;
         target.with_padding(None);
         target
             .with_truncation(None)
@@ -895,7 +895,7 @@ fn remap_ids(v: &Value, f: &dyn Fn(u64) -> Option<u64>) -> Option<Value> {
 
 fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let p = dir.join(name);
-    let f = crate::cancel::create_file(&p).map_err(|e| Error::io(&p, e))?;
+    let f = crate::write::cancel::create_file(&p).map_err(|e| Error::io(&p, e))?;
     let mut w = std::io::BufWriter::new(&f);
     std::io::Write::write_all(&mut w, bytes).map_err(|e| Error::io(&p, e))?;
     std::io::Write::flush(&mut w).map_err(|e| Error::io(&p, e))?;
@@ -907,7 +907,7 @@ fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
 /// too (signal tests land here).
 fn sync_side_file(p: &Path, f: &std::fs::File) -> Result<()> {
     f.sync_all().map_err(|e| Error::io(p, e))?;
-    if let Some(pause) = crate::writer::test_pause() {
+    if let Some(pause) = crate::write::test_pause() {
         std::thread::sleep(pause);
     }
     Ok(())
@@ -917,7 +917,7 @@ fn sync_side_file(p: &Path, f: &std::fs::File) -> Result<()> {
 fn write_json<T: serde::Serialize>(dir: &Path, name: &str, v: &T) -> Result<()> {
     let p = dir.join(name);
     // Created under the signal handler's lock, as every file in the temp directory.
-    let f = crate::cancel::create_file(&p).map_err(|e| Error::io(&p, e))?;
+    let f = crate::write::cancel::create_file(&p).map_err(|e| Error::io(&p, e))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, &f);
     serde_json::to_writer_pretty(&mut w, v).map_err(|e| match e.io_error_kind() {
         Some(_) => Error::io(&p, e.into()),

@@ -10,8 +10,8 @@ mod cache;
 mod range;
 mod resolve;
 
-use crate::checkpoint::{FetchFile, Weights};
 use crate::error::{Error, Result};
+use crate::load::checkpoint::{FetchFile, Weights};
 use std::path::{Path, PathBuf};
 
 pub use resolve::is_hub_id;
@@ -156,8 +156,8 @@ impl ModelFiles {
     /// Every file of the model this run reads or may read (for refusing an output path that
     /// names one): config, tokenizer files, the weights and every shard of a sharded index; for a
     /// hub model also its cache entry (`models--org--name`), whole.
-    pub fn inputs(&self) -> crate::writer::Inputs {
-        let mut v = crate::writer::Inputs::new();
+    pub fn inputs(&self) -> crate::write::Inputs {
+        let mut v = crate::write::Inputs::new();
         v.files(
             [
                 self.config.as_deref(),
@@ -173,7 +173,7 @@ impl ModelFiles {
         if let Weights::ShardedSafetensors(index) | Weights::ShardedPytorch(index) = &self.weights {
             // A shard not on disk yet is in the cache entry below; an unreadable index fails
             // later, where it is read.
-            for s in crate::checkpoint::shard_names(index).unwrap_or_default() {
+            for s in crate::load::checkpoint::shard_names(index).unwrap_or_default() {
                 v.files(self.fetcher.local(&s));
             }
         }
