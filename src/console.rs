@@ -4,7 +4,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use crate::commands::finetune::FinetuneReport;
+use crate::report::FinetuneReport;
 use crate::report::TransplantReport;
 use std::io::Write;
 
@@ -166,7 +166,7 @@ impl Output {
 
 impl Output {
     /// `score`'s table: one line per method.
-    pub fn score_table(&self, r: &crate::commands::score::ScoreReport) {
+    pub fn score_table(&self, r: &crate::report::ScoreReport) {
         if self.quiet {
             return;
         }

@@ -117,7 +117,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let cfg = config::transplant(args, tty)?;
     let out = Output { quiet: cfg.quiet };
-    let done = commands::transplant::run(&cfg, &out)?;
+    let done = match cfg.vectors {
+        Some(_) => commands::vectors_source::run(&cfg, &out)?,
+        None => commands::transplant::run(&cfg, &out)?,
+    };
     if cfg.json {
         console::print_json(&done.report)?;
     }

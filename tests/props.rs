@@ -366,10 +366,10 @@ proptest! {
         prop_assert_eq!(counts.iter().sum::<usize>(), c.target.len());
         // A note for every row that is not an exact copy, in order, naming its line and token.
         let words = embed_transplant::load::vocab::TargetVocab::from_words(c.target.clone(), "v.txt");
-        let notes = embed_transplant::report::notes(
+        let notes = embed_transplant::report::rows::notes(
             &words,
             &plan,
-            &embed_transplant::report::source_names(&src),
+            &embed_transplant::report::rows::source_names(&src),
             "random",
         );
         prop_assert_eq!(counts[0] + notes.len(), c.target.len());

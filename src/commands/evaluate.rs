@@ -5,28 +5,10 @@ use crate::console::Output;
 use crate::error::{Error, Result};
 use crate::load::checkpoint;
 use crate::load::labelled;
+use crate::report::{ClassMetrics, EvaluateReport};
 use crate::train::{self, Model, Segmenter};
-use serde::Serialize;
 
-#[derive(Debug, Serialize)]
-pub struct ClassMetrics {
-    pub label: String,
-    pub precision: f64,
-    pub recall: f64,
-    pub f1: f64,
-    pub support: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Evaluation {
-    pub data: String,
-    pub examples: usize,
-    pub loss: f64,
-    pub accuracy: f64,
-    pub classes: Vec<ClassMetrics>,
-}
-
-pub fn run(cfg: &EvaluateConfig, out: &Output) -> Result<Evaluation> {
+pub fn run(cfg: &EvaluateConfig, out: &Output) -> Result<EvaluateReport> {
     let inp = super::labelled_input(
         &cfg.embeddings,
         &cfg.vocab,
@@ -131,7 +113,7 @@ pub fn run(cfg: &EvaluateConfig, out: &Output) -> Result<Evaluation> {
             }
         })
         .collect();
-    Ok(Evaluation {
+    Ok(EvaluateReport {
         data: cfg.data.display().to_string(),
         examples: examples.len(),
         loss,
@@ -149,7 +131,7 @@ fn labels_of_sorted(labels: &[String]) -> usize {
 }
 
 /// The human table.
-pub fn render(e: &Evaluation) -> String {
+pub fn render(e: &EvaluateReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(

@@ -10,35 +10,11 @@ use crate::load::labelled;
 use crate::load::vocab;
 use crate::report;
 use crate::report::plot;
+use crate::report::FinetuneReport;
 use crate::train::{self, Dataset, EpochMetrics, Model, Segmenter, TrainOptions};
 use crate::write::{Batch, TensorOut};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
-
-#[derive(Debug, Serialize)]
-pub struct FinetuneReport {
-    pub output: String,
-    pub head: Option<String>,
-    pub labels: Vec<String>,
-    pub train_examples: usize,
-    pub valid_examples: Option<usize>,
-    pub test_examples: Option<usize>,
-    pub epochs: Vec<EpochMetrics>,
-    /// The epoch whose weights were kept (best validation accuracy, else the last).
-    pub best_epoch: usize,
-    pub test_loss: Option<f64>,
-    pub test_accuracy: Option<f64>,
-    pub frozen_rows: usize,
-    pub optimizer: &'static str,
-    pub embedding_lr: f64,
-    /// Share of tokens in the training texts that are the unknown token.
-    pub unknown_token_rate: f64,
-    /// Mean number of tokens per training example after --max-len.
-    pub mean_tokens: f64,
-    pub batches_per_epoch: usize,
-    pub seconds: f64,
-}
 
 pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>> {
     let start = std::time::Instant::now();
@@ -58,7 +34,7 @@ pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>>
                 "--freeze-copied needs the transplant's `copied_rows` metadata, which this file lacks",
             )
         })?;
-        let mask = report::parse_ranges(text, rows).map_err(|msg| {
+        let mask = report::rows::parse_ranges(text, rows).map_err(|msg| {
             Error::file(&cfg.embeddings, format!("metadata `copied_rows`: {msg}"))
         })?;
         Some(mask)

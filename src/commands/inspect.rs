@@ -3,49 +3,14 @@
 use crate::config::InspectConfig;
 use crate::console::Output;
 use crate::error::{Error, Result};
-use crate::load::checkpoint::{self, TensorEntry};
-use crate::load::hub::{self, Provenance};
-use crate::load::model_config::ModelConfig;
-use crate::load::vocab::{self, SourceKind};
-use crate::matching::{self, Style};
-use serde::Serialize;
+use crate::load::checkpoint::{self};
+use crate::load::hub::{self};
+use crate::load::vocab::{self};
+use crate::matching::{self};
+use crate::report::{DryRun, InspectReport, VocabFacts};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Serialize)]
-pub struct Inspection {
-    pub source: Provenance,
-    pub weights: String,
-    pub weights_format: String,
-    pub tensors: Vec<TensorEntry>,
-    /// The tensor a transplant would use, or why none.
-    pub embedding: Option<String>,
-    pub embedding_rule: Option<String>,
-    pub embedding_error: Option<String>,
-    pub source_vocab: VocabFacts,
-    pub config: ModelConfig,
-    /// With --vocab: rows per method a transplant with the default init would produce.
-    pub dry_run: Option<DryRun>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct VocabFacts {
-    pub path: String,
-    pub kind: SourceKind,
-    pub size: usize,
-    pub tokenizer: Style,
-    pub lowercase: bool,
-    pub special_tokens: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct DryRun {
-    pub target_vocab: String,
-    pub rows: usize,
-    pub copied: usize,
-    pub counts: BTreeMap<String, usize>,
-}
-
-pub fn run(cfg: &InspectConfig, out: &Output) -> Result<Inspection> {
+pub fn run(cfg: &InspectConfig, out: &Output) -> Result<InspectReport> {
     let files = hub::resolve_headers_only(&cfg.model, &cfg.hub)?;
     let side = super::source_side(&files, cfg.source_vocab.as_deref(), &cfg.model, out)?;
     let tensors = checkpoint::list_tensors(&files.weights, files.fetcher.as_ref())?;
@@ -97,7 +62,7 @@ pub fn run(cfg: &InspectConfig, out: &Output) -> Result<Inspection> {
         }
         None => None,
     };
-    Ok(Inspection {
+    Ok(InspectReport {
         source: files.provenance.clone(),
         weights: files.weights.path().display().to_string(),
         weights_format: files.weights.format().to_string(),
@@ -119,7 +84,7 @@ pub fn run(cfg: &InspectConfig, out: &Output) -> Result<Inspection> {
 }
 
 /// The human listing.
-pub fn render(i: &Inspection) -> String {
+pub fn render(i: &InspectReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "model:    {} ({})", i.source.model, i.source.kind);

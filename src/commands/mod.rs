@@ -6,6 +6,7 @@ pub mod evaluate;
 pub mod finetune;
 pub mod inspect;
 pub mod score;
+pub mod stage;
 pub mod transplant;
 pub mod vectors_source;
 

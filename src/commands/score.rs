@@ -10,10 +10,9 @@ use crate::console::Output;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::init::build::{self, RowSource};
-use crate::init::fit::FitSummary;
 use crate::init::guide;
-use crate::init::heldout::{self, MethodScore};
-use crate::init::{self, auto, Method, Source};
+use crate::init::heldout;
+use crate::init::{self, Method, Source};
 use crate::linalg::Matrix;
 use crate::load::checkpoint;
 use crate::load::hub;
@@ -21,54 +20,9 @@ use crate::load::vectors::{self, Vectors};
 use crate::load::vocab::{self, SourceVocab, TargetVocab};
 use crate::matching::holdout::{self, Candidate};
 use crate::matching::SourceTokenizer;
+use crate::report::{FitSummary, GuideSummary, MethodScore, ScoreReport};
 use crate::write::Batch;
 use std::collections::HashSet;
-
-/// What `score` found.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ScoreReport {
-    pub model: String,
-    pub tensor: String,
-    pub source_shape: [usize; 2],
-    /// Source tokens that could be held out (whole words that encode back to themselves).
-    pub candidates: usize,
-    /// Tokens held out from every fit (a sample is taken from those that split into 2+ pieces).
-    pub held_out: usize,
-    /// Held-out tokens scored, and how many of them occur in the target vocabulary.
-    pub scored: usize,
-    pub in_target: Option<usize>,
-    pub seed: u64,
-    pub sigma: f32,
-    pub scores: Vec<MethodScore>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub compose_fit: Option<FitSummary>,
-    /// What the `auto` method chose on the held-out tokens.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auto: Option<auto::Choice>,
-    /// With --aux-vectors or --donor: the file or donor, its anchors (source tokens it has a
-    /// vector for) and the scored tokens it had a vector for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub guide: Option<GuideSummary>,
-    pub seconds: f64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct GuideSummary {
-    /// The static-vector file, or the donor model (`donor` true).
-    pub file: String,
-    pub donor: bool,
-    /// Vectors in the file; for a donor, the distinct texts its tokens stand for.
-    pub vectors_in_file: usize,
-    /// Dimension of the auxiliary space.
-    pub dim: usize,
-    pub anchors: usize,
-    pub guided: usize,
-    /// The softmax rule's anchors and temperature.
-    pub top_k: usize,
-    pub temperature: f32,
-    /// The OMP rule's k, as applied (capped at `dim`).
-    pub omp_k: usize,
-}
 
 /// The held-out evaluation, shared by `score` and the transplant's `--report`.
 pub struct Evaluation {
@@ -78,7 +32,7 @@ pub struct Evaluation {
     pub in_target: Option<usize>,
     pub scores: Vec<MethodScore>,
     pub fit: Option<FitSummary>,
-    pub auto: Option<auto::Choice>,
+    pub auto: Option<crate::report::AutoChoice>,
     /// Methods left out, and why.
     pub notes: Vec<String>,
     /// Scored tokens the guide built (the rest were composed), and its anchors.

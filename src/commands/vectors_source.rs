@@ -3,7 +3,7 @@
 //! token, its normalised forms, a Chinese word's characters) are kept; those kept rows are the
 //! source matrix that the plan, the build and the writer of every transplant run on.
 
-use super::transplant::{
+use super::stage::{
     copied_rows_of, metadata, plan_report, record_stats, stage_extras, stage_matrix,
 };
 use super::Staged;
@@ -12,13 +12,13 @@ use crate::console::Output;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::init::build::{BuildOptions, Fill};
-use crate::init::heldout::ReportScore;
 use crate::init::Method;
 use crate::linalg::Matrix;
 use crate::load::hub::Provenance;
 use crate::load::vectors;
 use crate::load::vocab;
 use crate::matching::{statics, Style};
+use crate::report::ReportScore;
 use crate::report::{StaticSource, TransplantReport};
 use crate::write::Batch;
 use std::collections::BTreeMap;

@@ -15,51 +15,12 @@ use crate::load::checkpoint::store::TensorStore;
 use crate::load::hub::ModelFiles;
 use crate::load::vocab::{SourceKind, SourceVocab, TargetVocab};
 use crate::matching::{Method, Plan, SourceTokenizer};
+use crate::report::{Adopted, ModelReport};
 use crate::write::Batch;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use tokenizer::Family;
-
-/// What was written, for the summary and transplant.json.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ModelReport {
-    pub dir: String,
-    pub mode: &'static str,
-    pub rows: usize,
-    /// Rows that a token maps to.
-    pub token_rows: usize,
-    /// --extend: target tokens appended.
-    pub new_tokens: usize,
-    /// --keep-special: special tokens appended.
-    pub kept_special: Vec<String>,
-    pub padding_rows: usize,
-    pub tokenizer: Family,
-    /// --extend: how the new tokens went into the tokenizer.
-    pub extension: Option<tokenizer::Extension>,
-    /// No separate output head was written (tied to the embedding, or none).
-    pub tied: bool,
-    pub routing: weights::Routing,
-    pub weight_files: Vec<String>,
-    pub config_ids: BTreeMap<String, Value>,
-    /// A target tokenizer.json replaced the source's: how the special-token roles were adopted.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub special_tokens: Option<Adopted>,
-}
-
-/// Special tokens when a target tokenizer replaces the source's (without --keep-special): each
-/// role whose source token the target lacks points at the target's token of that role.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Adopted {
-    /// Role (`eos`, `pad`, ...) -> [source token, target token].
-    pub moved: BTreeMap<String, [String; 2]>,
-    /// Roles the source has and the target has no token for (their config ids become null).
-    pub lacking: Vec<String>,
-    /// The target's token per role (its tokenizer_config.json, else its special added tokens).
-    pub target_roles: BTreeMap<String, String>,
-    /// Source special tokens with no role that the new tokenizer does not have.
-    pub dropped: Vec<String>,
-}
 
 /// Everything the directory is made from.
 pub struct Input<'a> {

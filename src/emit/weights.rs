@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::init::build::{self, BuildOptions, Fill, RowSource};
 use crate::linalg::Matrix;
 use crate::load::checkpoint::store::{StoredTensor, TensorStore};
+use crate::report::Routing;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -56,20 +57,6 @@ fn float_dtype(dtype: &str) -> Option<DType> {
         "F64" => DType::F64,
         _ => return None,
     })
-}
-
-/// What routing found, for the report.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Routing {
-    pub embedding: String,
-    /// The untied output head rebuilt from its own rows, if any.
-    pub head: Option<String>,
-    /// Tensors left out because transformers ties them (a tied head, BERT's decoder bias).
-    pub tied_dropped: Vec<String>,
-    pub biases: Vec<String>,
-    /// Other tensors equal to the embedding (T5's `encoder.embed_tokens.weight` beside
-    /// `shared.weight` in older checkpoints): written as the same new rows.
-    pub copies_of_embedding: Vec<String>,
 }
 
 const HEAD_NAMES: &[&str] = &[

@@ -15,6 +15,7 @@ use crate::init::fit;
 use crate::linalg::cosine;
 use crate::matching::holdout::{self, Candidate};
 use crate::matching::Plan;
+use crate::report::{AutoChoice, AutoKind};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use unicode_script::{Script, UnicodeScript};
@@ -56,44 +57,9 @@ impl Kind {
     }
 }
 
-/// One kind of composed token, and what its validation said.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct KindChoice {
-    /// Unicode script of the token's text (`Han`, `Latin`, ...; `Common` for digits and
-    /// punctuation only).
-    pub script: String,
-    /// Pieces under the source tokenizer: `2`, `3` or `4+`.
-    pub pieces: String,
-    /// Target rows of this kind.
-    pub rows: usize,
-    /// Held-out source tokens of this kind the map was fitted on, and validated on.
-    pub fit: usize,
-    pub validation: usize,
-    /// Mean cosine to the true row on the validation tokens: with the map, and the plain mean.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cosine_fitted: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cosine_plain: Option<f64>,
-    /// Whether this kind's rows got the map.
-    pub fitted: bool,
-}
-
-/// What `auto` chose for this run.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Choice {
-    /// `compose-fit` when some rows got the map, else `compose`.
-    pub used: String,
-    /// Why, in one sentence.
-    pub reason: String,
-    /// Composed target rows of 2 or more pieces, and how many of them got the map.
-    pub composed: usize,
-    pub fitted: usize,
-    pub kinds: Vec<KindChoice>,
-}
-
-impl Choice {
-    fn plain(composed: usize, kinds: Vec<KindChoice>, reason: String) -> Choice {
-        Choice {
+impl AutoChoice {
+    fn plain(composed: usize, kinds: Vec<AutoKind>, reason: String) -> AutoChoice {
+        AutoChoice {
             used: "compose".into(),
             reason,
             composed,
@@ -123,9 +89,9 @@ pub fn choose(
         }
     }
     let composed: usize = rows_of.values().map(Vec::len).sum();
-    let mut kinds: Vec<KindChoice> = rows_of
+    let mut kinds: Vec<AutoKind> = rows_of
         .iter()
-        .map(|(k, rows)| KindChoice {
+        .map(|(k, rows)| AutoKind {
             script: k.script.to_string(),
             pieces: k.pieces_name(),
             rows: rows.len(),
@@ -136,14 +102,14 @@ pub fn choose(
             fitted: false,
         })
         .collect();
-    let done = |choice: Choice| -> Result<Fitting> {
+    let done = |choice: AutoChoice| -> Result<Fitting> {
         Ok(Fitting {
             auto: Some(choice),
             ..Fitting::default()
         })
     };
     if composed == 0 {
-        return done(Choice::plain(
+        return done(AutoChoice::plain(
             0,
             kinds,
             "no target token is composed of 2 or more pieces".into(),
@@ -166,7 +132,7 @@ pub fn choose(
             .iter()
             .map(|k| format!("{} {}", k.script, k.pieces))
             .collect();
-        return done(Choice::plain(
+        return done(AutoChoice::plain(
             composed,
             kinds,
             format!(
@@ -188,7 +154,7 @@ pub fn choose(
     };
     let map = match fit::fit(&pick(&x, false), &pick(&y, false), d, seed) {
         Ok(m) => m,
-        Err(Error::Invalid(msg)) => return done(Choice::plain(composed, kinds, msg)),
+        Err(Error::Invalid(msg)) => return done(AutoChoice::plain(composed, kinds, msg)),
         Err(e) => return Err(e),
     };
     // Each kind's validation: the map as the builder applies it, against the plain mean.
@@ -234,7 +200,7 @@ pub fn choose(
             }
         }
     }
-    let summary = map.summary();
+    let summary = super::fit_summary(&map);
     if fitted == 0 {
         let reason = if map.identity {
             "the plain mean beat every fitted map on the source's own validation tokens".into()
@@ -243,7 +209,7 @@ pub fn choose(
                 "no kind composed here had {MIN_VALIDATION} or more validation tokens on which the map beat the plain mean"
             )
         };
-        return done(Choice::plain(composed, kinds, reason));
+        return done(AutoChoice::plain(composed, kinds, reason));
     }
     let names: Vec<String> = kinds
         .iter()
@@ -253,7 +219,7 @@ pub fn choose(
     Ok(Fitting {
         map: Some(Arc::new(map)),
         summary: Some(summary),
-        auto: Some(Choice {
+        auto: Some(AutoChoice {
             used: "compose-fit".into(),
             reason: format!(
                 "the map beat the plain mean on the source's own held-out tokens of kind(s) {}",

@@ -78,33 +78,6 @@ impl LinearMap {
     }
 }
 
-/// The fitted map's facts, for reports and metadata.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct FitSummary {
-    /// Plain mean composition won the validation split: the map is the identity.
-    pub identity: bool,
-    pub alpha: f64,
-    pub lambda: f64,
-    pub fit_size: usize,
-    /// Mean cosine on the fit's own held-out fifth: the map, and plain mean of pieces.
-    pub validation_cosine: f64,
-    pub validation_cosine_plain: f64,
-}
-
-impl LinearMap {
-    pub fn summary(&self) -> FitSummary {
-        let m = self;
-        FitSummary {
-            identity: m.identity,
-            alpha: m.alpha,
-            lambda: m.lambda,
-            fit_size: m.fit_size,
-            validation_cosine: m.heldout_cosine,
-            validation_cosine_plain: m.heldout_cosine_plain,
-        }
-    }
-}
-
 fn transpose(w: &[f32], d: usize) -> Vec<f32> {
     let mut t = vec![0f32; d * d];
     for i in 0..d {

@@ -4,39 +4,8 @@
 
 use crate::error::Result;
 use crate::linalg::{cosine, matmul_t, norm, Matrix};
+use crate::report::MethodScore;
 use rayon::prelude::*;
-
-/// One method's score on the held-out tokens.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct MethodScore {
-    pub method: String,
-    /// Held-out tokens scored.
-    pub tokens: usize,
-    /// Mean cosine of the predicted row to the true row.
-    pub mean_cosine: f64,
-    /// Share of tokens whose true row is the prediction's nearest source row (by cosine).
-    pub top1: f64,
-    /// ... among its 10 nearest.
-    pub top10: f64,
-    /// Median rank of the true row among all source rows (1 = nearest).
-    pub median_rank: f64,
-    /// Median of |predicted| / |true|.
-    pub norm_ratio: f64,
-}
-
-/// The held-out score of the method a transplant used, for its `--report`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ReportScore {
-    /// Held-out source tokens scored, and how many of them occur in the target vocabulary.
-    pub scored: usize,
-    pub in_target: Option<usize>,
-    pub seed: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub score: Option<MethodScore>,
-    /// Why there is no score, when there is none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
 
 /// Source rows compared per matrix product (bounds memory: 8192 x samples similarities).
 const BLOCK: usize = 8192;

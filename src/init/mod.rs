@@ -21,7 +21,7 @@ use crate::load::vectors::Vectors;
 use crate::load::vocab::{SourceVocab, TargetVocab};
 use crate::matching::holdout::{self, Candidate, Decomposed};
 use crate::matching::{self, Plan, SourceTokenizer, Style};
-use crate::report::GuideReport;
+use crate::report::{FitSummary, GuideReport};
 use fit::LinearMap;
 use guide::Anchors;
 use rand::seq::SliceRandom;
@@ -187,8 +187,8 @@ pub fn plan(source: &Source<'_>, target: &TargetVocab, method: Method) -> Plan {
 #[derive(Default)]
 pub struct Fitting {
     pub map: Option<Arc<LinearMap>>,
-    pub summary: Option<fit::FitSummary>,
-    pub auto: Option<auto::Choice>,
+    pub summary: Option<crate::report::FitSummary>,
+    pub auto: Option<crate::report::AutoChoice>,
 }
 
 /// `compose-fit` and `auto`: fits the map on the source's own multi-piece tokens and marks the
@@ -216,7 +216,7 @@ pub fn fit(
                 }
             }
             Ok(Fitting {
-                summary: Some(map.summary()),
+                summary: Some(fit_summary(&map)),
                 map: Some(Arc::new(map)),
                 auto: None,
             })
@@ -416,5 +416,17 @@ fn guide_report(rule: guide::Rule, anchors: &Anchors, guided: usize) -> GuideRep
         dim: anchors.dim,
         anchors: anchors.len(),
         guided,
+    }
+}
+
+/// The fitted map's facts, for reports and metadata.
+pub fn fit_summary(m: &LinearMap) -> FitSummary {
+    FitSummary {
+        identity: m.identity,
+        alpha: m.alpha,
+        lambda: m.lambda,
+        fit_size: m.fit_size,
+        validation_cosine: m.heldout_cosine,
+        validation_cosine_plain: m.heldout_cosine_plain,
     }
 }
