@@ -1,12 +1,13 @@
 //! `embed-transplant` (the main job): resolve the model, read its embedding, build the new matrix
 //! for the target vocabulary, stage the output (and report) files for the caller to commit.
 
+use super::stage;
 use super::Staged;
-use super::{score, stage};
 use crate::config::TransplantConfig;
 use crate::console::Output;
 use crate::error::{Error, Result};
 use crate::init::build::{self};
+use crate::init::heldout;
 use crate::init::{self, Method, Source};
 use crate::linalg::Matrix;
 use crate::load::checkpoint;
@@ -274,19 +275,19 @@ pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantRepo
         Some(_) => {
             let prefer: HashSet<String> = target.tokens.iter().cloned().collect();
             let space = match (&vectors, &loaded) {
-                (Some(v), _) => Some(score::GuideSpace::Vectors(v)),
+                (Some(v), _) => Some(heldout::GuideSpace::Vectors(v)),
                 _ => None,
             };
             let donor = loaded.as_ref().map(|l| l.donor());
-            let space = space.or(donor.as_ref().map(score::GuideSpace::Donor));
+            let space = space.or(donor.as_ref().map(heldout::GuideSpace::Donor));
             let method = match space {
                 Some(_) => Method::Guide(cfg.guide),
                 None => cfg.init,
             };
-            let ev = score::evaluate(
+            let ev = heldout::evaluate(
                 &engine,
                 holdout::candidates(&tokenizer, source.size),
-                &score::EvalOptions {
+                &heldout::EvalOptions {
                     guide: space,
                     sample: REPORT_SAMPLE,
                     seed: cfg.seed,

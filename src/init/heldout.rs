@@ -1,11 +1,24 @@
-//! How good re-initialised rows are, measured against rows we know: for held-out source tokens,
-//! the cosine of each predicted row to the true one, where the true row ranks among all source
-//! rows by cosine to the prediction (top-1, top-10, median rank), and the norm ratio. Pure: no I/O.
+//! Held-out scoring, shared by `score` and the transplant's `--report`: a seeded sample of source
+//! tokens is treated as unknown (the source loses them: tokenizer, vocabulary, and their rows'
+//! share of the mean fill and the std, [`crate::matching::holdout`]), the init engine
+//! ([`super`]) builds their rows from that reduced source exactly as a transplant would, and
+//! each row is compared with its true row ([`score`]): the cosine, where the true row ranks among
+//! all source rows by cosine to the prediction (top-1, top-10, median rank), and the norm ratio.
+//!
+//! (Over 400 lines: the reduced source, the evaluation and the metric belong together.)
 
-use crate::error::Result;
+use super::{Method, Source};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::init::build::{self, RowSource};
 use crate::linalg::{cosine, matmul_t, norm, Matrix};
-use crate::report::MethodScore;
+use crate::load::vectors::Vectors;
+use crate::load::vocab::{SourceVocab, TargetVocab};
+use crate::matching::holdout::{self, Candidate};
+use crate::matching::SourceTokenizer;
+use crate::report::{FitSummary, MethodScore};
 use rayon::prelude::*;
+use std::collections::HashSet;
 
 /// Source rows compared per matrix product (bounds memory: 8192 x samples similarities).
 const BLOCK: usize = 8192;
@@ -106,6 +119,247 @@ pub fn score(
         median_rank: median(ranks),
         norm_ratio: median(ratio),
     })
+}
+
+/// The held-out evaluation, shared by `score` and the transplant's `--report`.
+pub struct Evaluation {
+    pub candidates: usize,
+    pub held_out: usize,
+    pub scored: usize,
+    pub in_target: Option<usize>,
+    pub scores: Vec<MethodScore>,
+    pub fit: Option<FitSummary>,
+    pub auto: Option<crate::report::AutoChoice>,
+    /// Methods left out, and why.
+    pub notes: Vec<String>,
+    /// Scored tokens the guide built (the rest were composed), and its anchors.
+    pub guided: Option<usize>,
+    pub anchors: usize,
+    /// With `keep_rows`: what `--save-rows` writes.
+    pub rows: Option<HeldOutRows>,
+}
+
+/// The rows a held-out evaluation built, method by method, and the held-out tokens.
+pub struct HeldOutRows {
+    /// Every held-out source id (the reduced source lacks them all), sorted.
+    pub held_out: Vec<u32>,
+    /// The scored tokens: source ids and texts, in row order.
+    pub ids: Vec<u32>,
+    pub texts: Vec<String>,
+    /// Each method's rows (scored x dim, f32), in the order scored.
+    pub methods: Vec<(String, Vec<f32>)>,
+}
+
+/// An auxiliary space as a guide.
+#[derive(Clone, Copy)]
+pub enum GuideSpace<'a> {
+    Vectors(&'a Vectors),
+    Donor(&'a crate::init::donor::Donor<'a>),
+}
+
+/// Settings of one evaluation.
+pub struct EvalOptions<'a> {
+    pub guide: Option<GuideSpace<'a>>,
+    pub sample: usize,
+    pub seed: u64,
+    pub methods: &'a [Method],
+    /// Target tokens: held-out tokens among them are preferred.
+    pub prefer: Option<&'a HashSet<String>>,
+    /// Keep each method's rows ([`Evaluation::rows`]).
+    pub keep_rows: bool,
+}
+
+/// Held-out tokens treated as unknown: the source without them.
+struct Reduced {
+    tokenizer: SourceTokenizer,
+    vocab: SourceVocab,
+    held: HashSet<u32>,
+}
+
+impl Reduced {
+    fn new(full: &Source<'_>, held: HashSet<u32>) -> Result<Reduced> {
+        let tokenizer = holdout::without(full.tokenizer, &held)?;
+        let mut vocab = full.vocab.clone();
+        vocab.ids.retain(|_, id| !held.contains(id));
+        Ok(Reduced {
+            tokenizer,
+            vocab,
+            held,
+        })
+    }
+
+    fn source<'a>(&'a self, full: &Source<'a>) -> Source<'a> {
+        Source {
+            matrix: full.matrix,
+            vocab: &self.vocab,
+            tokenizer: &self.tokenizer,
+            initializer_range: full.initializer_range,
+            held_out: &self.held,
+        }
+    }
+}
+
+/// Builds the rows `method` makes for the target `texts` from `source`, as a transplant would:
+/// the plan, the fit, the guide, the builder (f32). None when the method cannot run here (too
+/// little to fit on), with the reason in `notes`.
+fn build(
+    source: &Source<'_>,
+    texts: &[String],
+    method: Method,
+    space: Option<GuideSpace<'_>>,
+    seed: u64,
+    ev: &mut Evaluation,
+) -> Result<Option<Vec<f32>>> {
+    let target = TargetVocab::from_words(texts.to_vec(), "held-out tokens");
+    let mut plan = super::plan(source, &target, method);
+    let fitting = match super::fit(source, &mut plan, texts, method, seed) {
+        Ok(f) => f,
+        // Too little to fit on (a tiny vocabulary): the method is left out, said why.
+        Err(Error::Invalid(msg)) => {
+            ev.notes.push(msg);
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    if let Method::Guide(rule) = method {
+        let report = match space {
+            Some(GuideSpace::Vectors(v)) => {
+                Some(super::guide_by_vectors(source, &mut plan, texts, v, rule)?)
+            }
+            Some(GuideSpace::Donor(d)) => super::guide_by_donor(source, &mut plan, texts, d, rule)?,
+            None => None,
+        };
+        if let Some(r) = report {
+            ev.guided = Some(r.guided);
+            ev.anchors = r.anchors;
+        }
+    }
+    let sigma = super::sigma(source);
+    let opts = super::options(
+        source,
+        method,
+        Some(&sigma),
+        &fitting,
+        (DType::F32, seed, false),
+    );
+    if fitting.summary.is_some() && method == Method::ComposeFit {
+        ev.fit = fitting.summary.clone();
+    }
+    if fitting.auto.is_some() {
+        ev.auto = fitting.auto.clone();
+    }
+    let mut rows: Vec<f32> = Vec::with_capacity(texts.len() * source.matrix.cols);
+    let mut tmp = Vec::new();
+    build::build_blocks(&plan.rows, source.matrix, &opts, |block| {
+        tmp.resize(block.len() / 4, 0f32);
+        DType::F32.decode(block, &mut tmp);
+        rows.extend_from_slice(&tmp);
+        Ok(())
+    })
+    .map_err(|e| Error::Invalid(format!("building held-out rows: {e}")))?;
+    Ok(Some(rows))
+}
+
+/// Holds out a sample, rebuilds it with each method from the source without it, and scores the
+/// results against the true rows.
+pub fn evaluate(
+    full: &Source<'_>,
+    cands: Vec<Candidate>,
+    opts: &EvalOptions<'_>,
+) -> Result<Evaluation> {
+    let cands = super::ordered_candidates(cands, opts.seed, opts.prefer);
+    let refs: Vec<&Candidate> = cands.iter().collect();
+    let vocab_rows = full.vocab.size;
+    // Hold out twice the sample (most candidates split), more if too few split; with a fitted
+    // method, at most half of the candidates, so that the rest can be fitted on.
+    let fits = opts
+        .methods
+        .iter()
+        .any(|m| matches!(m, Method::ComposeFit | Method::Auto));
+    let limit = if fits { refs.len() / 2 } else { refs.len() };
+    let mut k = (opts.sample * 2).min(limit);
+    let (k, held) = loop {
+        let set: HashSet<u32> = refs[..k].iter().map(|c| c.id).collect();
+        let dec = holdout::decompose(full.tokenizer, &refs[..k], &set, vocab_rows)?;
+        if dec.len() >= opts.sample || k == limit {
+            break (k, dec);
+        }
+        k = (k * 2).min(limit);
+    };
+    let reduced = Reduced::new(full, refs[..k].iter().map(|c| c.id).collect())?;
+    let source = reduced.source(full);
+    // Scored: the held-out tokens a transplant from the reduced source composes from 2 or more
+    // pieces (not those it would copy from another token, e.g. `x` from `##x`).
+    let texts: Vec<String> = held.iter().map(|h| h.text.clone()).collect();
+    let base = super::plan(
+        &source,
+        &TargetVocab::from_words(texts.clone(), "held-out tokens"),
+        Method::Compose,
+    );
+    let mut held: Vec<_> = held
+        .into_iter()
+        .zip(&base.rows)
+        .filter(|(_, r)| matches!(&r.source, RowSource::Composed(p) if p.len() >= 2))
+        .map(|(h, _)| h)
+        .collect();
+    held.truncate(opts.sample);
+    if held.is_empty() {
+        return Err(Error::Invalid(
+            "no source token splits into 2 or more pieces when held out: nothing to score".into(),
+        ));
+    }
+    let texts: Vec<String> = held.iter().map(|h| h.text.clone()).collect();
+    let truth: Vec<u32> = held.iter().map(|h| h.id).collect();
+    let mut ev = Evaluation {
+        candidates: cands.len(),
+        held_out: k,
+        scored: held.len(),
+        in_target: opts.prefer.map(|p| {
+            held.iter()
+                .filter(|h| p.contains(&h.text) || p.contains(h.text.trim()))
+                .count()
+        }),
+        scores: Vec::new(),
+        fit: None,
+        auto: None,
+        notes: Vec::new(),
+        guided: None,
+        anchors: 0,
+        rows: None,
+    };
+    let mut kept: Vec<(String, Vec<f32>)> = Vec::new();
+    for &m in opts.methods {
+        if matches!(m, Method::Guide(_)) && opts.guide.is_none() {
+            continue;
+        }
+        let Some(preds) = build(&source, &texts, m, opts.guide, opts.seed, &mut ev)? else {
+            continue;
+        };
+        ev.scores
+            .push(score(m.name(), full.matrix, vocab_rows, &truth, &preds)?);
+        if opts.keep_rows {
+            kept.push((m.name().to_string(), preds));
+        }
+    }
+    if opts.keep_rows {
+        let mut t = vec![0f32; truth.len() * full.matrix.cols];
+        for (id, r) in truth
+            .iter()
+            .zip(t.chunks_exact_mut(full.matrix.cols.max(1)))
+        {
+            full.matrix.row_f32(*id as usize, r);
+        }
+        kept.push(("truth".into(), t));
+        let mut held_out: Vec<u32> = reduced.held.iter().copied().collect();
+        held_out.sort_unstable();
+        ev.rows = Some(HeldOutRows {
+            held_out,
+            ids: truth,
+            texts,
+            methods: kept,
+        });
+    }
+    Ok(ev)
 }
 
 #[cfg(test)]

@@ -82,7 +82,8 @@ fn finetune_freezing() {
     let sb = finetune_sandbox();
     let src = read_st(&sb.path("emb.safetensors"));
     let (_, _, before) = &src.tensors["weight"];
-    let copied = embed_transplant::report::rows::parse_ranges(&src.meta["copied_rows"], 29).unwrap();
+    let copied =
+        embed_transplant::report::rows::parse_ranges(&src.meta["copied_rows"], 29).unwrap();
     assert!(copied.iter().any(|c| *c));
     finetune(
         &sb,
