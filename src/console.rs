@@ -4,8 +4,8 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use crate::report::FinetuneReport;
-use crate::report::TransplantReport;
+use crate::report::render;
+use crate::report::{FinetuneReport, ScoreReport, TransplantReport};
 use std::io::Write;
 
 /// Where human messages go, and whether to print them.
@@ -62,175 +62,18 @@ impl Output {
         }
     }
 
-    /// `--init auto`'s choice, in one line.
-    fn auto_line(&self, r: &TransplantReport) {
-        let Some(a) = &r.auto else { return };
-        if a.fitted > 0 {
-            self.info(&format!(
-                "init auto: compose-fit on {} of {} composed rows: {}",
-                a.fitted, a.composed, a.reason
-            ));
-        } else {
-            self.info(&format!(
-                "init auto: compose (plain mean of pieces): {}",
-                a.reason
-            ));
-        }
-    }
-
+    /// The transplant's summary lines (see [`render::transplant`]).
     pub fn summary(&self, r: &TransplantReport) {
-        if self.quiet {
-            return;
-        }
-        let counts: Vec<String> = r
-            .counts
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        let from = match (&r.source.revision, &r.source.commit) {
-            (Some(rev), Some(c)) => format!(
-                "{}@{rev} ({})",
-                r.source.model,
-                c.chars().take(12).collect::<String>()
-            ),
-            (Some(rev), None) => format!("{}@{rev}", r.source.model),
-            _ => r.source.model.clone(),
-        };
-        if let Some(m) = &r.model {
-            self.info(&format!(
-                "wrote model directory {} ({}): {} rows ({} with a token{}{}), tokenizer {:?}, head {}, {} weights file(s)",
-                m.dir,
-                m.mode,
-                m.rows,
-                m.token_rows,
-                if m.new_tokens > 0 { format!(", {} new", m.new_tokens) } else { String::new() },
-                if m.padding_rows > 0 { format!(", {} padding", m.padding_rows) } else { String::new() },
-                m.tokenizer,
-                match (&m.routing.head, m.tied) {
-                    (Some(h), _) => format!("{h} rebuilt"),
-                    (None, _) => "tied (no separate head)".to_string(),
-                },
-                m.weight_files.len()
-            ));
-            if let Some(a) = &m.special_tokens {
-                let mut parts: Vec<String> = a
-                    .moved
-                    .iter()
-                    .map(|(role, [from, to])| format!("{role} {from} -> {to}"))
-                    .collect();
-                if !a.lacking.is_empty() {
-                    parts.push(format!(
-                        "the target has no token for {} (their config ids, if any, set to null)",
-                        a.lacking.join(", ")
-                    ));
-                }
-                if !a.dropped.is_empty() {
-                    parts.push(format!("not in the target: {}", a.dropped.join(" ")));
-                }
-                if !parts.is_empty() {
-                    self.info(&format!(
-                        "special tokens adopted from the target tokenizer: {}",
-                        parts.join("; ")
-                    ));
-                }
-            }
-            if r.output.is_empty() {
-                self.auto_line(r);
-                return;
-            }
-        }
-        let from = match &r.static_vectors {
-            Some(v) => format!(
-                "{from} ({}, {} of {} vectors kept)",
-                v.format, v.kept, v.vectors
-            ),
-            None => format!("{from} tensor {} ({})", r.tensor, r.weights_format),
-        };
-        self.info(&format!(
-            "wrote {}: {} rows x {} {} | copied {} ({:.1}%), initialised {} [{}] | from {} in {:.2}s",
-            r.output,
-            r.rows,
-            r.dim,
-            r.dtype,
-            r.copied,
-            r.coverage_percent,
-            r.initialised,
-            counts.join(", "),
-            from,
-            r.seconds
-        ));
-        self.auto_line(r);
+        render::transplant(r).iter().for_each(|l| self.info(l));
     }
-}
 
-impl Output {
-    /// `score`'s table: one line per method.
-    pub fn score_table(&self, r: &crate::report::ScoreReport) {
-        if self.quiet {
-            return;
-        }
-        let in_target = r
-            .in_target
-            .map(|n| format!(", {n} in the target vocabulary"))
-            .unwrap_or_default();
-        let mut lines = vec![format!(
-            "{}: {} held-out tokens scored against {} source rows (dim {}; seed {}{in_target})",
-            r.model, r.scored, r.source_shape[0], r.source_shape[1], r.seed
-        )];
-        lines.push(format!(
-            "{:<14} {:>11} {:>7} {:>7} {:>11} {:>10}",
-            "method", "mean cosine", "top-1", "top-10", "median rank", "norm ratio"
-        ));
-        for s in &r.scores {
-            lines.push(format!(
-                "{:<14} {:>11.3} {:>6.1}% {:>6.1}% {:>11} {:>10.2}",
-                s.method,
-                s.mean_cosine,
-                100.0 * s.top1,
-                100.0 * s.top10,
-                s.median_rank,
-                s.norm_ratio
-            ));
-        }
-        if let Some(f) = r.compose_fit.as_ref().filter(|f| f.identity) {
-            lines.push(format!(
-                "compose-fit: plain mean of pieces won the validation split ({:.3} on {} tokens): the map is the identity",
-                f.validation_cosine_plain, f.fit_size
-            ));
-        } else if let Some(f) = &r.compose_fit {
-            lines.push(format!(
-                "compose-fit: ridge alpha {} (lambda {:.4}) on {} tokens; validation cosine {:.3} (plain mean {:.3})",
-                f.alpha, f.lambda, f.fit_size, f.validation_cosine, f.validation_cosine_plain
-            ));
-        }
-        if let Some(g) = &r.guide {
-            let (what, had) = if g.donor {
-                ("donor", "the donor knew")
-            } else {
-                ("vectors", "had a vector")
-            };
-            lines.push(format!(
-                "guide: {} ({} {what}, dim {}), {} anchors; {} of the scored tokens {had} (the rest composed); guide: top {} softmax at temperature {}; guide-omp: k {}",
-                g.file, g.vectors_in_file, g.dim, g.anchors, g.guided, g.top_k, g.temperature, g.omp_k
-            ));
-        }
-        lines.push(format!("in {:.2}s", r.seconds));
-        for l in &lines {
-            self.info(l);
-        }
+    /// `score`'s table (see [`render::score_table`]).
+    pub fn score_table(&self, r: &ScoreReport) {
+        render::score_table(r).iter().for_each(|l| self.info(l));
     }
 
     pub fn finetune_summary(&self, r: &FinetuneReport) {
-        match r.test_accuracy {
-            Some(acc) => self.info(&format!(
-                "test accuracy {:.2}% (best epoch {}); wrote {}",
-                100.0 * acc,
-                r.best_epoch,
-                r.output
-            )),
-            None => self.info(&format!("best epoch {}; wrote {}", r.best_epoch, r.output)),
-        }
+        self.info(&render::finetune(r));
     }
 }
 

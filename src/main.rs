@@ -61,7 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if cfg.json {
                 console::print_json(&inspection)?;
             } else {
-                console::print_human_text(&commands::inspect::render(&inspection))?;
+                console::print_human_text(&embed_transplant::report::render::inspect(&inspection))?;
             }
             return Ok(());
         }
@@ -83,7 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if cfg.json {
                 console::print_json(&e)?;
             } else {
-                console::print_human_text(&commands::evaluate::render(&e))?;
+                console::print_human_text(&embed_transplant::report::render::evaluate(&e))?;
             }
             return Ok(());
         }

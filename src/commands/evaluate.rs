@@ -129,30 +129,3 @@ fn labels_of_sorted(labels: &[String]) -> usize {
     v.dedup();
     v.len()
 }
-
-/// The human table.
-pub fn render(e: &EvaluateReport) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{}: {} examples, accuracy {:.2}%, loss {:.4}",
-        e.data,
-        e.examples,
-        100.0 * e.accuracy,
-        e.loss
-    );
-    let _ = writeln!(
-        s,
-        "{:<20} {:>9} {:>9} {:>9} {:>8}",
-        "label", "precision", "recall", "f1", "support"
-    );
-    for c in &e.classes {
-        let _ = writeln!(
-            s,
-            "{:<20} {:>9.4} {:>9.4} {:>9.4} {:>8}",
-            c.label, c.precision, c.recall, c.f1, c.support
-        );
-    }
-    s
-}

@@ -2,6 +2,7 @@
 //! output file's metadata.
 
 pub mod plot;
+pub mod render;
 pub mod rows;
 
 use crate::load::checkpoint::TensorEntry;
