@@ -10,11 +10,11 @@ use std::io::Write;
 
 /// Where human messages go, and whether to print them.
 #[derive(Debug, Clone, Copy)]
-pub struct Output {
+pub struct Console {
     pub quiet: bool,
 }
 
-impl Output {
+impl Console {
     /// A progress bar on stderr (callers create one only when stderr is a terminal). A bar
     /// dropped early (an error) clears itself, so the error line stands alone.
     pub fn progress_bar(&self, template: &str) -> indicatif::ProgressBar {

@@ -4,7 +4,7 @@
 
 use clap::{CommandFactory, Parser};
 use embed_transplant::cli::{Cli, Command};
-use embed_transplant::console::{self, Output};
+use embed_transplant::console::{self, Console};
 use embed_transplant::write::cancel;
 use embed_transplant::{commands, config, Error};
 use std::io::IsTerminal;
@@ -57,7 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => cli.transplant,
         Some(Command::Inspect(a)) => {
             let cfg = config::inspect(a, tty)?;
-            let inspection = commands::inspect::run(&cfg, &Output { quiet: false })?;
+            let inspection = commands::inspect::run(&cfg, &Console { quiet: false })?;
             if cfg.json {
                 console::print_json(&inspection)?;
             } else {
@@ -67,7 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Finetune(a)) => {
             let cfg = config::finetune(a, tty)?;
-            let out = Output { quiet: cfg.quiet };
+            let out = Console { quiet: cfg.quiet };
             let done = commands::finetune::run(&cfg, &out)?;
             // stdout first: if it fails, the batch is dropped and no file appears.
             if cfg.json {
@@ -79,7 +79,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Evaluate(a)) => {
             let cfg = config::evaluate(a)?;
-            let e = commands::evaluate::run(&cfg, &Output { quiet: false })?;
+            let e = commands::evaluate::run(&cfg, &Console { quiet: false })?;
             if cfg.json {
                 console::print_json(&e)?;
             } else {
@@ -89,7 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Score(a)) => {
             let cfg = config::score(a, tty)?;
-            let out = Output { quiet: cfg.quiet };
+            let out = Console { quiet: cfg.quiet };
             let done = commands::score::run(&cfg, &out)?;
             // stdout first: if it fails, the batch is dropped and no file appears.
             if cfg.json {
@@ -116,7 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
     let cfg = config::transplant(args, tty)?;
-    let out = Output { quiet: cfg.quiet };
+    let out = Console { quiet: cfg.quiet };
     let done = match cfg.vectors {
         Some(_) => commands::vectors_source::run(&cfg, &out)?,
         None => commands::transplant::run(&cfg, &out)?,

@@ -10,7 +10,7 @@ use embed_transplant::dtype::DType;
 use embed_transplant::init::build::{self, BuildOptions, Fill, RowSource};
 use embed_transplant::linalg::Matrix;
 use embed_transplant::load::vocab::{self, SourceVocab};
-use embed_transplant::matching::{self, Method, SourceTokenizer};
+use embed_transplant::matching::{self, Origin, SourceTokenizer};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use std::collections::HashSet;
@@ -303,28 +303,28 @@ proptest! {
         for (i, (t, row)) in c.target.iter().zip(&plan.rows).enumerate() {
             let (m, r) = (&row.method, &row.source);
             counts[match m {
-                Method::Exact => 0,
-                Method::Normalized => 1,
-                Method::Continuation => 2,
-                Method::Decoded => 3,
-                Method::Composed => 4,
-                Method::Fill => 5,
+                Origin::Exact => 0,
+                Origin::Normalized => 1,
+                Origin::Continuation => 2,
+                Origin::Decoded => 3,
+                Origin::Composed => 4,
+                Origin::Fill => 5,
                 // The plan never guides: only --aux-vectors does, after planning.
-                Method::Guided => return Err(TestCaseError::fail(format!("row {i} {t:?}: guided"))),
+                Origin::Guided => return Err(TestCaseError::fail(format!("row {i} {t:?}: guided"))),
             }] += 1;
             // A token of the source vocabulary is always an exact copy of its own row.
             if let Some(&id) = src.ids.get(t) {
-                prop_assert_eq!(*m, Method::Exact, "row {} {:?}", i, t);
+                prop_assert_eq!(*m, Origin::Exact, "row {} {:?}", i, t);
                 prop_assert_eq!(r, &RowSource::Copy(id));
             }
             match m {
-                Method::Exact => {
+                Origin::Exact => {
                     let id = src.ids[t];
                     prop_assert_eq!(r, &RowSource::Copy(id));
                     prop_assert_eq!(row.pieces(), &[id]);
                     prop_assert_eq!(out_row(i), src_row(id as usize), "row {} {:?}", i, t);
                 }
-                Method::Normalized | Method::Continuation => {
+                Origin::Normalized | Origin::Continuation => {
                     let RowSource::Copy(id) = *r else {
                         return Err(TestCaseError::fail(format!("row {i} {t:?}: {m:?} but {r:?}")));
                     };
@@ -334,7 +334,7 @@ proptest! {
                     prop_assert_eq!(out_row(i), src_row(id as usize), "row {} {:?}", i, t);
                     prop_assert!(src_rows.contains(out_row(i)));
                 }
-                Method::Composed => {
+                Origin::Composed => {
                     prop_assert!(c.compose);
                     let RowSource::Composed(ids) = r else {
                         return Err(TestCaseError::fail(format!("row {i} {t:?}: composed but {r:?}")));
@@ -356,9 +356,9 @@ proptest! {
                         prop_assert_eq!(out_row(i), &want[..], "row {} {:?}", i, t);
                     }
                 }
-                Method::Fill => prop_assert_eq!(r, &RowSource::Fill),
-                Method::Guided => unreachable!("counted above"),
-                Method::Decoded => {
+                Origin::Fill => prop_assert_eq!(r, &RowSource::Fill),
+                Origin::Guided => unreachable!("counted above"),
+                Origin::Decoded => {
                     return Err(TestCaseError::fail(format!("row {i} {t:?}: decoded from a WordPiece source")));
                 }
             }
@@ -377,7 +377,7 @@ proptest! {
             .target
             .iter()
             .enumerate()
-            .filter(|(i, _)| plan.rows[*i].method != Method::Exact)
+            .filter(|(i, _)| plan.rows[*i].method != Origin::Exact)
             .map(|(i, t)| (i + 1, t))
             .collect();
         let noted: Vec<(usize, &String)> = notes.iter().map(|n| (n.line, &n.token)).collect();
@@ -401,7 +401,7 @@ proptest! {
         let (_dir, src) = load_source(&c.src_tokens);
         let plan = matching::plan(&c.target, &src, None, c.compose);
         prop_assert_eq!(plan.rows.len(), c.target.len());
-        prop_assert!(plan.rows.iter().all(|r| r.method != Method::Composed && r.method != Method::Decoded));
+        prop_assert!(plan.rows.iter().all(|r| r.method != Origin::Composed && r.method != Origin::Decoded));
         let sources: Vec<RowSource> = plan.rows.iter().map(|r| r.source.clone()).collect();
         let built = build(&c, &sources, &src);
         let reseeded = build(&Case { seed: other_seed, ..c.clone() }, &sources, &src);

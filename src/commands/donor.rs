@@ -1,7 +1,7 @@
 //! `--donor MODEL`, for the transplant and `score`: the donor is resolved like `--model` (hub id,
 //! directory or weights file) and only its tokenizer and embedding tensor are read.
 
-use crate::console::Output;
+use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::init::donor::Donor;
 use crate::linalg::Matrix;
@@ -36,7 +36,7 @@ pub fn resolve(donor: &str, hub_settings: &HubSettings) -> Result<ModelFiles> {
 }
 
 /// Reads the donor's tokenizer and embedding tensor (chosen as for a source model).
-pub fn load(donor: &str, files: &ModelFiles, out: &Output) -> Result<Loaded> {
+pub fn load(donor: &str, files: &ModelFiles, out: &Console) -> Result<Loaded> {
     let side = super::source_side(files, None, &format!("--donor {donor}"), out)?;
     let tensors = checkpoint::list_tensors(&files.weights, files.fetcher.as_ref())?;
     let choice = checkpoint::choose_embedding(&files.weights, &tensors, None)?;

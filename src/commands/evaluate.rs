@@ -1,14 +1,14 @@
 //! `embed-transplant evaluate`: accuracy and per-class precision/recall of a saved embedding + head.
 
 use crate::config::EvaluateConfig;
-use crate::console::Output;
+use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::load::checkpoint;
 use crate::load::labelled;
 use crate::report::{ClassMetrics, EvaluateReport};
 use crate::train::{self, Model, Segmenter};
 
-pub fn run(cfg: &EvaluateConfig, out: &Output) -> Result<EvaluateReport> {
+pub fn run(cfg: &EvaluateConfig, out: &Console) -> Result<EvaluateReport> {
     let inp = super::labelled_input(
         &cfg.embeddings,
         &cfg.vocab,

@@ -3,7 +3,7 @@
 
 use super::Staged;
 use crate::config::FinetuneConfig;
-use crate::console::Output;
+use crate::console::Console;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::load::labelled;
@@ -16,7 +16,7 @@ use crate::write::{Batch, TensorOut};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub fn run(cfg: &FinetuneConfig, out: &Output) -> Result<Staged<FinetuneReport>> {
+pub fn run(cfg: &FinetuneConfig, out: &Console) -> Result<Staged<FinetuneReport>> {
     let start = std::time::Instant::now();
     let inp = super::labelled_input(
         &cfg.embeddings,

@@ -1,7 +1,7 @@
 //! `embed-transplant inspect`: what a transplant would read and do, from headers only.
 
 use crate::config::InspectConfig;
-use crate::console::Output;
+use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::load::checkpoint::{self};
 use crate::load::hub::{self};
@@ -10,7 +10,7 @@ use crate::matching::{self};
 use crate::report::{DryRun, InspectReport, VocabFacts};
 use std::collections::BTreeMap;
 
-pub fn run(cfg: &InspectConfig, out: &Output) -> Result<InspectReport> {
+pub fn run(cfg: &InspectConfig, out: &Console) -> Result<InspectReport> {
     let files = hub::resolve_headers_only(&cfg.model, &cfg.hub)?;
     let side = super::source_side(&files, cfg.source_vocab.as_deref(), &cfg.model, out)?;
     let tensors = checkpoint::list_tensors(&files.weights, files.fetcher.as_ref())?;

@@ -10,7 +10,7 @@ pub mod stage;
 pub mod transplant;
 pub mod vectors_source;
 
-use crate::console::Output;
+use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::load::hub::ModelFiles;
 use crate::load::model_config::ModelConfig;
@@ -39,7 +39,7 @@ pub fn source_side(
     files: &ModelFiles,
     source_vocab: Option<&Path>,
     model: &str,
-    out: &Output,
+    out: &Console,
 ) -> Result<SourceSide> {
     let path = source_vocab
         .map(Path::to_path_buf)
@@ -78,7 +78,7 @@ pub fn source_side(
 }
 
 /// Warnings about a target vocabulary that are almost always a broken file.
-pub fn warn_target(out: &Output, target: &TargetVocab) {
+pub fn warn_target(out: &Console, target: &TargetVocab) {
     if target.duplicates > 0 {
         out.warn(&format!(
             "{}: {} duplicate token line(s) (e.g. {:?}); each line still gets its own row",
@@ -133,7 +133,7 @@ pub fn labelled_input(
     vocab_path: &Path,
     ignore_vocab_mismatch: bool,
     allow_nonfinite: bool,
-    out: &Output,
+    out: &Console,
 ) -> Result<LabelledInput> {
     let target = vocab::read_target(vocab_path)?;
     let file = crate::load::checkpoint::SafetensorsFile::open(embeddings)?;
@@ -171,7 +171,7 @@ pub fn labelled_input(
 pub fn check_finite(
     t: &crate::load::checkpoint::Embedding,
     allow_nonfinite: bool,
-    out: &Output,
+    out: &Console,
 ) -> Result<()> {
     let m = crate::linalg::Matrix {
         dtype: t.dtype,

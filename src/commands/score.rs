@@ -3,7 +3,7 @@
 
 use super::Staged;
 use crate::config::ScoreConfig;
-use crate::console::Output;
+use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::init::guide;
 use crate::init::heldout;
@@ -18,7 +18,7 @@ use crate::report::{GuideSummary, ScoreReport};
 use crate::write::Batch;
 use std::collections::HashSet;
 
-pub fn run(cfg: &ScoreConfig, out: &Output) -> Result<Staged<ScoreReport>> {
+pub fn run(cfg: &ScoreConfig, out: &Console) -> Result<Staged<ScoreReport>> {
     let start = std::time::Instant::now();
     let target = match &cfg.vocab {
         Some(p) => Some(vocab::read_target(p)?),

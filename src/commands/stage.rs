@@ -4,7 +4,7 @@
 //! metadata.
 
 use crate::config::TransplantConfig;
-use crate::console::Output;
+use crate::console::Console;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::init::build::{self, BuildOptions};
@@ -71,7 +71,7 @@ pub(crate) fn copied_rows_of(plan: &matching::Plan) -> String {
 /// that overflow the output type are an error with `--strict`, else a warning.
 pub(crate) fn stage_matrix(
     cfg: &TransplantConfig,
-    out: &Output,
+    out: &Console,
     plan: &matching::Plan,
     src: Matrix<'_>,
     opts: &BuildOptions,
@@ -156,15 +156,15 @@ fn norm_plot(
     stats: &build::BuildStats,
     fill_name: &str,
 ) -> plot::NormPlot {
-    use matching::Method;
+    use matching::Origin;
     let order = [
-        Method::Exact,
-        Method::Normalized,
-        Method::Continuation,
-        Method::Decoded,
-        Method::Composed,
-        Method::Guided,
-        Method::Fill,
+        Origin::Exact,
+        Origin::Normalized,
+        Origin::Continuation,
+        Origin::Decoded,
+        Origin::Composed,
+        Origin::Guided,
+        Origin::Fill,
     ];
     let mut groups: Vec<plot::NormGroup> = order
         .iter()

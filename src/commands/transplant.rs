@@ -4,7 +4,7 @@
 use super::stage;
 use super::Staged;
 use crate::config::TransplantConfig;
-use crate::console::Output;
+use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::init::build::{self};
 use crate::init::heldout;
@@ -24,7 +24,7 @@ use std::time::Instant;
 /// Held-out tokens scored for `--report`.
 const REPORT_SAMPLE: usize = 2000;
 
-pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantReport>> {
+pub fn run(cfg: &TransplantConfig, out: &Console) -> Result<Staged<TransplantReport>> {
     let start = Instant::now();
     let mut timings: BTreeMap<String, f64> = BTreeMap::new();
     let mut lap = Instant::now();

@@ -8,7 +8,7 @@ use super::stage::{
 };
 use super::Staged;
 use crate::config::TransplantConfig;
-use crate::console::Output;
+use crate::console::Console;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::init::build::{BuildOptions, Fill};
@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-pub fn run(cfg: &TransplantConfig, out: &Output) -> Result<Staged<TransplantReport>> {
+pub fn run(cfg: &TransplantConfig, out: &Console) -> Result<Staged<TransplantReport>> {
     let start = Instant::now();
     let mut timings: BTreeMap<String, f64> = BTreeMap::new();
     let mut lap = Instant::now();

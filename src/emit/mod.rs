@@ -14,7 +14,7 @@ use crate::init::build::{BuildOptions, RowSource};
 use crate::load::checkpoint::store::TensorStore;
 use crate::load::hub::ModelFiles;
 use crate::load::vocab::{SourceKind, SourceVocab, TargetVocab};
-use crate::matching::{Method, Plan, SourceTokenizer};
+use crate::matching::{Origin, Plan, SourceTokenizer};
 use crate::report::{Adopted, ModelReport};
 use crate::write::Batch;
 use serde_json::{json, Value};
@@ -263,7 +263,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         let mut candidates: Vec<usize> = Vec::new();
         for (i, (t, r)) in inp.target.tokens.iter().zip(&inp.plan.rows).enumerate() {
             let known =
-                source.ids.contains_key(t) || matches!(r.method, Method::Exact | Method::Decoded);
+                source.ids.contains_key(t) || matches!(r.method, Origin::Exact | Origin::Decoded);
             if !known && seen.insert(t.as_str()) {
                 candidates.push(i);
             }
@@ -334,7 +334,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                 r.pieces().first().and_then(name),
                 inp.target_tokenizer,
             ) {
-                (Method::Decoded, Some(p), None) => p,
+                (Origin::Decoded, Some(p), None) => p,
                 _ => t.clone(),
             };
             row_tokens.push(spelled);

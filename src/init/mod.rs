@@ -398,7 +398,7 @@ fn set_guided(
         }
         plan.rows[i] = matching::Row {
             source: RowSource::Weighted(w.iter().map(|&(k, wt)| (anchors.ids[k], wt)).collect()),
-            method: matching::Method::Guided,
+            method: matching::Origin::Guided,
         };
         guided += 1;
     }

@@ -19,7 +19,7 @@ use unicode_normalization::UnicodeNormalization;
 /// How a row was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Method {
+pub enum Origin {
     Exact,
     /// Equal after the source's normalisation or NFKC.
     Normalized,
@@ -35,23 +35,23 @@ pub enum Method {
     Fill,
 }
 
-impl Method {
+impl Origin {
     pub fn is_copy(self) -> bool {
         matches!(
             self,
-            Method::Exact | Method::Normalized | Method::Continuation | Method::Decoded
+            Origin::Exact | Origin::Normalized | Origin::Continuation | Origin::Decoded
         )
     }
 
     pub fn name(self, fill: &str) -> String {
         match self {
-            Method::Exact => "exact".into(),
-            Method::Normalized => "normalized".into(),
-            Method::Continuation => "continuation".into(),
-            Method::Decoded => "decoded".into(),
-            Method::Composed => "composed".into(),
-            Method::Guided => "guided".into(),
-            Method::Fill => fill.into(),
+            Origin::Exact => "exact".into(),
+            Origin::Normalized => "normalized".into(),
+            Origin::Continuation => "continuation".into(),
+            Origin::Decoded => "decoded".into(),
+            Origin::Composed => "composed".into(),
+            Origin::Guided => "guided".into(),
+            Origin::Fill => fill.into(),
         }
     }
 }
@@ -62,7 +62,7 @@ impl Method {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub source: RowSource,
-    pub method: Method,
+    pub method: Origin,
 }
 
 impl Row {
@@ -103,10 +103,10 @@ fn find_copy(
     source: &SourceVocab,
     tok: Option<&SourceTokenizer>,
     style: Style,
-) -> Option<(u32, Method)> {
+) -> Option<(u32, Origin)> {
     let look = |s: &str| source.ids.get(s).copied();
     if let Some(id) = source.ids.get(t) {
-        return Some((*id, Method::Exact));
+        return Some((*id, Origin::Exact));
     }
     // Most tokens are already in NFKC and unchanged by the source's normaliser: no allocation then.
     let nfkc: Option<String> = match unicode_normalization::is_nfkc_quick(t.chars()) {
@@ -127,7 +127,7 @@ fn find_copy(
     forms.dedup();
     for f in &forms {
         if let Some(id) = look(f) {
-            return Some((id, Method::Normalized));
+            return Some((id, Origin::Normalized));
         }
     }
     if style == Style::WordPiece {
@@ -140,7 +140,7 @@ fn find_copy(
                 None => format!("##{f}"),
             };
             if let Some(id) = look(&other) {
-                return Some((id, Method::Continuation));
+                return Some((id, Origin::Continuation));
             }
         }
     }
@@ -150,7 +150,7 @@ fn find_copy(
                 let Some(b) = byte_level(&f) else { continue };
                 for cand in [b.clone(), format!("\u{120}{b}")] {
                     if let Some(id) = look(&cand) {
-                        return Some((id, Method::Decoded));
+                        return Some((id, Origin::Decoded));
                     }
                 }
             }
@@ -160,7 +160,7 @@ fn find_copy(
                 let spaced = f.replace(' ', "\u{2581}");
                 for cand in [format!("\u{2581}{spaced}"), spaced] {
                     if let Some(id) = look(&cand) {
-                        return Some((id, Method::Decoded));
+                        return Some((id, Origin::Decoded));
                     }
                 }
             }
@@ -186,7 +186,7 @@ pub fn plan(
         None if source.ids.keys().any(|k| k.starts_with("##")) => Style::WordPiece,
         None => Style::Other,
     };
-    let found: Vec<Option<(u32, Method)>> = tokens
+    let found: Vec<Option<(u32, Origin)>> = tokens
         .par_iter()
         .map(|t| find_copy(t, source, tok, style))
         .collect();
@@ -203,7 +203,7 @@ pub fn plan(
                 oov.push(i);
                 Row {
                     source: RowSource::Fill,
-                    method: Method::Fill,
+                    method: Origin::Fill,
                 }
             }
         })
@@ -243,7 +243,7 @@ fn compose_into(
             }
             rows[i] = Row {
                 source: RowSource::Composed(ids),
-                method: Method::Composed,
+                method: Origin::Composed,
             };
         }
     }
@@ -295,14 +295,14 @@ pub fn plan_target(
         })
         .collect();
     let same_code = style == Style::SentencePiece && target.spelling == Spelling::SentencePiece;
-    let found: Vec<Option<(u32, Method)>> = queries
+    let found: Vec<Option<(u32, Origin)>> = queries
         .par_iter()
         .zip(&target.tokens)
         .map(|(q, t)| match q {
             // A SentencePiece source has a SentencePiece target's piece as spelled (`▁the`,
             // `<0xE7>`).
             _ if same_code && source.ids.contains_key(t) => {
-                source.ids.get(t).map(|&id| (id, Method::Exact))
+                source.ids.get(t).map(|&id| (id, Origin::Exact))
             }
             Query::Text { text, decoded } => {
                 let hit = find_copy(text, source, tok, style).or_else(|| {
@@ -318,8 +318,8 @@ pub fn plan_target(
                 });
                 match hit {
                     // The source has the text the token stands for, under another spelling.
-                    Some((id, Method::Exact)) if *decoded && text != t => {
-                        Some((id, Method::Decoded))
+                    Some((id, Origin::Exact)) if *decoded && text != t => {
+                        Some((id, Origin::Decoded))
                     }
                     other => other,
                 }
@@ -328,9 +328,9 @@ pub fn plan_target(
                 (
                     id,
                     if s == t {
-                        Method::Exact
+                        Origin::Exact
                     } else {
-                        Method::Decoded
+                        Origin::Decoded
                     },
                 )
             }),
@@ -348,7 +348,7 @@ pub fn plan_target(
             None => {
                 rows.push(Row {
                     source: RowSource::Fill,
-                    method: Method::Fill,
+                    method: Origin::Fill,
                 });
                 match &queries[i] {
                     Query::Spelled(_) => as_spelled.push(i),
@@ -414,18 +414,18 @@ mod tests {
         let tok = SourceTokenizer::from_wordpiece_vocab(&src, true).unwrap();
         let target = tokens(&["abc", "ＡＢＣ", "ABC", "ing", "##run", "中国", "😀", "cafe"]);
         let p = plan(&target, &src, Some(&tok), true);
-        let methods: Vec<Method> = p.rows.iter().map(|r| r.method).collect();
+        let methods: Vec<Origin> = p.rows.iter().map(|r| r.method).collect();
         assert_eq!(
             methods,
             vec![
-                Method::Exact,
-                Method::Normalized,
-                Method::Normalized,
-                Method::Continuation,
-                Method::Continuation,
-                Method::Composed,
-                Method::Fill,
-                Method::Fill,
+                Origin::Exact,
+                Origin::Normalized,
+                Origin::Normalized,
+                Origin::Continuation,
+                Origin::Continuation,
+                Origin::Composed,
+                Origin::Fill,
+                Origin::Fill,
             ]
         );
         assert_eq!(p.rows[1].source, RowSource::Copy(2));
@@ -442,7 +442,7 @@ mod tests {
         let src = source(&["[UNK]", "abc"]);
         let tok = SourceTokenizer::from_wordpiece_vocab(&src, false).unwrap();
         let p = plan(&tokens(&["ABC"]), &src, Some(&tok), false);
-        assert_eq!(p.rows[0].method, Method::Fill);
+        assert_eq!(p.rows[0].method, Origin::Fill);
     }
 
     #[test]
@@ -456,10 +456,10 @@ mod tests {
             Some(&tok),
             false,
         );
-        let methods: Vec<Method> = p.rows.iter().map(|r| r.method).collect();
+        let methods: Vec<Origin> = p.rows.iter().map(|r| r.method).collect();
         assert_eq!(
             methods,
-            vec![Method::Decoded, Method::Decoded, Method::Exact]
+            vec![Origin::Decoded, Origin::Decoded, Origin::Exact]
         );
         assert_eq!(p.rows[0].source, RowSource::Copy(1));
         assert_eq!(p.rows[1].source, RowSource::Copy(2));
@@ -482,7 +482,7 @@ mod tests {
         );
         target.spelling = Spelling::SentencePiece;
         let p = plan_target(&target, &src, Some(&tok), true);
-        let got: Vec<(Method, RowSource)> = p
+        let got: Vec<(Origin, RowSource)> = p
             .rows
             .iter()
             .map(|r| (r.method, r.source.clone()))
@@ -490,15 +490,15 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (Method::Exact, RowSource::Copy(1)),
-                (Method::Exact, RowSource::Copy(2)),
+                (Origin::Exact, RowSource::Copy(1)),
+                (Origin::Exact, RowSource::Copy(2)),
                 // " world": the text's pieces.
-                (Method::Composed, RowSource::Composed(vec![3])),
+                (Origin::Composed, RowSource::Composed(vec![3])),
                 // The byte 0x68 is "h": no token "h", so the pieces of "h" (the unknown token,
                 // left out): the fill.
-                (Method::Fill, RowSource::Fill),
+                (Origin::Fill, RowSource::Fill),
                 // A lone lead byte for a text tokenizer: the fill.
-                (Method::Fill, RowSource::Fill),
+                (Origin::Fill, RowSource::Fill),
             ]
         );
         // A word list is matched as before.

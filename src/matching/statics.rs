@@ -4,7 +4,7 @@
 //! (2+ characters, every one a Han ideograph), the mean of the rows of those of its characters the
 //! file has (`composed`, each character looked up the same way); else the fill.
 
-use super::{Method, Plan, Row};
+use super::{Origin, Plan, Row};
 use crate::init::build::RowSource;
 use crate::load::vectors::Vectors;
 use crate::load::vectors::Wanted;
@@ -65,9 +65,9 @@ pub fn plan(
                 return Row {
                     source: RowSource::Copy(i as u32),
                     method: if exact {
-                        Method::Exact
+                        Origin::Exact
                     } else {
-                        Method::Normalized
+                        Origin::Normalized
                     },
                 };
             }
@@ -83,12 +83,12 @@ pub fn plan(
             if pieces.is_empty() {
                 Row {
                     source: RowSource::Fill,
-                    method: Method::Fill,
+                    method: Origin::Fill,
                 }
             } else {
                 Row {
                     source: RowSource::Composed(pieces),
-                    method: Method::Composed,
+                    method: Origin::Composed,
                 }
             }
         })
@@ -142,7 +142,7 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         let p = plan(&tokens, &find, true);
-        let got: Vec<(Method, RowSource)> = p
+        let got: Vec<(Origin, RowSource)> = p
             .rows
             .iter()
             .map(|r| (r.method, r.source.clone()))
@@ -151,25 +151,25 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (Method::Exact, Copy(1)),
-                (Method::Normalized, Copy(0)),
-                (Method::Normalized, Copy(5)),
-                (Method::Normalized, Copy(5)),
-                (Method::Composed, Composed(vec![2, 3])),
+                (Origin::Exact, Copy(1)),
+                (Origin::Normalized, Copy(0)),
+                (Origin::Normalized, Copy(5)),
+                (Origin::Normalized, Copy(5)),
+                (Origin::Composed, Composed(vec![2, 3])),
                 // 民 is missing: the characters the file has.
-                (Method::Composed, Composed(vec![2, 3, 4])),
-                (Method::Exact, Copy(4)),
+                (Origin::Composed, Composed(vec![2, 3, 4])),
+                (Origin::Exact, Copy(4)),
                 // Not Chinese: never split into letters.
-                (Method::Fill, Fill),
+                (Origin::Fill, Fill),
                 // No character known.
-                (Method::Fill, Fill),
+                (Origin::Fill, Fill),
                 // Not every character is Han.
-                (Method::Fill, Fill),
+                (Origin::Fill, Fill),
             ]
         );
         // Without composition, Chinese words get the fill.
         let p = plan(&tokens[4..5], &find, false);
-        assert_eq!(p.rows[0].method, Method::Fill);
+        assert_eq!(p.rows[0].method, Origin::Fill);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::RowNote;
 use crate::load::vocab::{SourceVocab, TargetVocab};
-use crate::matching::{Method, Plan};
+use crate::matching::{Origin, Plan};
 
 /// Compresses sorted row indices into `a-b,c,d-e`.
 pub fn ranges(indices: impl IntoIterator<Item = usize>) -> String {
@@ -83,7 +83,7 @@ pub fn notes(target: &TargetVocab, plan: &Plan, names: &[&str], fill: &str) -> V
     plan.rows
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.method != Method::Exact)
+        .filter(|(_, r)| r.method != Origin::Exact)
         .map(|(i, r)| RowNote {
             line: i + 1,
             token: tokens[i].clone(),
