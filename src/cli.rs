@@ -466,8 +466,9 @@ pub struct EvaluateArgs {
     #[arg(long, default_value = "[UNK]")]
     pub unk_token: String,
 
-    /// Accepted for compatibility; evaluation goes example by example and does not depend on it.
-    #[arg(long, default_value_t = 256)]
+    /// Ignored: evaluation goes example by example. Accepted (hidden) so that scripts written
+    /// for earlier versions keep working.
+    #[arg(long, default_value_t = 256, hide = true)]
     pub batch_size: usize,
 
     /// Use the embeddings although their `target_vocab_sha256` metadata names another vocabulary.

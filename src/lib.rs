@@ -10,21 +10,61 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod bounded;
+pub(crate) mod bounded;
 pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod console;
-pub mod dtype;
-pub mod emit;
-pub mod error;
-pub mod init;
-pub mod linalg;
-pub mod load;
-pub mod matching;
-pub mod panics;
-pub mod report;
-pub mod train;
-pub mod write;
+pub(crate) mod commands;
+pub(crate) mod config;
+pub(crate) mod console;
+pub(crate) mod dtype;
+pub(crate) mod emit;
+pub(crate) mod error;
+pub(crate) mod init;
+pub(crate) mod linalg;
+pub(crate) mod load;
+pub(crate) mod matching;
+pub(crate) mod panics;
+pub(crate) mod report;
+pub(crate) mod train;
+pub(crate) mod write;
 
 pub use error::{Error, Result};
+
+/// Runs one parsed command line (see `main.rs` for the exit codes).
+pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    commands::dispatch(cli)
+}
+
+/// Installs the handler that removes temp files on SIGINT, SIGTERM, SIGHUP and SIGPIPE.
+pub fn install_signal_handler() -> std::io::Result<()> {
+    write::cancel::install(console::interrupted)
+}
+
+/// Prints `error: ...` on stderr, control characters escaped.
+pub fn print_error(msg: &str) {
+    console::error(&msg)
+}
+
+/// What the property tests and fuzz targets drive: not a stable API.
+#[doc(hidden)]
+pub mod api {
+    pub use crate::dtype::DType;
+    pub use crate::linalg::Matrix;
+    pub use crate::report::rows::{notes, parse_ranges, source_names};
+    pub mod build {
+        pub use crate::init::build::{build_blocks, BuildOptions, BuildStats, Fill, RowSource};
+    }
+    pub mod checkpoint {
+        pub use crate::load::checkpoint::pickle::PthFile;
+        pub use crate::load::checkpoint::{
+            choose_embedding, list_tensors, load_embedding, FetchFile, Weights,
+        };
+    }
+    pub mod vocab {
+        pub use crate::load::vocab::{
+            load_source, parse_target, SourceVocab, TargetVocab, MAX_TOKEN_BYTES,
+        };
+    }
+    pub mod matching {
+        pub use crate::matching::{plan, Origin, SourceTokenizer};
+    }
+}

@@ -6,11 +6,11 @@
 //! `vocab::load_source`, the way the CLI reads them. Target lists draw from the source vocabulary
 //! (as is, upper-cased, full-width, with `##` toggled) and from fresh tokens, duplicates allowed.
 
-use embed_transplant::dtype::DType;
-use embed_transplant::init::build::{self, BuildOptions, Fill, RowSource};
-use embed_transplant::linalg::Matrix;
-use embed_transplant::load::vocab::{self, SourceVocab};
-use embed_transplant::matching::{self, Origin, SourceTokenizer};
+use embed_transplant::api::DType;
+use embed_transplant::api::build::{self, BuildOptions, Fill, RowSource};
+use embed_transplant::api::Matrix;
+use embed_transplant::api::vocab::{self, SourceVocab};
+use embed_transplant::api::matching::{self, Origin, SourceTokenizer};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use std::collections::HashSet;
@@ -365,11 +365,11 @@ proptest! {
         }
         prop_assert_eq!(counts.iter().sum::<usize>(), c.target.len());
         // A note for every row that is not an exact copy, in order, naming its line and token.
-        let words = embed_transplant::load::vocab::TargetVocab::from_words(c.target.clone(), "v.txt");
-        let notes = embed_transplant::report::rows::notes(
+        let words = embed_transplant::api::vocab::TargetVocab::from_words(c.target.clone(), "v.txt");
+        let notes = embed_transplant::api::notes(
             &words,
             &plan,
-            &embed_transplant::report::rows::source_names(&src),
+            &embed_transplant::api::source_names(&src),
             "random",
         );
         prop_assert_eq!(counts[0] + notes.len(), c.target.len());

@@ -3,7 +3,7 @@
 //! unbounded allocations are not.
 #![no_main]
 
-use embed_transplant::load::checkpoint::{self, pickle::PthFile, FetchFile, Weights};
+use embed_transplant::api::checkpoint::{self, FetchFile, PthFile, Weights};
 use libfuzzer_sys::fuzz_target;
 use std::path::PathBuf;
 

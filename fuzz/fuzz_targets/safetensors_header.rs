@@ -2,7 +2,7 @@
 //! way the CLI would (reading every byte of it). Errors are fine; panics are not.
 #![no_main]
 
-use embed_transplant::load::checkpoint::{self, FetchFile, Weights};
+use embed_transplant::api::checkpoint::{self, FetchFile, Weights};
 use libfuzzer_sys::fuzz_target;
 use std::path::PathBuf;
 

@@ -10,7 +10,11 @@ pub mod stage;
 pub mod transplant;
 pub mod vectors_source;
 
-use crate::console::Console;
+use crate::cli::{Cli, Command};
+use crate::config;
+use crate::console::{self, Console};
+use clap::CommandFactory;
+use std::io::IsTerminal;
 use crate::error::{Error, Result};
 use crate::load::hub::ModelFiles;
 use crate::load::model_config::ModelConfig;
@@ -198,5 +202,85 @@ pub fn check_finite(
             t.file.display()
         ));
     }
+    Ok(())
+}
+
+/// Runs one parsed command line: config, command, print, commit.
+pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let tty = std::io::stderr().is_terminal();
+    let args = match cli.command {
+        Some(Command::Transplant(a)) => a,
+        None => cli.transplant,
+        Some(Command::Inspect(a)) => {
+            let cfg = config::inspect(a, tty)?;
+            let inspection = inspect::run(&cfg, &Console { quiet: false })?;
+            if cfg.json {
+                console::print_json(&inspection)?;
+            } else {
+                console::print_human_text(&crate::report::render::inspect(&inspection))?;
+            }
+            return Ok(());
+        }
+        Some(Command::Finetune(a)) => {
+            let cfg = config::finetune(a, tty)?;
+            let out = Console { quiet: cfg.quiet };
+            let done = finetune::run(&cfg, &out)?;
+            // stdout first: if it fails, the batch is dropped and no file appears.
+            if cfg.json {
+                console::print_json(&done.report)?;
+            }
+            done.batch.commit()?;
+            out.finetune_summary(&done.report);
+            return Ok(());
+        }
+        Some(Command::Evaluate(a)) => {
+            let cfg = config::evaluate(a)?;
+            let e = evaluate::run(&cfg, &Console { quiet: false })?;
+            if cfg.json {
+                console::print_json(&e)?;
+            } else {
+                console::print_human_text(&crate::report::render::evaluate(&e))?;
+            }
+            return Ok(());
+        }
+        Some(Command::Score(a)) => {
+            let cfg = config::score(a, tty)?;
+            let out = Console { quiet: cfg.quiet };
+            let done = score::run(&cfg, &out)?;
+            // stdout first: if it fails, the batch is dropped and no file appears.
+            if cfg.json {
+                console::print_json(&done.report)?;
+            }
+            done.batch.commit()?;
+            if !cfg.json {
+                out.score_table(&done.report);
+            }
+            return Ok(());
+        }
+        Some(Command::Completions { shell }) => {
+            let mut cmd = Cli::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "embed-transplant", &mut buf);
+            console::print_text(&String::from_utf8_lossy(&buf))?;
+            return Ok(());
+        }
+        Some(Command::Man) => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut buf)?;
+            console::print_text(&String::from_utf8_lossy(&buf))?;
+            return Ok(());
+        }
+    };
+    let cfg = config::transplant(args, tty)?;
+    let out = Console { quiet: cfg.quiet };
+    let done = match cfg.vectors {
+        Some(_) => vectors_source::run(&cfg, &out)?,
+        None => transplant::run(&cfg, &out)?,
+    };
+    if cfg.json {
+        console::print_json(&done.report)?;
+    }
+    done.batch.commit()?;
+    out.summary(&done.report);
     Ok(())
 }

@@ -374,8 +374,9 @@ pub fn extension_for(tj: &Value, first: Option<u32>) -> Extension {
 
 /// `--extend`: puts `new` (token, id; ids consecutive from the source's size) into the tokenizer
 /// as [`extension_for`] decided, so that text containing them tokenizes to them. Builds a JSON
-/// value per new token: for tests and small sets; the directory is written through
-/// [`Extended`], which gives the same bytes without those values.
+/// value per new token: the reference the tests hold [`Extended`] to (the directory is written
+/// through it, with the same bytes and without those values).
+#[cfg(test)]
 pub fn extend(tj: &mut Value, new: &[(String, u32)], kind: Extension) {
     let bytes = serde_json::to_vec(&Extended::new(tj, new, kind)).unwrap_or_default();
     if let Ok(v) = serde_json::from_slice(&bytes) {

@@ -143,10 +143,6 @@ impl<'a> Donor<'a> {
         self.words.len() + self.conts.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.words.is_empty() && self.conts.is_empty()
-    }
-
     /// A text as the donor normalises it.
     fn key(&self, text: &str) -> String {
         let t = text.trim();

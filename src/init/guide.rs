@@ -132,10 +132,6 @@ impl Anchors {
         self.ids.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
     /// For each query (auxiliary vectors, n x dim), its anchors and their coefficients by `rule`
     /// (softmax: the top anchors, weights summing to 1; OMP: see [`Anchors::omp`]), anchors in
     /// `exclude` (by source id) left out; ties broken by anchor order. Deterministic.

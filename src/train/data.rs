@@ -31,10 +31,6 @@ impl Dataset {
         self.labels.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
     /// Example i's ids.
     pub fn ids(&self, i: usize) -> &[u32] {
         &self.ids[self.offsets[i]..self.offsets[i + 1]]

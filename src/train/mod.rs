@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 pub use data::{Dataset, Segmenter};
-pub use model::{Grads, Model};
+pub use model::Model;
 pub use optim::OptimizerKind;
 
 #[derive(Debug, Clone)]

@@ -455,7 +455,7 @@ fn ten_million_line_vocabulary() {
 /// panic, a hang or an outsized allocation: a clean error, or a result.
 #[test]
 fn fuzz_regressions_stay_fixed() {
-    use embed_transplant::load::checkpoint::{self, pickle::PthFile, FetchFile, Weights};
+    use embed_transplant::api::checkpoint::{self, FetchFile, PthFile, Weights};
     struct NoFetch;
     impl FetchFile for NoFetch {
         fn fetch(&self, name: &str) -> embed_transplant::Result<PathBuf> {
@@ -494,7 +494,7 @@ fn fuzz_regressions_stay_fixed() {
             // The first error the reader gives, with the path it names.
             let (err, path): (Option<String>, PathBuf) = match kind.as_str() {
                 "vocab" => (
-                    embed_transplant::load::vocab::parse_target(&bytes, "fuzz")
+                    embed_transplant::api::vocab::parse_target(&bytes, "fuzz")
                         .err()
                         .map(|e| e.to_string()),
                     PathBuf::from("fuzz"),

@@ -337,11 +337,6 @@ pub(crate) fn release_range(map: &memmap2::Mmap, start: usize, len: usize) {
     let _ = (map, start, len);
 }
 
-/// The `__metadata__` of a safetensors file (empty when it has none).
-pub fn safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
-    Ok(SafetensorsFile::open(path)?.metadata())
-}
-
 fn st_error(path: &Path, e: safetensors::SafeTensorError) -> Error {
     use safetensors::SafeTensorError as E;
     let msg = match e {
