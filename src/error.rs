@@ -34,9 +34,12 @@ pub enum Error {
     /// Flags that do not fit together, found after argument parsing (exit code 2).
     #[error("{0}")]
     Usage(String),
-    /// The user pressed Ctrl-C.
-    #[error("interrupted")]
-    Interrupted,
+    /// The source gives too little to learn or measure from: too few multi-piece tokens to fit
+    /// compose-fit's map on, none to score, or a tokenizer that cannot be rebuilt without its
+    /// held-out tokens. Callers that can do without (auto, the report's score, score's
+    /// compose-fit row) say why and go on; `--init compose-fit` fails with it.
+    #[error("{0}")]
+    NoEvidence(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

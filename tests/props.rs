@@ -6,11 +6,11 @@
 //! `vocab::load_source`, the way the CLI reads them. Target lists draw from the source vocabulary
 //! (as is, upper-cased, full-width, with `##` toggled) and from fresh tokens, duplicates allowed.
 
-use embed_transplant::api::DType;
 use embed_transplant::api::build::{self, BuildOptions, Fill, RowSource};
-use embed_transplant::api::Matrix;
-use embed_transplant::api::vocab::{self, SourceVocab};
 use embed_transplant::api::matching::{self, Origin, SourceTokenizer};
+use embed_transplant::api::vocab::{self, SourceVocab};
+use embed_transplant::api::DType;
+use embed_transplant::api::Matrix;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use std::collections::HashSet;

@@ -13,14 +13,14 @@ pub mod vectors_source;
 use crate::cli::{Cli, Command};
 use crate::config;
 use crate::console::{self, Console};
-use clap::CommandFactory;
-use std::io::IsTerminal;
 use crate::error::{Error, Result};
 use crate::load::hub::ModelFiles;
 use crate::load::model_config::ModelConfig;
 use crate::load::vocab::{self, SourceKind, SourceVocab, TargetVocab};
 use crate::matching::SourceTokenizer;
 use crate::write::Batch;
+use clap::CommandFactory;
+use std::io::IsTerminal;
 use std::path::Path;
 
 /// A command's result and its files, written to temp files but not yet in place: the caller

@@ -118,7 +118,7 @@ pub fn run(cfg: &ScoreConfig, out: &Console) -> Result<Staged<ScoreReport>> {
         },
     )
     .map_err(|e| match e {
-        Error::Invalid(m) => Error::Invalid(format!("{}: {m}", cfg.model)),
+        Error::Invalid(m) | Error::NoEvidence(m) => Error::Invalid(format!("{}: {m}", cfg.model)),
         e => e,
     })?;
     for n in &ev.notes {

@@ -194,7 +194,9 @@ pub fn run(cfg: &TransplantConfig, out: &Console) -> Result<Staged<TransplantRep
     // own multi-piece tokens, and the composed rows it applies to.
     let fitting =
         init::fit(&engine, &mut plan, &texts, cfg.init, cfg.seed).map_err(|e| match e {
-            Error::Invalid(m) => Error::Invalid(format!("{}: {m}", cfg.model)),
+            Error::Invalid(m) | Error::NoEvidence(m) => {
+                Error::Invalid(format!("{}: {m}", cfg.model))
+            }
             e => e,
         })?;
     if cfg.init == Method::ComposeFit || cfg.init == Method::Auto {
@@ -305,7 +307,7 @@ pub fn run(cfg: &TransplantConfig, out: &Console) -> Result<Staged<TransplantRep
                     note: ev.notes.into_iter().next(),
                 },
                 // A vocabulary with nothing to hold out (or a tokenizer that cannot): no score.
-                Err(Error::Invalid(m)) => ReportScore {
+                Err(Error::NoEvidence(m)) => ReportScore {
                     scored: 0,
                     in_target: None,
                     seed: cfg.seed,

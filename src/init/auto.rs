@@ -154,7 +154,7 @@ pub fn choose(
     };
     let map = match fit::fit(&pick(&x, false), &pick(&y, false), d, seed) {
         Ok(m) => m,
-        Err(Error::Invalid(msg)) => return done(AutoChoice::plain(composed, kinds, msg)),
+        Err(Error::NoEvidence(msg)) => return done(AutoChoice::plain(composed, kinds, msg)),
         Err(e) => return Err(e),
     };
     // Each kind's validation: the map as the builder applies it, against the plain mean.

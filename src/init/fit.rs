@@ -192,7 +192,7 @@ fn mean_trace(m: &Moments, d: usize) -> f64 {
 pub fn fit(x: &[f32], y: &[f32], d: usize, seed: u64) -> Result<LinearMap> {
     let n = x.len() / d.max(1);
     if d == 0 || n < 10 || y.len() != x.len() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::NoEvidence(format!(
             "compose-fit: {n} multi-piece source tokens to fit on; at least 10 are needed"
         )));
     }
@@ -244,7 +244,7 @@ pub fn fit(x: &[f32], y: &[f32], d: usize, seed: u64) -> Result<LinearMap> {
         }
     }
     let (alpha, heldout) = best.ok_or_else(|| {
-        Error::Invalid("compose-fit: the regression is singular for every lambda".into())
+        Error::NoEvidence("compose-fit: the regression is singular for every lambda".into())
     })?;
     if heldout <= plain {
         return Ok(LinearMap {
@@ -263,7 +263,7 @@ pub fn fit(x: &[f32], y: &[f32], d: usize, seed: u64) -> Result<LinearMap> {
     let m = moments(x, y, d, &order)?;
     let lambda = alpha * mean_trace(&m, d).max(f64::MIN_POSITIVE);
     let w = solve(&m, d, lambda).ok_or_else(|| {
-        Error::Invalid("compose-fit: the regression is singular on the full fit set".into())
+        Error::NoEvidence("compose-fit: the regression is singular on the full fit set".into())
     })?;
     Ok(LinearMap {
         dim: d,

@@ -215,7 +215,7 @@ fn build(
     let fitting = match super::fit(source, &mut plan, texts, method, seed) {
         Ok(f) => f,
         // Too little to fit on (a tiny vocabulary): the method is left out, said why.
-        Err(Error::Invalid(msg)) => {
+        Err(Error::NoEvidence(msg)) => {
             ev.notes.push(msg);
             return Ok(None);
         }
@@ -304,7 +304,7 @@ pub fn evaluate(
         .collect();
     held.truncate(opts.sample);
     if held.is_empty() {
-        return Err(Error::Invalid(
+        return Err(Error::NoEvidence(
             "no source token splits into 2 or more pieces when held out: nothing to score".into(),
         ));
     }

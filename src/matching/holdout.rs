@@ -93,7 +93,7 @@ pub fn decompose(
 
 /// The source tokenizer with the `held` tokens removed (see the module comment).
 pub fn without(tok: &SourceTokenizer, held: &HashSet<u32>) -> Result<SourceTokenizer> {
-    let err = |msg: String| Error::Invalid(format!("rebuilding the source tokenizer: {msg}"));
+    let err = |msg: String| Error::NoEvidence(format!("rebuilding the source tokenizer: {msg}"));
     let mut v = serde_json::to_value(tok.inner()).map_err(|e| err(e.to_string()))?;
     let model = v
         .get_mut("model")

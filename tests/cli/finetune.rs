@@ -82,8 +82,7 @@ fn finetune_freezing() {
     let sb = finetune_sandbox();
     let src = read_st(&sb.path("emb.safetensors"));
     let (_, _, before) = &src.tensors["weight"];
-    let copied =
-        embed_transplant::api::parse_ranges(&src.meta["copied_rows"], 29).unwrap();
+    let copied = embed_transplant::api::parse_ranges(&src.meta["copied_rows"], 29).unwrap();
     assert!(copied.iter().any(|c| *c));
     finetune(
         &sb,
