@@ -131,18 +131,18 @@ pub fn std_of(src: Matrix<'_>, n: usize, skip: &HashSet<u32>) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A 5x4 f32 source whose element (r, c) is r*10 + c.
-    fn src_bytes() -> Vec<u8> {
+    /// A 5x4 f32 source whose element (r, c) is r*10 + c (also [`crate::init::build`]'s tests).
+    pub(crate) fn src_bytes() -> Vec<u8> {
         (0..5)
             .flat_map(|r| (0..4).map(move |c| (r * 10 + c) as f32))
             .flat_map(|v| v.to_le_bytes())
             .collect()
     }
 
-    fn matrix(b: &[u8]) -> Matrix<'_> {
+    pub(crate) fn matrix(b: &[u8]) -> Matrix<'_> {
         Matrix {
             dtype: DType::F32,
             rows: 5,

@@ -254,6 +254,7 @@ fn median(mut v: Vec<f32>) -> Option<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linalg::tests::{matrix, src_bytes};
 
     /// The output matrix built in memory, for tests.
     struct Built {
@@ -275,23 +276,6 @@ mod tests {
             stats,
             rows: rows.len(),
             cols: src.cols,
-        }
-    }
-
-    /// A 5x4 f32 source whose element (r, c) is r*10 + c.
-    fn src_bytes() -> Vec<u8> {
-        (0..5)
-            .flat_map(|r| (0..4).map(move |c| (r * 10 + c) as f32))
-            .flat_map(|v| v.to_le_bytes())
-            .collect()
-    }
-
-    fn matrix(b: &[u8]) -> Matrix<'_> {
-        Matrix {
-            dtype: DType::F32,
-            rows: 5,
-            cols: 4,
-            data: b,
         }
     }
 
