@@ -1,12 +1,15 @@
 //! embed-transplant: move a pretrained checkpoint's word embeddings onto a new vocabulary.
 //!
-//! The data flows one way: [`config`] turns parsed flags ([`cli`]) into one validated config per
-//! command; [`hub`] resolves the model's files, [`checkpoint`] reads the one embedding tensor,
-//! [`vocab`] reads both vocabularies, [`matching`] decides where each target row comes from,
-//! [`align`] builds the matrix (pure), and [`writer`] stages the output files, which are committed
-//! together. [`commands`] strings them together per subcommand; [`cancel`] ends the process on a
-//! signal after removing temp files; [`output`] is the only module that prints (clippy's
-//! `print_stdout`/`print_stderr` are denied everywhere else).
+//! The data flows one way, top to bottom (the module map is in CONTRIBUTING.md): `config`
+//! turns parsed flags ([`cli`]) into one validated config per command; `commands` runs one
+//! command: `load` resolves the model's files and reads the one embedding tensor and both
+//! vocabularies, `matching` decides where each target row comes from, `init` makes the rows
+//! the source lacks and builds the matrix (pure; `score` runs the same engine on held-out
+//! tokens), `write` stages the output files, committed together, and `emit` writes a whole
+//! model directory. `report` holds every report as plain data and renders all human text;
+//! `console` is the only module that prints (clippy's `print_stdout`/`print_stderr` are denied
+//! everywhere else). `linalg` is the bottom floor. Modules are crate-private: the binary calls
+//! [`run`]; the property tests and fuzz targets reach what they drive through [`api`].
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 

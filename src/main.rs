@@ -1,4 +1,5 @@
-//! The binary: parse, build the config, run, print, commit the files, exit code. Nothing else.
+//! The binary: parse the flags, install the signal handler, run ([`embed_transplant::run`]:
+//! config, command, print, commit the files), and map the error to an exit code. Nothing else.
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 

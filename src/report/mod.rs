@@ -1,5 +1,7 @@
-//! What a run did, as plain data: printed by `output`, written by `--report`, and folded into the
-//! output file's metadata.
+//! Every report, as plain data: what a run did, serialised for `--json`, `--report` and
+//! transplant.json, folded into the output file's metadata, and turned into human text by
+//! [`render`] alone ([`crate::console`] prints it). Reports hold data, not logic; they import only
+//! the plain types they carry.
 
 pub mod plot;
 pub mod render;
