@@ -11,8 +11,8 @@ use crate::config::TransplantConfig;
 use crate::console::Console;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::init::build::{BuildOptions, Fill};
-use crate::init::Method;
+use crate::init::build::BuildOptions;
+use crate::init::{self, Method};
 use crate::linalg::Matrix;
 use crate::load::hub::Provenance;
 use crate::load::vectors;
@@ -75,17 +75,15 @@ pub fn run(cfg: &TransplantConfig, out: &Console) -> Result<Staged<TransplantRep
     let out_dtype = cfg.dtype.unwrap_or(DType::F32);
     let fill_kind = cfg.init.fill();
     let fill_name = fill_kind.name();
-    let (fill, sigma, sigma_from) = match fill_kind {
-        Method::Zeros => (Fill::Zeros, None, None),
-        Method::Mean => (Fill::Mean, None, None),
-        _ => {
-            let s = crate::linalg::std_of(src, src.rows, &Default::default());
-            (
-                Fill::Random { sigma: s },
-                Some(s),
-                Some("std of the vectors read (the kept rows)".to_string()),
-            )
-        }
+    let sigma = (fill_kind == Method::Random).then(|| {
+        init::sigma_rule(None, "vectors read (the kept rows)", || {
+            crate::linalg::std_of(src, src.rows, &Default::default())
+        })
+    });
+    let fill = init::fill(fill_kind, sigma.as_ref());
+    let (sigma, sigma_from) = match sigma {
+        Some(s) => (Some(s.value), Some(s.from)),
+        None => (None, None),
     };
     let opts = BuildOptions {
         out: out_dtype,

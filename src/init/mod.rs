@@ -125,30 +125,33 @@ pub struct Sigma {
     pub implausible: Option<f64>,
 }
 
-/// The one σ rule: config.json's initializer_range when plausible, else the std of the source's
-/// vocabulary rows (held-out rows left out).
+/// The σ of random rows from a checkpoint: see [`sigma_rule`].
 pub fn sigma(source: &Source<'_>) -> Sigma {
-    match source.initializer_range {
+    sigma_rule(source.initializer_range, "source matrix", || {
+        crate::linalg::std_of(source.matrix, source.vocab.size, source.held_out)
+    })
+}
+
+/// The one σ rule: config.json's initializer_range when plausible, else the std of the source's
+/// rows (`rows` names them; held-out rows left out). A static-vector source has no config.
+pub fn sigma_rule(initializer_range: Option<f64>, rows: &str, std: impl FnOnce() -> f32) -> Sigma {
+    match initializer_range {
         Some(r) if PLAUSIBLE_SIGMA.contains(&r) => Sigma {
             value: r as f32,
             from: "config.json initializer_range".into(),
             implausible: None,
         },
         Some(r) => Sigma {
-            value: std_of(source),
-            from: format!("std of the source matrix (config.json initializer_range {r} ignored)"),
+            value: std(),
+            from: format!("std of the {rows} (config.json initializer_range {r} ignored)"),
             implausible: Some(r),
         },
         None => Sigma {
-            value: std_of(source),
-            from: "std of the source matrix".into(),
+            value: std(),
+            from: format!("std of the {rows}"),
             implausible: None,
         },
     }
-}
-
-fn std_of(source: &Source<'_>) -> f32 {
-    crate::linalg::std_of(source.matrix, source.vocab.size, source.held_out)
 }
 
 /// The builder's fill for `method` (σ only for the random fill).
