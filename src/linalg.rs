@@ -130,6 +130,34 @@ pub fn std_of(src: Matrix<'_>, n: usize, skip: &HashSet<u32>) -> f32 {
     ((s2 / k - mean * mean).max(0.0)).sqrt() as f32
 }
 
+/// The median L2 norm of rows 0..n but `skip` (non-finite norms left out; None when none is
+/// left). Of an even count, the mean of the middle two.
+pub fn median_norm(src: Matrix<'_>, n: usize, skip: &HashSet<u32>) -> Option<f32> {
+    let n = n.min(src.rows);
+    let mut norms: Vec<f32> = (0..n)
+        .into_par_iter()
+        .filter(|&i| !skip.contains(&(i as u32)))
+        .map_init(
+            || vec![0f32; src.cols],
+            |tmp, i| {
+                src.row_f32(i, tmp);
+                norm(tmp)
+            },
+        )
+        .filter(|v| v.is_finite())
+        .collect();
+    if norms.is_empty() {
+        return None;
+    }
+    norms.sort_by(|a, b| a.total_cmp(b));
+    let m = norms.len() / 2;
+    Some(if norms.len() % 2 == 1 {
+        norms[m]
+    } else {
+        (norms[m - 1] + norms[m]) / 2.0
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

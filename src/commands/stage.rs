@@ -274,6 +274,9 @@ pub(crate) fn metadata(r: &TransplantReport, copied_rows: &str) -> BTreeMap<Stri
             "compose_fit_validation_cosine_plain",
             format!("{:.6}", f.validation_cosine_plain),
         );
+        if let Some(n) = f.scaled_to {
+            put("compose_fit_scaled_to", n.to_string());
+        }
     }
     m
 }

@@ -5,8 +5,9 @@
 //! and piece count); the map is fitted on held-out source tokens of those kinds only, and
 //! checked kind by kind on a seeded fifth of them kept out of the fit. A kind gets the map only
 //! when its validation tokens come out closer to their true rows with it than with the plain
-//! mean; every other composed row stays the plain mean. The choice, and why, is in the summary,
-//! `--json`, `--report` and the output's metadata.
+//! mean; every other composed row stays the plain mean. The rows that get it take the map
+//! refitted on all those tokens, scaled to the median norm of the source's rows (as compose-fit's
+//! are). The choice, and why, is in the summary, `--json`, `--report` and the output's metadata.
 
 use super::{fit_pairs, ordered_candidates, pair_rows, Fitting, Source};
 use crate::error::{Error, Result};
@@ -200,7 +201,6 @@ pub fn choose(
             }
         }
     }
-    let summary = super::fit_summary(&map);
     if fitted == 0 {
         let reason = if map.identity {
             "the plain mean beat every fitted map on the source's own validation tokens".into()
@@ -211,6 +211,14 @@ pub fn choose(
         };
         return done(AutoChoice::plain(composed, kinds, reason));
     }
+    // The kinds decided, the map the rows get is refitted on every pair (validation ones too),
+    // unless that refit falls back to the identity; then scaled to the source's median norm.
+    let mut map = match fit::fit(&x, &y, d, seed) {
+        Ok(all) if !all.identity => all,
+        _ => map,
+    };
+    map.target_norm = super::median_norm(source);
+    let summary = super::fit_summary(&map);
     let names: Vec<String> = kinds
         .iter()
         .filter(|k| k.fitted)

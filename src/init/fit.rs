@@ -37,10 +37,15 @@ pub struct LinearMap {
     /// Mean cosine on the held-out fifth, for the chosen alpha and for plain mean composition.
     pub heldout_cosine: f64,
     pub heldout_cosine_plain: f64,
+    /// The L2 norm every mapped row is scaled to (set by the engine: the median norm of the
+    /// source's vocabulary rows). Ridge shrinks mapped rows to about 0.4 of the true rows' norm;
+    /// scaled, they sit closer to how the model reads its own rows (docs/score.md).
+    pub target_norm: Option<f32>,
 }
 
 impl LinearMap {
-    /// Maps one mean-of-pieces row in place.
+    /// Maps one mean-of-pieces row in place, then scales it to [`LinearMap::target_norm`]
+    /// (an identity map changes nothing: the row stays the plain mean).
     pub fn apply(&self, x: &mut [f32], tmp: &mut [f32]) {
         if self.identity {
             return;
@@ -56,9 +61,14 @@ impl LinearMap {
             }
         }
         x.copy_from_slice(tmp);
+        let n = x.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if let Some(t) = self.target_norm.filter(|_| n > 0.0 && n.is_finite()) {
+            x.iter_mut().for_each(|v| *v *= t / n);
+        }
     }
 
-    /// Maps many rows (n x dim, row-major) with one matrix product.
+    /// Maps many rows (n x dim, row-major) with one matrix product, without the scaling (for
+    /// cosines, which do not see it).
     pub fn apply_all(&self, xs: &[f32]) -> Result<Vec<f32>> {
         if self.identity {
             return Ok(xs.to_vec());
@@ -237,6 +247,7 @@ pub fn fit(x: &[f32], y: &[f32], d: usize, seed: u64) -> Result<LinearMap> {
             fit_size: train.len(),
             heldout_cosine: 0.0,
             heldout_cosine_plain: plain,
+            target_norm: None,
         };
         let c = val_cos(&map)?;
         if best.is_none_or(|(_, b)| c > b) {
@@ -258,6 +269,7 @@ pub fn fit(x: &[f32], y: &[f32], d: usize, seed: u64) -> Result<LinearMap> {
             fit_size: n,
             heldout_cosine: plain,
             heldout_cosine_plain: plain,
+            target_norm: None,
         });
     }
     let m = moments(x, y, d, &order)?;
@@ -276,6 +288,7 @@ pub fn fit(x: &[f32], y: &[f32], d: usize, seed: u64) -> Result<LinearMap> {
         fit_size: n,
         heldout_cosine: heldout,
         heldout_cosine_plain: plain,
+        target_norm: None,
     })
 }
 
@@ -322,6 +335,14 @@ mod tests {
         }
         // Same inputs, same seed: the same map.
         assert_eq!(fit(&x, &y, d, 0).unwrap().w, map.w);
+        // With a target norm, a mapped row keeps its direction and takes that norm.
+        let mut scaled = map.clone();
+        scaled.target_norm = Some(3.0);
+        let mut one = xt[..d].to_vec();
+        scaled.apply(&mut one, &mut tmp);
+        let n = one.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((n - 3.0).abs() < 1e-4, "{n}");
+        assert!(cosine(&one, &pred[..d]) > 0.9999);
     }
 
     #[test]
@@ -329,9 +350,14 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let g = Normal::new(0.0f32, 1.0).unwrap();
         let x: Vec<f32> = (0..200 * 4).map(|_| g.sample(&mut rng)).collect();
-        let map = fit(&x, &x, 4, 0).unwrap();
+        let mut map = fit(&x, &x, 4, 0).unwrap();
+        // An identity map leaves the plain mean as it is, target norm or not.
+        map.target_norm = Some(100.0);
         assert!(map.identity);
         assert_eq!(map.apply_all(&x[..8]).unwrap(), x[..8].to_vec());
+        let (mut one, mut tmp) = (x[..4].to_vec(), vec![0f32; 4]);
+        map.apply(&mut one, &mut tmp);
+        assert_eq!(one, x[..4].to_vec());
     }
 
     #[test]

@@ -212,7 +212,8 @@ pub fn fit(
                 None,
             );
             let refs: Vec<&Candidate> = cands.iter().collect();
-            let map = fit_map(source, &refs, seed)?;
+            let mut map = fit_map(source, &refs, seed)?;
+            map.target_norm = median_norm(source);
             for row in plan.rows.iter_mut() {
                 if let RowSource::Composed(ids) = &mut row.source {
                     row.source = RowSource::Fitted(std::mem::take(ids));
@@ -422,6 +423,12 @@ fn guide_report(rule: guide::Rule, anchors: &Anchors, guided: usize) -> GuideRep
     }
 }
 
+/// The median L2 norm of the source's vocabulary rows (held-out rows left out): what fitted rows
+/// are scaled to.
+pub fn median_norm(source: &Source<'_>) -> Option<f32> {
+    crate::linalg::median_norm(source.matrix, source.vocab.size, source.held_out)
+}
+
 /// The fitted map's facts, for reports and metadata.
 pub fn fit_summary(m: &LinearMap) -> FitSummary {
     FitSummary {
@@ -431,5 +438,6 @@ pub fn fit_summary(m: &LinearMap) -> FitSummary {
         fit_size: m.fit_size,
         validation_cosine: m.heldout_cosine,
         validation_cosine_plain: m.heldout_cosine_plain,
+        scaled_to: m.target_norm,
     }
 }

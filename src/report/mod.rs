@@ -191,6 +191,9 @@ pub struct FitSummary {
     /// Mean cosine on the fit's own held-out fifth: the map, and plain mean of pieces.
     pub validation_cosine: f64,
     pub validation_cosine_plain: f64,
+    /// The L2 norm fitted rows are scaled to: the median norm of the source's vocabulary rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaled_to: Option<f32>,
 }
 
 /// One kind of composed token, and what its validation said.
