@@ -710,7 +710,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                 &weights::index_json(&tensors, &files),
             )?;
         }
-        // What we wrote, so that a later `--force` knows it replaces only this (write::foreign).
+        // What we wrote, so that a later `--force` knows it replaces only this (write::target::foreign).
         let mut written: Vec<String> = std::fs::read_dir(dir)
             .map_err(|e| Error::io(dir, e))?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
