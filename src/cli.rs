@@ -1,4 +1,7 @@
 //! The command line (clap derive): doc comments are the help text.
+//!
+//! (Over 400 lines because every flag's help text sits on its field, as clap derive wants; there
+//! is no logic here.)
 
 use crate::load::hub::Secret;
 use clap::{Args, Parser, Subcommand, ValueEnum};

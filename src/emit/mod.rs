@@ -4,6 +4,10 @@
 //! [`tokenizer`] rebuilds or extends the tokenizer, this module lays out the rows, rewrites
 //! config.json and writes the directory through the caller's [`Batch`] (a temp directory beside
 //! DIR, renamed into place at commit).
+//!
+//! (Over 400 lines because [`emit`] is one pass of about 570 lines, special tokens, rows, id
+//! remapping, config.json, weights and side files, each step using what the earlier ones bound;
+//! tests/cli/model_out.rs loads every output back.)
 
 pub mod tokenizer;
 pub mod weights;

@@ -1,5 +1,7 @@
-//! What a run did, as plain data: printed by `output`, written by `--report`, and folded into the
-//! output file's metadata.
+//! What a run did, as plain data: rendered by `render`, printed by `console`, written by
+//! `--report`, and folded into the output file's metadata.
+//!
+//! (Over 400 lines because every report type lives here, by design: plain structs, no logic.)
 
 pub mod plot;
 pub mod render;

@@ -5,7 +5,7 @@
 //! Copied rows can be kept fixed (their gradient rows are dropped), and the embedding can wait
 //! a number of epochs while the head trains alone.
 //!
-//! (Over 400 lines: the loop is 250; the rest are the checks of gradients, optimisers,
+//! (Over 400 lines: the code is 250; the rest are the tests of gradients, optimisers,
 //! determinism and best-epoch restore, which need the loop and the model together.)
 
 pub mod data;
