@@ -1,12 +1,14 @@
 //! embed-transplant: move a pretrained checkpoint's word embeddings onto a new vocabulary.
 //!
 //! The data flows one way: [`config`] turns parsed flags ([`cli`]) into one validated config per
-//! command; [`hub`] resolves the model's files, [`checkpoint`] reads the one embedding tensor,
-//! [`vocab`] reads both vocabularies, [`matching`] decides where each target row comes from,
-//! [`align`] builds the matrix (pure), and [`writer`] stages the output files, which are committed
-//! together. [`commands`] strings them together per subcommand; [`cancel`] ends the process on a
-//! signal after removing temp files; [`output`] is the only module that prints (clippy's
-//! `print_stdout`/`print_stderr` are denied everywhere else).
+//! command; [`load`] resolves the model's files on the hub, reads the one embedding tensor, both
+//! vocabularies and static vectors; [`matching`] decides where each target row comes from; [`init`]
+//! makes the rows the source lacks (pure, on [`linalg`]); [`write`] stages the output files, which
+//! are committed together, and [`emit`] the whole-model directory; [`train`] is `finetune`'s model
+//! and loop. [`commands`] strings them together per subcommand; `write::cancel` ends the process on
+//! a signal after removing temp files; [`report`] holds what a run did as plain data and its human
+//! text, and [`console`] is the only module that prints (clippy's `print_stdout`/`print_stderr` are
+//! denied everywhere else).
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
