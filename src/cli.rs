@@ -1,4 +1,7 @@
 //! The command line (clap derive): doc comments are the help text.
+//!
+//! (Over 400 lines because every flag's help text sits on its field, as clap derive wants; there
+//! is no logic here.)
 
 use crate::load::hub::Secret;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -15,9 +18,10 @@ Exit codes: 0 success, 1 bad input or failure (no new file is left), 2 usage err
 
 /// Move a pretrained checkpoint's word embeddings onto a new vocabulary.
 ///
-/// Rows whose token the source model knows are copied exactly; the others are initialised
-/// (composed from the source tokenizer's pieces, random, zeros or mean). The result is a
-/// .safetensors file with one tensor `weight` that PyTorch loads directly.
+/// Rows whose token the source model knows are copied exactly; the others are initialised (by
+/// default composed from the source tokenizer's pieces, with a fitted map where the source's own
+/// held-out tokens show it helps; see --init, --aux-vectors and --donor for the others). The
+/// result is a .safetensors file with one tensor `weight` that PyTorch loads directly.
 #[derive(Debug, Parser)]
 #[command(
     name = "embed-transplant",
@@ -42,7 +46,8 @@ pub enum Command {
     /// --vocab, a dry run of the alignment. Reads headers only and writes nothing.
     Inspect(InspectArgs),
     /// Fine-tune a transplanted embedding on a labelled text-classification set (mean-pooled
-    /// embeddings, a linear layer, softmax cross-entropy, Adam or SGD).
+    /// embeddings, a linear layer, softmax cross-entropy; deferred Adam by default, or dense Adam,
+    /// lazy Adam or SGD).
     Finetune(FinetuneArgs),
     /// Accuracy and per-class precision/recall of a fine-tuned embedding and head on a data set.
     Evaluate(EvaluateArgs),
@@ -52,6 +57,7 @@ pub enum Command {
     Score(ScoreArgs),
     /// Print a shell completion script.
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -80,7 +86,7 @@ pub struct InspectArgs {
     #[command(flatten)]
     pub hub: HubArgs,
 
-    /// Print as JSON.
+    /// Print the listing as JSON on standard output instead of as text.
     #[arg(long)]
     pub json: bool,
 }
@@ -153,8 +159,11 @@ pub struct ScoreArgs {
 pub enum DTypeArg {
     /// The source tensor's own type (rows are copied bit for bit).
     Source,
+    /// 32-bit float.
     F32,
+    /// 16-bit float (IEEE half).
     F16,
+    /// bfloat16.
     Bf16,
 }
 
@@ -304,7 +313,7 @@ pub struct TransplantArgs {
     #[arg(long, value_name = "SVG")]
     pub plot: Option<PathBuf>,
 
-    /// Print nothing on standard error but errors.
+    /// Print nothing on standard error but warnings and errors.
     #[arg(short, long)]
     pub quiet: bool,
 
@@ -368,6 +377,7 @@ pub struct FinetuneArgs {
     #[arg(long, value_name = "SVG")]
     pub plot: Option<PathBuf>,
 
+    /// Passes over the training data.
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
 
@@ -379,9 +389,11 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub embedding_lr: Option<f64>,
 
+    /// Training examples per step (the last batch of an epoch may be smaller).
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
 
+    /// How the embedding's rows are updated; the classifier gets dense Adam (plain SGD with sgd).
     #[arg(long, value_enum, default_value_t = OptimizerArg::DeferredAdam)]
     pub optimizer: OptimizerArg,
 
@@ -433,11 +445,11 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub allow_nonfinite: bool,
 
-    /// Print per-epoch and test metrics as JSON on stdout.
+    /// Print per-epoch and test metrics as JSON on standard output.
     #[arg(long)]
     pub json: bool,
 
-    /// Print nothing on stderr but warnings and errors.
+    /// Print nothing on standard error but warnings and errors.
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -460,9 +472,11 @@ pub struct EvaluateArgs {
     #[arg(long, value_name = "TSV")]
     pub data: PathBuf,
 
+    /// Tokens per text; longer texts are truncated (as in finetune).
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
 
+    /// The vocabulary's unknown token; characters with no match become it (as in finetune).
     #[arg(long, default_value = "[UNK]")]
     pub unk_token: String,
 
@@ -479,7 +493,7 @@ pub struct EvaluateArgs {
     #[arg(long)]
     pub allow_nonfinite: bool,
 
-    /// Print as JSON.
+    /// Print the accuracy and per-class metrics as JSON on standard output instead of as text.
     #[arg(long)]
     pub json: bool,
 }
@@ -506,4 +520,44 @@ pub struct HubArgs {
     /// Hub access token (read from HF_TOKEN; never printed).
     #[arg(long, env = "HF_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<Secret>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every subcommand, flag and argument has help text, and a value list documents all of its
+    /// values or none (clap lists them with their help, a bare value among them reads as a gap).
+    #[test]
+    fn every_command_flag_and_value_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, gaps: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    gaps.push(format!("{path} {id}"));
+                }
+                let values = arg.get_possible_values();
+                let documented = values.iter().filter(|v| v.get_help().is_some()).count();
+                if documented > 0 && documented < values.len() {
+                    for v in values.iter().filter(|v| v.get_help().is_none()) {
+                        gaps.push(format!("{path} {id}={}", v.get_name()));
+                    }
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help" && sub.get_about().is_none() {
+                    gaps.push(name.clone());
+                }
+                walk(sub, &name, gaps);
+            }
+        }
+        let mut gaps = Vec::new();
+        walk(&Cli::command(), "embed-transplant", &mut gaps);
+        assert!(gaps.is_empty(), "no help text: {gaps:#?}");
+    }
 }

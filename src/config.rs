@@ -1,5 +1,8 @@
 //! Parsed flags -> one validated config per command, in domain types. Every cross-flag check and
 //! environment lookup lives here; nothing below `commands` sees clap.
+//!
+//! (Over 400 lines because every command's cross-flag checks live here by design, one function
+//! per command, so that nothing below sees clap.)
 
 use crate::cli::{
     DTypeArg, EvaluateArgs, FinetuneArgs, GuideArg, HubArgs, InitArg, InspectArgs, OptimizerArg,

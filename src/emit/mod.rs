@@ -4,6 +4,10 @@
 //! [`tokenizer`] rebuilds or extends the tokenizer, this module lays out the rows, rewrites
 //! config.json and writes the directory through the caller's [`Batch`] (a temp directory beside
 //! DIR, renamed into place at commit).
+//!
+//! (Over 400 lines because [`emit`] is one pass of about 570 lines, special tokens, rows, id
+//! remapping, config.json, weights and side files, each step using what the earlier ones bound;
+//! tests/cli/model_out.rs loads every output back.)
 
 pub mod tokenizer;
 pub mod weights;
@@ -710,7 +714,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
                 &weights::index_json(&tensors, &files),
             )?;
         }
-        // What we wrote, so that a later `--force` knows it replaces only this (write::foreign).
+        // What we wrote, so that a later `--force` knows it replaces only this (write::target::foreign).
         let mut written: Vec<String> = std::fs::read_dir(dir)
             .map_err(|e| Error::io(dir, e))?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())

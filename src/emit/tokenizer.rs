@@ -2,8 +2,9 @@
 //! SentencePiece Unigram) or extended (any family) so that it produces exactly the new rows;
 //! which `--extend` words may be added ([`unfit_new_words`]); the streamed serialisation of an
 //! extension ([`Extended`]); and the load-back check of what was written ([`check_written`]).
-//! Over 400 lines because these four share the tokenizer.json layout they depend on (key
-//! order, where new tokens go per family, how the tokenizers crate numbers them on load).
+//!
+//! (Over 400 lines because these four share the tokenizer.json layout they depend on: key order,
+//! where new tokens go per family, how the tokenizers crate numbers them on load.)
 
 use crate::error::{Error, Result};
 use crate::matching::SourceTokenizer;

@@ -1,6 +1,9 @@
 //! The weights of the emitted model: which source tensors depend on the vocabulary (embedding,
 //! untied head, per-token biases) and how each output tensor is made; written as one
 //! safetensors file or as shards with an index, every other tensor streamed bit for bit.
+//!
+//! (Over 400 lines because the routing, the file plan and the streamed writer share one plan per
+//! output tensor, [`OutTensor`] and [`Make`].)
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};

@@ -1,5 +1,8 @@
 //! Vocabularies: the target list the user brings (one token per line) and the source model's own
 //! (tokenizer.json or vocab.txt), as token -> id maps.
+//!
+//! (Over 400 lines because it reads three kinds of input, the target list, the source vocabulary
+//! and a target tokenizer.json, under the same limits and token spellings; a fifth is tests.)
 
 use crate::bounded;
 use crate::error::{Error, Result};

@@ -1,10 +1,11 @@
 //! Fine-tuning: the tokens of a sentence are looked up in the embedding E, mean-pooled to h, and
-//! p = softmax(W h + b); cross-entropy loss. W and b are trained by Adam (or SGD) at `lr`; E by
-//! dense Adam, lazy Adam or SGD on sparse gradients (the rows a batch touched) at `embedding_lr`.
+//! p = softmax(W h + b); cross-entropy loss. W and b are trained by Adam (or SGD) at `lr`; E at
+//! `embedding_lr` from sparse gradients (the rows a batch touched) by deferred Adam (the default:
+//! dense Adam's updates, made when a row is next read), dense Adam, lazy Adam or SGD.
 //! Copied rows can be kept fixed (their gradient rows are dropped), and the embedding can wait
 //! a number of epochs while the head trains alone.
 //!
-//! (Over 400 lines: the loop is 250; the rest are the checks of gradients, optimisers,
+//! (Over 400 lines: the code is 250; the rest are the tests of gradients, optimisers,
 //! determinism and best-epoch restore, which need the loop and the model together.)
 
 pub mod data;

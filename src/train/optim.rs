@@ -1,9 +1,9 @@
 //! Optimizers over plain f32 buffers: Adam (PyTorch's update, no weight decay) for dense
 //! parameters; for the embedding, dense Adam (every row, every step, as torch.optim.Adam on a
 //! dense gradient), lazy Adam (only the rows a batch touched: PyTorch's SparseAdam, TensorFlow's
-//! LazyAdam), deferred Adam (dense Adam's updates, made only when a row is next read: the steps
-//! a row missed are applied in closed form) and SGD (only touched rows, which for plain SGD is
-//! exactly the dense update).
+//! LazyAdam), deferred Adam (`finetune`'s default: dense Adam's updates, made only when a row is
+//! next read: the steps a row missed are applied in closed form) and SGD (only touched rows,
+//! which for plain SGD is exactly the dense update).
 
 use rayon::prelude::*;
 

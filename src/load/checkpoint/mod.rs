@@ -1,8 +1,9 @@
 //! Finding and reading the word-embedding tensor of a checkpoint, and nothing else of it:
 //! safetensors by mmap (single or sharded), PyTorch `.bin` through the pickle reader.
 //!
-//! (Over 400 lines: the reader front for every weights format, whose pieces share the `Weights`,
-//! `Embedding` and mmap types; the format parsers themselves live in `pickle` and `names`.)
+//! (Over 400 lines: the reader front for every weights format and the safetensors reader itself
+//! (single file or sharded, mapped), which share the `Weights`, `Embedding` and map types; the
+//! pickle reader lives in `pickle`, the choice of tensor in `names`.)
 
 pub mod names;
 pub mod pickle;
