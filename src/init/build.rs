@@ -2,7 +2,7 @@
 //! Rows are filled in parallel; each random row draws from its own seeded stream, so the bytes do
 //! not depend on thread count or order.
 //!
-//! (Over 400 lines because half of it is the unit tests on tiny matrices that pin every init method.)
+//! (Over 400 lines because 40% of it is the unit tests on tiny matrices that pin every row source.)
 
 use crate::dtype::DType;
 use crate::linalg::{mean_row, Matrix};

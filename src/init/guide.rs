@@ -8,6 +8,9 @@
 //! - OMP (orthogonal matching pursuit, tokensurgeon's rule): k anchors picked greedily so that
 //!   their auxiliary rows, refitted by least squares at each step, reconstruct the token's
 //!   auxiliary row; the same coefficients then combine their source rows. Pure: no I/O.
+//!
+//! (Over 400 lines: the two rules, OMP's incremental Cholesky refit and their tests on small
+//! matrices belong together.)
 
 use crate::error::Result;
 use crate::linalg::{matmul_t, norm};

@@ -5,6 +5,8 @@
 //! `score` and `--report` run the same steps on the source with their held-out tokens removed
 //! ([`Source`] with `held_out`), so the rows they score are the rows a transplant from that
 //! reduced source writes (pinned by `score_rows_are_transplant_rows` in tests/cli/score.rs).
+//!
+//! (Over 400 lines: the engine's steps, shared by every caller, are one page to read in order.)
 
 pub mod auto;
 pub mod build;
