@@ -4,10 +4,11 @@
 //! English words and `##` pieces. So the target's composed tokens are sorted into kinds (script
 //! and piece count); the map is fitted on held-out source tokens of those kinds only, and
 //! checked kind by kind on a seeded fifth of them kept out of the fit. A kind gets the map only
-//! when its validation tokens come out closer to their true rows with it than with the plain
-//! mean; every other composed row stays the plain mean. The rows that get it take the map
-//! refitted on all those tokens, scaled to the median norm of the source's rows (as compose-fit's
-//! are). The choice, and why, is in the summary, `--json`, `--report` and the output's metadata.
+//! when its validation tokens (5 or more) come out closer to their true rows with it than with
+//! the plain mean, by more than two standard errors of the mean gain; every other composed row
+//! stays the plain mean. The rows that get it take the map refitted on all those tokens, scaled
+//! to the median norm of the source's rows (as compose-fit's are). The choice, and why, is in
+//! the summary, `--json`, `--report` and the output's metadata.
 
 use super::{fit_pairs, ordered_candidates, pair_rows, Fitting, Source};
 use crate::error::{Error, Result};
@@ -24,7 +25,10 @@ use unicode_script::{Script, UnicodeScript};
 /// Fewer fit pairs than this (of the target's kinds): the map is not fitted at all.
 pub const MIN_PAIRS: usize = 200;
 /// Fewer validation pairs of a kind than this: that kind keeps the plain mean.
-pub const MIN_VALIDATION: usize = 20;
+pub const MIN_VALIDATION: usize = 5;
+/// A kind gets the map when its validation pairs' mean gain in cosine (map minus plain mean) is
+/// above this many standard errors of that mean: a win, not noise.
+const WIN_STANDARD_ERRORS: f64 = 2.0;
 /// Every this-many-th fit pair (in the seeded order) is kept out of the fit to validate it.
 const VALIDATION_EVERY: usize = 5;
 
@@ -68,6 +72,19 @@ impl AutoChoice {
             kinds,
         }
     }
+}
+
+/// Whether `n` validation pairs whose cosine gains (map minus plain mean) sum to `gain` and
+/// their squares to `gain2` show a win: at least [`MIN_VALIDATION`] pairs, and a mean gain above
+/// [`WIN_STANDARD_ERRORS`] standard errors.
+fn wins(n: usize, gain: f64, gain2: f64) -> bool {
+    if n < MIN_VALIDATION {
+        return false;
+    }
+    let n = n as f64;
+    let mean = gain / n;
+    let var = (gain2 / n - mean * mean).max(0.0) * n / (n - 1.0);
+    mean > WIN_STANDARD_ERRORS * (var / n).sqrt()
 }
 
 /// Decides, fits and marks (see the module comment). `texts`: the target tokens as text.
@@ -159,7 +176,8 @@ pub fn choose(
         Err(e) => return Err(e),
     };
     // Each kind's validation: the map as the builder applies it, against the plain mean.
-    let mut sums: BTreeMap<Kind, (usize, usize, f64, f64)> = BTreeMap::new();
+    // (fit pairs, validation pairs, sum of cosines with the map, without, sum of squared gains)
+    let mut sums: BTreeMap<Kind, (usize, usize, f64, f64, f64)> = BTreeMap::new();
     let mut tmp = vec![0f32; d];
     for (i, p) in pairs.iter().enumerate() {
         let kind = Kind::of(&p.text, p.pieces.len());
@@ -171,22 +189,23 @@ pub fn choose(
         let (xi, yi) = (&x[i * d..(i + 1) * d], &y[i * d..(i + 1) * d]);
         let mut mapped = xi.to_vec();
         map.apply(&mut mapped, &mut tmp);
+        let (with, plain) = (cosine(&mapped, yi) as f64, cosine(xi, yi) as f64);
         s.1 += 1;
-        s.2 += cosine(&mapped, yi) as f64;
-        s.3 += cosine(xi, yi) as f64;
+        s.2 += with;
+        s.3 += plain;
+        s.4 += (with - plain) * (with - plain);
     }
     let mut fitted_kinds: BTreeSet<Kind> = BTreeSet::new();
     for (k, choice) in rows_of.keys().zip(kinds.iter_mut()) {
-        let Some(&(fit, val, with, plain)) = sums.get(k) else {
+        let Some(&(fit, val, with, plain, gain2)) = sums.get(k) else {
             continue;
         };
         choice.fit = fit;
         choice.validation = val;
         if val > 0 {
-            let (with, plain) = (with / val as f64, plain / val as f64);
-            choice.cosine_fitted = Some(with);
-            choice.cosine_plain = Some(plain);
-            choice.fitted = !map.identity && val >= MIN_VALIDATION && with > plain;
+            choice.cosine_fitted = Some(with / val as f64);
+            choice.cosine_plain = Some(plain / val as f64);
+            choice.fitted = !map.identity && wins(val, with - plain, gain2);
         }
         if choice.fitted {
             fitted_kinds.insert(*k);
@@ -206,7 +225,7 @@ pub fn choose(
             "the plain mean beat every fitted map on the source's own validation tokens".into()
         } else {
             format!(
-                "no kind composed here had {MIN_VALIDATION} or more validation tokens on which the map beat the plain mean"
+                "on no kind composed here did the map beat the plain mean by {WIN_STANDARD_ERRORS} standard errors on {MIN_VALIDATION} or more validation tokens"
             )
         };
         return done(AutoChoice::plain(composed, kinds, reason));
@@ -243,6 +262,34 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kind_wins_by_two_standard_errors_on_five_or_more_tokens() {
+        let sums = |gains: &[f64]| -> (usize, f64, f64) {
+            (
+                gains.len(),
+                gains.iter().sum(),
+                gains.iter().map(|g| g * g).sum(),
+            )
+        };
+        // 18 tokens, each 0.3 +- 0.1 better: a win (MiniLM's `Common 3` kind looked like this).
+        let g: Vec<f64> = (0..18)
+            .map(|i| 0.3 + if i % 2 == 0 { 0.1 } else { -0.1 })
+            .collect();
+        let (n, s, s2) = sums(&g);
+        assert!(wins(n, s, s2));
+        // Four tokens, however good: too few.
+        let (n, s, s2) = sums(&[0.5; 4]);
+        assert!(!wins(n, s, s2));
+        // A mean gain of 0.01 with a spread of 0.2 on 100 tokens is noise; a loss is no win.
+        let g: Vec<f64> = (0..100)
+            .map(|i| 0.01 + if i % 2 == 0 { 0.2 } else { -0.2 })
+            .collect();
+        let (n, s, s2) = sums(&g);
+        assert!(!wins(n, s, s2));
+        let (n, s, s2) = sums(&[-0.1; 50]);
+        assert!(!wins(n, s, s2));
+    }
 
     #[test]
     fn kinds_by_script_and_piece_count() {
