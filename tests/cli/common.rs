@@ -236,7 +236,7 @@ pub fn write_tiny_st(path: &Path, name: &str, shape: [usize; 2]) {
 // ---------------------------------------------------------------- composition and matching (issue 3)
 
 /// Runs with the given target tokens on stdin and returns (summary JSON, report JSON, output).
-pub fn run_tokens(
+pub fn run_tokens_reported(
     model: &Path,
     tokens: &str,
     extra: &[&str],
@@ -246,16 +246,8 @@ pub fn run_tokens(
         .cmd()
         .arg("-m")
         .arg(model)
-        .args([
-            "-v",
-            "-",
-            "-o",
-            "out.safetensors",
-            "--json",
-            "--report",
-            "report.json",
-            "-q",
-        ])
+        .args(["-v", "-", "-o", "out.safetensors", "--json", "-q"])
+        .args(["--report", "report.json"])
         .args(extra)
         .write_stdin(tokens)
         .assert()
@@ -264,6 +256,23 @@ pub fn run_tokens(
     let report =
         serde_json::from_str(&std::fs::read_to_string(sb.path("report.json")).unwrap()).unwrap();
     (summary, report, read_st(&sb.path("out.safetensors")))
+}
+
+/// [`run_tokens_reported`] without `--report` (whose held-out score takes seconds in a debug
+/// build): (summary JSON, output).
+pub fn run_tokens(model: &Path, tokens: &str, extra: &[&str]) -> (serde_json::Value, St) {
+    let sb = Sandbox::new();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(model)
+        .args(["-v", "-", "-o", "out.safetensors", "--json", "-q"])
+        .args(extra)
+        .write_stdin(tokens)
+        .assert()
+        .success();
+    let summary = serde_json::from_str(&stdout_of(&a)).unwrap();
+    (summary, read_st(&sb.path("out.safetensors")))
 }
 
 /// Source rows by token, as f32.

@@ -188,7 +188,7 @@ fn tensor_override_and_candidate_lists() {
 
 #[test]
 fn compose_is_the_default_and_builds_words_from_characters() {
-    let (summary, report, st) = run_tokens(&bert_dir(), "中国\n人工智能\n中\n😀\n", &[]);
+    let (summary, report, st) = run_tokens_reported(&bert_dir(), "中国\n人工智能\n中\n😀\n", &[]);
     assert_eq!(summary["init"], "compose");
     let (ids, src, dim) = source_rows(&bert_dir(), "bert.embeddings.word_embeddings.weight");
     assert_mean_of(&st, 0, &["中", "国"], &ids, &src, dim);
@@ -214,7 +214,7 @@ fn compose_is_the_default_and_builds_words_from_characters() {
 #[test]
 fn compose_english_word_from_wordpieces() {
     let dir = fixtures().join("tiny-bert-uncased");
-    let (summary, report, st) = run_tokens(&dir, "unaffable\n", &[]);
+    let (summary, report, st) = run_tokens_reported(&dir, "unaffable\n", &[]);
     assert_eq!(summary["counts"]["composed"], 1);
     assert_eq!(
         report["rows"][0]["pieces"],
@@ -227,7 +227,7 @@ fn compose_english_word_from_wordpieces() {
 #[test]
 fn compose_length_weights_pieces_by_their_length() {
     let dir = fixtures().join("tiny-bert-uncased");
-    let (summary, report, st) = run_tokens(
+    let (summary, report, st) = run_tokens_reported(
         &dir,
         "hyperparameter\nembeddings\n",
         &["--init", "compose-length"],
@@ -266,7 +266,7 @@ fn compose_length_weights_pieces_by_their_length() {
 #[test]
 fn normalised_and_continuation_matches() {
     let dir = fixtures().join("tiny-bert-uncased");
-    let (summary, report, st) = run_tokens(
+    let (summary, report, st) = run_tokens_reported(
         &dir,
         "ＡＢＣ\nHello\nCafé\nffa\n##hello\n",
         &["--init", "zeros"],
@@ -301,7 +301,7 @@ fn normalised_and_continuation_matches() {
         src[ids["abc"] * dim..(ids["abc"] + 1) * dim].to_vec()
     );
     // A cased source does not lower-case: `ABC` is not `abc` in bert-base-chinese.
-    let (summary, _, _) = run_tokens(&bert_dir(), "ABC\n", &["--init", "zeros"]);
+    let (summary, _) = run_tokens(&bert_dir(), "ABC\n", &["--init", "zeros"]);
     assert_eq!(summary["counts"], serde_json::json!({"zeros": 1}));
 }
 
@@ -309,7 +309,7 @@ fn normalised_and_continuation_matches() {
 fn byte_level_source_matches_human_tokens() {
     let dir = fixtures().join("tiny-llama-sharded");
     let (summary, report, st) =
-        run_tokens(&dir, &std::fs::read_to_string(target_vocab()).unwrap(), &[]);
+        run_tokens_reported(&dir, &std::fs::read_to_string(target_vocab()).unwrap(), &[]);
     assert_eq!(summary["source_tokenizer"], "byte_level");
     let decoded: Vec<&serde_json::Value> = report["rows"]
         .as_array()
@@ -372,7 +372,7 @@ fn counts_add_up_and_compose_is_deterministic() {
 fn calibrate_norm_scales_initialised_rows() {
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
     let tokens = "中\n国\n人\n😀\n中国\n";
-    let (summary, _, st) = run_tokens(&bert_dir(), tokens, &["--calibrate-norm"]);
+    let (summary, st) = run_tokens(&bert_dir(), tokens, &["--calibrate-norm"]);
     let target = summary["median_norm_copied"].as_f64().unwrap() as f32;
     for i in [3, 4] {
         let n = norm(&out_row(&st, i));
@@ -381,7 +381,7 @@ fn calibrate_norm_scales_initialised_rows() {
             "row {i}: {n} vs {target}"
         );
     }
-    let (plain, _, st2) = run_tokens(&bert_dir(), tokens, &[]);
+    let (plain, st2) = run_tokens(&bert_dir(), tokens, &[]);
     assert_eq!(plain["calibrate_norm"], false);
     assert!((norm(&out_row(&st2, 4)) - target).abs() > 1e-3 * target);
     assert_eq!(out_row(&st, 0), out_row(&st2, 0));
