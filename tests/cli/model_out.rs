@@ -1,5 +1,6 @@
 //! `--emit-model DIR`: the files, shapes, bit-exact rows and config ids checked here; loading with
-//! transformers (tests/check_model.py) where `$EMBED_TRANSPLANT_PYTHON` has it (mandatory in CI).
+//! transformers (tests/check_model.py) in the `_in_transformers` twins, which need Python and are
+//! ignored unless `--include-ignored`.
 
 use crate::common::*;
 
