@@ -98,9 +98,12 @@ pub struct St {
 }
 
 pub fn read_st(path: &Path) -> St {
-    let bytes = std::fs::read(path).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    read_st_bytes(&std::fs::read(path).unwrap())
+}
+
+pub fn read_st_bytes(bytes: &[u8]) -> St {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
     let tensors = st
         .tensors()
         .into_iter()
@@ -233,7 +236,7 @@ pub fn write_tiny_st(path: &Path, name: &str, shape: [usize; 2]) {
 // ---------------------------------------------------------------- composition and matching (issue 3)
 
 /// Runs with the given target tokens on stdin and returns (summary JSON, report JSON, output).
-pub fn run_tokens(
+pub fn run_tokens_reported(
     model: &Path,
     tokens: &str,
     extra: &[&str],
@@ -243,16 +246,8 @@ pub fn run_tokens(
         .cmd()
         .arg("-m")
         .arg(model)
-        .args([
-            "-v",
-            "-",
-            "-o",
-            "out.safetensors",
-            "--json",
-            "--report",
-            "report.json",
-            "-q",
-        ])
+        .args(["-v", "-", "-o", "out.safetensors", "--json", "-q"])
+        .args(["--report", "report.json"])
         .args(extra)
         .write_stdin(tokens)
         .assert()
@@ -261,6 +256,23 @@ pub fn run_tokens(
     let report =
         serde_json::from_str(&std::fs::read_to_string(sb.path("report.json")).unwrap()).unwrap();
     (summary, report, read_st(&sb.path("out.safetensors")))
+}
+
+/// [`run_tokens_reported`] without `--report` (whose held-out score takes seconds in a debug
+/// build): (summary JSON, output).
+pub fn run_tokens(model: &Path, tokens: &str, extra: &[&str]) -> (serde_json::Value, St) {
+    let sb = Sandbox::new();
+    let a = sb
+        .cmd()
+        .arg("-m")
+        .arg(model)
+        .args(["-v", "-", "-o", "out.safetensors", "--json", "-q"])
+        .args(extra)
+        .write_stdin(tokens)
+        .assert()
+        .success();
+    let summary = serde_json::from_str(&stdout_of(&a)).unwrap();
+    (summary, read_st(&sb.path("out.safetensors")))
 }
 
 /// Source rows by token, as f32.
@@ -436,5 +448,99 @@ impl Lcg {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// The interpreter of the Python tests: `$EMBED_TRANSPLANT_PYTHON`, else `python3`, checked to
+/// `import {modules}`. The tests that call this are `#[ignore = "needs python: ..."]`, so that a
+/// plain `cargo test` lists them as ignored; run (`-- --include-ignored`, as CI does) they fail
+/// here, naming what is missing, when the interpreter lacks a module.
+pub fn python(modules: &str) -> String {
+    let python = std::env::var("EMBED_TRANSPLANT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let o = std::process::Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{python}` ($EMBED_TRANSPLANT_PYTHON): {e}"));
+    assert!(
+        o.status.success(),
+        "`{python}` cannot `import {modules}` (set $EMBED_TRANSPLANT_PYTHON to a venv that has \
+         them; .ci/run makes one): {}",
+        String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .last()
+            .unwrap_or("")
+    );
+    python
+}
+
+/// Whether a test that checks its output in Rust also checks it in Python. Such a test runs twice:
+/// as itself with `Skip`, and as `<name>_in_transformers` with `Check`, ignored unless
+/// `--include-ignored`.
+#[derive(Clone, Copy)]
+pub enum Python {
+    Skip,
+    Check,
+}
+
+/// A spawned command whose stderr is read line by line on a thread, so that a signal test can wait
+/// for the line saying the process is in the state it needs, instead of sleeping and hoping.
+pub struct Watched {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// The stderr lines read so far.
+    pub seen: Vec<String>,
+}
+
+impl Watched {
+    pub fn spawn(cmd: &mut std::process::Command) -> Self {
+        let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufRead::lines(std::io::BufReader::new(err)) {
+                if l.map(|l| tx.send(l)).is_err() {
+                    break;
+                }
+            }
+        });
+        Watched {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Returns once a stderr line satisfies `ready`; fails the test, naming `what` and showing what
+    /// stderr said, when stderr ends first or after 60 s.
+    pub fn wait_for(&mut self, what: &str, ready: impl Fn(&str) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = ready(&l);
+                    self.seen.push(l);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(e) => panic!("waited for {what} on stderr ({e}); it said {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Sends `sig` (a name such as INT) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{sig}");
+    }
+
+    /// Waits for the process; returns its status and the stderr lines not yet seen.
+    pub fn finish(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = self.child.wait().unwrap();
+        (status, self.lines.iter().collect())
     }
 }

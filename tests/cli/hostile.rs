@@ -84,13 +84,19 @@ fn signals_mid_write_remove_the_temp_file_and_exit_128_plus_n() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // Wait until the temp file exists: the writer is then inside the pause (or about to be).
+        // Wait until the temp file holds bytes: the writer buffers 1 MB and flushes only before
+        // each pause, so the first bytes on disk mean it is inside the first pause.
         let start = Instant::now();
-        while temp_files(sb.dir.path()).is_empty() {
-            assert!(start.elapsed() < Duration::from_secs(60), "no temp file");
-            std::thread::sleep(Duration::from_millis(20));
+        while !temp_files(sb.dir.path())
+            .iter()
+            .any(|t| std::fs::metadata(sb.path(t)).is_ok_and(|m| m.len() > 0))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{sig}: the writer never reached its pause (no bytes in a temp file after 60 s)"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
-        std::thread::sleep(Duration::from_millis(200));
         interrupt(child, sig, code);
         assert_eq!(sb.files(), Vec::<String>::new(), "{sig}: files left");
     }
@@ -103,7 +109,8 @@ fn signals_during_finetune_leave_nothing() {
     for (sig, code) in [("TERM", 143), ("HUP", 129)] {
         let sb = finetune_sandbox();
         let before = sb.files();
-        let mut child =
+        // Not -q: the first epoch's line says that training (and the signal handler) is running.
+        let mut run = Watched::spawn(
             std::process::Command::new(assert_cmd::cargo::cargo_bin!("embed-transplant"))
                 .current_dir(sb.dir.path())
                 .env("HF_HOME", sb.hf_home())
@@ -122,14 +129,18 @@ fn signals_during_finetune_leave_nothing() {
                     "-o",
                     "ft.safetensors",
                 ])
-                .args(["--head", "head.safetensors", "-q"])
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-        std::thread::sleep(Duration::from_millis(800));
-        signal(child.id(), sig);
-        let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(code), "{sig}");
+                .args(["--head", "head.safetensors"]),
+        );
+        run.wait_for("the first epoch's line", |l| {
+            l.starts_with("epoch 1/100000:")
+        });
+        run.signal(sig);
+        let (status, rest) = run.finish();
+        assert_eq!(status.code(), Some(code), "{sig}: {rest:?}");
+        assert_eq!(
+            rest.last().map(String::as_str),
+            Some(format!("error: interrupted by SIG{sig}").as_str())
+        );
         assert_eq!(sb.files(), before, "{sig}");
     }
 }
@@ -274,7 +285,9 @@ fn a_failed_json_write_leaves_no_output() {
         .arg(bert_dir())
         .arg("-v")
         .arg(target_vocab())
-        .args(["-o", "out.safetensors", "--json", "--report", "r.json"])
+        // Two staged files (--plot as the second: --report's held-out score would add seconds
+        // to a debug run and is not what this checks).
+        .args(["-o", "out.safetensors", "--json", "--plot", "p.svg"])
         .stdout(full())
         .output()
         .unwrap();
@@ -979,18 +992,24 @@ fn signals_mid_emit_model_remove_the_temp_dir_and_exit_128_plus_n() {
                     .stderr(Stdio::piped())
                     .spawn()
                     .unwrap();
-            // Wait until the temp directory holds the weights file: the writer is then inside
-            // the pause after its first tensor (or about to be).
+            // Wait until the temp directory's weights file holds bytes: the weights writer
+            // buffers 1 MB and flushes only before each pause, so the first bytes on disk mean
+            // it is inside the pause after its first tensor.
             let start = Instant::now();
             loop {
                 let t = temp_files(sb.dir.path());
-                if t.len() == 1 && sb.path(&t[0]).join("model.safetensors").exists() {
+                if t.len() == 1
+                    && std::fs::metadata(sb.path(&t[0]).join("model.safetensors"))
+                        .is_ok_and(|m| m.len() > 0)
+                {
                     break;
                 }
-                assert!(start.elapsed() < Duration::from_secs(60), "no temp dir");
-                std::thread::sleep(Duration::from_millis(20));
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "{sig}: the weights writer never reached its pause (after 60 s)"
+                );
+                std::thread::sleep(Duration::from_millis(5));
             }
-            std::thread::sleep(Duration::from_millis(200));
             interrupt(child, sig, code);
             if let Some(before) = before {
                 assert_eq!(sb.files(), vec!["out"], "{sig}: files left");

@@ -438,6 +438,17 @@ fn inspect_survives_a_server_that_ignores_range() {
 /// HF_HUB_OFFLINE=1 gives the same directory, which loads in transformers.
 #[test]
 fn hub_sharded_model_emits_a_whole_model_then_offline() {
+    hub_sharded_model_emits_a_whole_model_then_offline_run(Python::Skip);
+}
+
+/// `hub_sharded_model_emits_a_whole_model_then_offline`, its directory also loaded in transformers (tests/check_model.py).
+#[test]
+#[ignore = "needs python: torch, transformers (tests/check_model.py)"]
+fn hub_sharded_model_emits_a_whole_model_then_offline_in_transformers() {
+    hub_sharded_model_emits_a_whole_model_then_offline_run(Python::Check);
+}
+
+fn hub_sharded_model_emits_a_whole_model_then_offline_run(python: Python) {
     let sb = Sandbox::new();
     let src = fixtures().join("tiny-qwen2");
     let hub = FakeHub::start(vec![RepoSpec::new("org/tiny-qwen2", &src)]);
@@ -479,6 +490,7 @@ fn hub_sharded_model_emits_a_whole_model_then_offline() {
         );
     }
     crate::model_out::check_in_python(
+        python,
         &src,
         &sb.path("b"),
         serde_json::json!({"mode": "extend", "text": "This is a test.", "new_words": ["人工智能"], "causal": true}),

@@ -1,5 +1,6 @@
 //! `--emit-model DIR`: the files, shapes, bit-exact rows and config ids checked here; loading with
-//! transformers (tests/check_model.py) where `$EMBED_TRANSPLANT_PYTHON` has it (mandatory in CI).
+//! transformers (tests/check_model.py) in the `_in_transformers` twins, which need Python and are
+//! ignored unless `--include-ignored`.
 
 use crate::common::*;
 
@@ -23,29 +24,12 @@ fn weights(dir: &Path) -> HashMap<String, (String, Vec<usize>, Vec<u8>)> {
     out
 }
 
-/// The python that runs tests/check_model.py, or None (then the test is skipped, except in CI).
-pub fn python_with_transformers() -> Option<String> {
-    let python = std::env::var("EMBED_TRANSPLANT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let required = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import torch, transformers, safetensors"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            !required,
-            "torch and transformers are required here but `{python}` cannot import them"
-        );
-        eprintln!("skipping: {python} has no torch/transformers");
-        return None;
-    }
-    Some(python)
-}
-
-pub fn check_in_python(source: &Path, out: &Path, spec: serde_json::Value) {
-    let Some(python) = python_with_transformers() else {
+/// Loads an `--emit-model` directory in transformers (tests/check_model.py) under `Python::Check`.
+pub fn check_in_python(python: Python, source: &Path, out: &Path, spec: serde_json::Value) {
+    if let Python::Skip = python {
         return;
-    };
+    }
+    let python = crate::common::python("torch, transformers, safetensors");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_model.py");
     let o = std::process::Command::new(&python)
         .arg(script)
@@ -71,6 +55,17 @@ fn rows(t: &(String, Vec<usize>, Vec<u8>)) -> Vec<&[u8]> {
 
 #[test]
 fn bert_model_directory_replaces_the_vocabulary() {
+    bert_model_directory_replaces_the_vocabulary_run(Python::Skip);
+}
+
+/// `bert_model_directory_replaces_the_vocabulary`, its directory also loaded in transformers (tests/check_model.py).
+#[test]
+#[ignore = "needs python: torch, transformers (tests/check_model.py)"]
+fn bert_model_directory_replaces_the_vocabulary_in_transformers() {
+    bert_model_directory_replaces_the_vocabulary_run(Python::Check);
+}
+
+fn bert_model_directory_replaces_the_vocabulary_run(python: Python) {
     let sb = Sandbox::new();
     sb.transplant(bert_dir())
         .args(["--emit-model", "out", "-q"])
@@ -153,6 +148,7 @@ fn bert_model_directory_replaces_the_vocabulary() {
     assert_eq!(prov["rows"], "2000");
     assert_eq!(prov["emit_model"]["mode"], "replace");
     check_in_python(
+        python,
         &bert_dir(),
         &dir,
         serde_json::json!({"mode": "replace", "text": "中 国 人 的 大 学", "new_words": ["人工智能", "中国"]}),
@@ -195,6 +191,17 @@ fn emitting_is_deterministic_and_o_still_writes_the_matrix() {
 
 #[test]
 fn legacy_bin_with_padding_rows() {
+    legacy_bin_with_padding_rows_run(Python::Skip);
+}
+
+/// `legacy_bin_with_padding_rows`, its directory also loaded in transformers (tests/check_model.py).
+#[test]
+#[ignore = "needs python: torch, transformers (tests/check_model.py)"]
+fn legacy_bin_with_padding_rows_in_transformers() {
+    legacy_bin_with_padding_rows_run(Python::Check);
+}
+
+fn legacy_bin_with_padding_rows_run(python: Python) {
     let sb = Sandbox::new();
     let src = fixture("tiny-bert-chinese-legacy");
     sb.transplant(&src)
@@ -217,6 +224,7 @@ fn legacy_bin_with_padding_rows() {
     assert!(!out.contains_key("cls.predictions.decoder.bias"));
     assert_eq!(out["cls.predictions.bias"].1, vec![2048]);
     check_in_python(
+        python,
         &src,
         &dir,
         serde_json::json!({"mode": "replace", "text": "中 国 人 的 大 学", "new_words": ["人工智能"], "pad_to": 64}),
@@ -225,6 +233,17 @@ fn legacy_bin_with_padding_rows() {
 
 #[test]
 fn sharded_qwen2_with_an_untied_head_is_extended() {
+    sharded_qwen2_with_an_untied_head_is_extended_run(Python::Skip);
+}
+
+/// `sharded_qwen2_with_an_untied_head_is_extended`, its directory also loaded in transformers (tests/check_model.py).
+#[test]
+#[ignore = "needs python: torch, transformers (tests/check_model.py)"]
+fn sharded_qwen2_with_an_untied_head_is_extended_in_transformers() {
+    sharded_qwen2_with_an_untied_head_is_extended_run(Python::Check);
+}
+
+fn sharded_qwen2_with_an_untied_head_is_extended_run(python: Python) {
     let sb = Sandbox::new();
     let src = fixture("tiny-qwen2");
     sb.transplant(&src)
@@ -278,6 +297,7 @@ fn sharded_qwen2_with_an_untied_head_is_extended() {
     }
     assert_eq!(cfg["eos_token_id"], 500);
     check_in_python(
+        python,
         &src,
         &dir,
         serde_json::json!({"mode": "extend", "text": "This is a test.", "new_words": ["人工智能", "中国"], "causal": true}),
@@ -286,6 +306,17 @@ fn sharded_qwen2_with_an_untied_head_is_extended() {
 
 #[test]
 fn tied_causal_lm_is_extended_and_sharded_on_request() {
+    tied_causal_lm_is_extended_and_sharded_on_request_run(Python::Skip);
+}
+
+/// `tied_causal_lm_is_extended_and_sharded_on_request`, its directory also loaded in transformers (tests/check_model.py).
+#[test]
+#[ignore = "needs python: torch, transformers (tests/check_model.py)"]
+fn tied_causal_lm_is_extended_and_sharded_on_request_in_transformers() {
+    tied_causal_lm_is_extended_and_sharded_on_request_run(Python::Check);
+}
+
+fn tied_causal_lm_is_extended_and_sharded_on_request_run(python: Python) {
     let sb = Sandbox::new();
     let src = fixture("tiny-qwen2-tied");
     sb.transplant(&src)
@@ -318,6 +349,7 @@ fn tied_causal_lm_is_extended_and_sharded_on_request() {
         "a tied head is not written"
     );
     check_in_python(
+        python,
         &src,
         &dir,
         serde_json::json!({"mode": "extend", "text": "This is a test.", "new_words": ["人工智能"], "causal": true}),
@@ -326,6 +358,17 @@ fn tied_causal_lm_is_extended_and_sharded_on_request() {
 
 #[test]
 fn xlmr_unigram_vocabulary_is_replaced() {
+    xlmr_unigram_vocabulary_is_replaced_run(Python::Skip);
+}
+
+/// `xlmr_unigram_vocabulary_is_replaced`, its directory also loaded in transformers (tests/check_model.py).
+#[test]
+#[ignore = "needs python: torch, transformers (tests/check_model.py)"]
+fn xlmr_unigram_vocabulary_is_replaced_in_transformers() {
+    xlmr_unigram_vocabulary_is_replaced_run(Python::Check);
+}
+
+fn xlmr_unigram_vocabulary_is_replaced_run(python: Python) {
     let sb = Sandbox::new();
     std::fs::write(
         sb.path("v.txt"),
@@ -357,6 +400,7 @@ fn xlmr_unigram_vocabulary_is_replaced() {
     );
     assert_eq!(json(&dir.join("config.json"))["vocab_size"], 15);
     check_in_python(
+        python,
         &src,
         &dir,
         serde_json::json!({"mode": "replace", "text": "大学 的人", "new_words": ["人工智能"], "alone": false}),
@@ -506,6 +550,17 @@ fn emit_flags_are_checked() {
 
 #[test]
 fn byte_level_bpe_is_replaced_by_a_target_tokenizer_json() {
+    byte_level_bpe_is_replaced_by_a_target_tokenizer_json_run(Python::Skip);
+}
+
+/// `byte_level_bpe_is_replaced_by_a_target_tokenizer_json`, its directory also loaded in transformers (tests/check_model.py).
+#[test]
+#[ignore = "needs python: torch, transformers (tests/check_model.py)"]
+fn byte_level_bpe_is_replaced_by_a_target_tokenizer_json_in_transformers() {
+    byte_level_bpe_is_replaced_by_a_target_tokenizer_json_run(Python::Check);
+}
+
+fn byte_level_bpe_is_replaced_by_a_target_tokenizer_json_run(python: Python) {
     let sb = Sandbox::new();
     let src = fixture("tiny-qwen2");
     // The same tokens under other ids: the model vocabulary in reverse order (merges name tokens
@@ -543,6 +598,7 @@ fn byte_level_bpe_is_replaced_by_a_target_tokenizer_json() {
     let (o, s) = (rows(&out["lm_head.weight"]), rows(&src_w["lm_head.weight"]));
     assert_eq!(o[3], s[496]);
     check_in_python(
+        python,
         &src,
         &dir,
         serde_json::json!({"mode": "replace", "text": "This is a test.", "causal": true}),
@@ -550,17 +606,14 @@ fn byte_level_bpe_is_replaced_by_a_target_tokenizer_json() {
 }
 
 /// The weights load in a PyTorch 2.0-era safetensors (0.3.x). `.ci/run` makes a small venv with
-/// safetensors 0.3.3 and numpy and sets `EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON`; mandatory in CI.
+/// safetensors 0.3.3 and numpy and sets `EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON`.
 #[test]
+#[ignore = "needs python: safetensors 0.3.3 at $EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON"]
 fn old_safetensors_reads_the_weights() {
-    let Ok(python) = std::env::var("EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON") else {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
-            "EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON must be set in CI"
-        );
-        eprintln!("skipping: EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON is not set");
-        return;
-    };
+    let python = std::env::var("EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON").expect(
+        "EMBED_TRANSPLANT_OLD_SAFETENSORS_PYTHON must name a python with safetensors 0.3.3 \
+         (.ci/run makes one)",
+    );
     let sb = Sandbox::new();
     sb.transplant(bert_dir())
         .args(["--emit-model", "bert", "-q"])
@@ -632,6 +685,17 @@ fn tying_follows_the_bytes_when_the_config_is_silent() {
 /// in vocab.txt, and one token each, also inside unspaced Chinese text.
 #[test]
 fn bert_wordpiece_sources_are_extended() {
+    bert_wordpiece_sources_are_extended_run(Python::Skip);
+}
+
+/// `bert_wordpiece_sources_are_extended`, its directory also loaded in transformers (tests/check_model.py).
+#[test]
+#[ignore = "needs python: torch, transformers (tests/check_model.py)"]
+fn bert_wordpiece_sources_are_extended_in_transformers() {
+    bert_wordpiece_sources_are_extended_run(Python::Check);
+}
+
+fn bert_wordpiece_sources_are_extended_run(python: Python) {
     let sb = Sandbox::new();
     for (name, src) in [
         ("st", bert_dir()),
@@ -678,6 +742,7 @@ fn bert_wordpiece_sources_are_extended() {
             "word_piece_and_added_tokens"
         );
         check_in_python(
+            python,
             &src,
             &dir,
             serde_json::json!({"mode": "extend", "text": "中 国 人 的 大 学", "new_words": ["人工智能", "中国", "大学"]}),
@@ -690,6 +755,17 @@ fn bert_wordpiece_sources_are_extended() {
 /// unspaced text, a `▁word` piece after a space, and decoding gives the text back.
 #[test]
 fn xlmr_unigram_source_is_extended_with_pieces() {
+    xlmr_unigram_source_is_extended_with_pieces_run(Python::Skip);
+}
+
+/// `xlmr_unigram_source_is_extended_with_pieces`, its directory also loaded in transformers (tests/check_model.py).
+#[test]
+#[ignore = "needs python: torch, transformers (tests/check_model.py)"]
+fn xlmr_unigram_source_is_extended_with_pieces_in_transformers() {
+    xlmr_unigram_source_is_extended_with_pieces_run(Python::Check);
+}
+
+fn xlmr_unigram_source_is_extended_with_pieces_run(python: Python) {
     let sb = Sandbox::new();
     // 我们 and ▁我们 are source pieces (not new); ▁新词 is spelled as a word-initial piece.
     std::fs::write(
@@ -745,6 +821,7 @@ fn xlmr_unigram_source_is_extended_with_pieces() {
         "unigram_pieces"
     );
     check_in_python(
+        python,
         &src,
         &dir,
         serde_json::json!({"mode": "extend", "text": "大学 的人", "alone": false, "roundtrip": true,
@@ -785,6 +862,17 @@ const ENGLISH_WORDS: &str = "hello\nworld\nembedding\ntransplant\n人工智能\n
 /// decoder start token.
 #[test]
 fn bart_is_extended_with_its_final_logits_bias() {
+    bart_is_extended_with_its_final_logits_bias_run(Python::Skip);
+}
+
+/// `bart_is_extended_with_its_final_logits_bias`, its directory also loaded in transformers (tests/check_model.py).
+#[test]
+#[ignore = "needs python: torch, transformers (tests/check_model.py)"]
+fn bart_is_extended_with_its_final_logits_bias_in_transformers() {
+    bart_is_extended_with_its_final_logits_bias_run(Python::Check);
+}
+
+fn bart_is_extended_with_its_final_logits_bias_run(python: Python) {
     let sb = Sandbox::new();
     std::fs::write(sb.path("v.txt"), ENGLISH_WORDS).unwrap();
     let src = fixture("tiny-bart");
@@ -817,6 +905,7 @@ fn bart_is_extended_with_its_final_logits_bias() {
     let routing = &json(&dir.join("transplant.json"))["emit_model"]["routing"];
     assert_eq!(routing["biases"], serde_json::json!(["final_logits_bias"]));
     check_in_python(
+        python,
         &src,
         &dir,
         serde_json::json!({"mode": "extend", "text": "The cat sat on the mat.", "roundtrip": true,
@@ -830,6 +919,17 @@ fn bart_is_extended_with_its_final_logits_bias() {
 /// re-pointed, and `final_logits_bias` follows its tokens.
 #[test]
 fn bart_is_replaced_by_a_target_tokenizer_json() {
+    bart_is_replaced_by_a_target_tokenizer_json_run(Python::Skip);
+}
+
+/// `bart_is_replaced_by_a_target_tokenizer_json`, its directory also loaded in transformers (tests/check_model.py).
+#[test]
+#[ignore = "needs python: torch, transformers (tests/check_model.py)"]
+fn bart_is_replaced_by_a_target_tokenizer_json_in_transformers() {
+    bart_is_replaced_by_a_target_tokenizer_json_run(Python::Check);
+}
+
+fn bart_is_replaced_by_a_target_tokenizer_json_run(python: Python) {
     let sb = Sandbox::new();
     let src = fixture("tiny-bart");
     let tj = reversed_tokenizer(&src);
@@ -867,6 +967,7 @@ fn bart_is_replaced_by_a_target_tokenizer_json() {
         "</s>'s bias moved with it"
     );
     check_in_python(
+        python,
         &src,
         &dir,
         serde_json::json!({"mode": "replace", "text": "The cat sat on the mat.", "seq2seq": true,
@@ -880,6 +981,17 @@ fn bart_is_replaced_by_a_target_tokenizer_json() {
 /// extra ids it lacks.
 #[test]
 fn t5_is_extended_and_replaced() {
+    t5_is_extended_and_replaced_run(Python::Skip);
+}
+
+/// `t5_is_extended_and_replaced`, its directory also loaded in transformers (tests/check_model.py).
+#[test]
+#[ignore = "needs python: torch, transformers (tests/check_model.py)"]
+fn t5_is_extended_and_replaced_in_transformers() {
+    t5_is_extended_and_replaced_run(Python::Check);
+}
+
+fn t5_is_extended_and_replaced_run(python: Python) {
     let sb = Sandbox::new();
     let src = fixture("tiny-t5");
     std::fs::write(sb.path("v.txt"), ENGLISH_WORDS).unwrap();
@@ -910,6 +1022,7 @@ fn t5_is_extended_and_replaced() {
     let routing = &json(&dir.join("transplant.json"))["emit_model"]["routing"];
     assert_eq!(routing["head"], "lm_head.weight");
     check_in_python(
+        python,
         &src,
         &dir,
         serde_json::json!({"mode": "extend", "text": "The cat sat on the mat.", "alone": false,
@@ -949,6 +1062,7 @@ fn t5_is_extended_and_replaced() {
         "kept specials appended"
     );
     check_in_python(
+        python,
         &src,
         &dir,
         serde_json::json!({"mode": "replace", "text": "The cat sat on the mat.", "alone": false,
@@ -960,6 +1074,17 @@ fn t5_is_extended_and_replaced() {
 /// tokenizer.json, and the refusal of a plain list.
 #[test]
 fn gpt2_is_extended_and_replaced_by_a_tokenizer_json() {
+    gpt2_is_extended_and_replaced_by_a_tokenizer_json_run(Python::Skip);
+}
+
+/// `gpt2_is_extended_and_replaced_by_a_tokenizer_json`, its directory also loaded in transformers (tests/check_model.py).
+#[test]
+#[ignore = "needs python: torch, transformers (tests/check_model.py)"]
+fn gpt2_is_extended_and_replaced_by_a_tokenizer_json_in_transformers() {
+    gpt2_is_extended_and_replaced_by_a_tokenizer_json_run(Python::Check);
+}
+
+fn gpt2_is_extended_and_replaced_by_a_tokenizer_json_run(python: Python) {
     let sb = Sandbox::new();
     let src = fixture("tiny-gpt2");
     std::fs::write(sb.path("v.txt"), ENGLISH_WORDS).unwrap();
@@ -1003,6 +1128,7 @@ fn gpt2_is_extended_and_replaced_by_a_tokenizer_json() {
         .iter()
         .any(|a| a["content"] == "人工智能" && a["id"] == 405 && a["special"] == false));
     check_in_python(
+        python,
         &src,
         &dir,
         serde_json::json!({"mode": "extend", "text": "The cat sat on the mat.", "roundtrip": true,
@@ -1025,6 +1151,7 @@ fn gpt2_is_extended_and_replaced_by_a_tokenizer_json() {
         rows(&src_w["transformer.wte.weight"])[399]
     );
     check_in_python(
+        python,
         &src,
         &dir,
         serde_json::json!({"mode": "replace", "text": "The cat sat on the mat.", "causal": true}),

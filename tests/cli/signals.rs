@@ -6,39 +6,32 @@ use crate::common::*;
 #[test]
 fn ctrl_c_leaves_no_output_and_no_temp_file() {
     let sb = finetune_sandbox();
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("embed-transplant"))
-        .current_dir(sb.dir.path())
-        .env("HF_HOME", sb.hf_home())
-        .args([
-            "finetune",
-            "--embeddings",
-            "emb.safetensors",
-            "-v",
-            "vocab.txt",
-            "--train",
-            "train.tsv",
-        ])
-        .args(["--epochs", "100000", "-o", "ft.safetensors", "-q"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(800));
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // Not -q: the first epoch's line says that training (and the signal handler) is running.
+    let mut run = Watched::spawn(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin!("embed-transplant"))
+            .current_dir(sb.dir.path())
+            .env("HF_HOME", sb.hf_home())
+            .args([
+                "finetune",
+                "--embeddings",
+                "emb.safetensors",
+                "-v",
+                "vocab.txt",
+                "--train",
+                "train.tsv",
+            ])
+            .args(["--epochs", "100000", "-o", "ft.safetensors"]),
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
-        "error: interrupted by SIGINT\n"
-    );
+    run.wait_for("the first epoch's line", |l| {
+        l.starts_with("epoch 1/100000:")
+    });
+    run.signal("INT");
+    let (status, rest) = run.finish();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    // After the epochs' lines, one line.
+    let (last, before) = rest.split_last().expect("no line after the signal");
+    assert_eq!(last, "error: interrupted by SIGINT");
+    assert!(before.iter().all(|l| l.starts_with("epoch ")), "{rest:?}");
     let mut files = sb.files();
     files.sort();
     assert_eq!(

@@ -21,26 +21,6 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The python of `$EMBED_TRANSPLANT_PYTHON` when it imports `modules`; None skips the test on a
-/// developer's machine without them, and fails it under CI=true.
-fn python_with(modules: &str) -> Option<String> {
-    let python = std::env::var("EMBED_TRANSPLANT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let required = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let ok = std::process::Command::new(&python)
-        .args(["-c", &format!("import {modules}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            !required,
-            "`{python}` cannot import {modules}, required here"
-        );
-        eprintln!("skipping: {python} cannot import {modules}");
-        return None;
-    }
-    Some(python)
-}
-
 /// Runs a Python helper in the sandbox; returns its last stdout line, parsed as JSON.
 fn run_python(python: &str, sb: &Sandbox, args: &[&std::ffi::OsStr]) -> serde_json::Value {
     let o = std::process::Command::new(python)
@@ -207,10 +187,9 @@ fn byte_level_target_tokens_are_built_from_their_bytes() {
 /// included (so some hold part of a character): every row of a byte-level and of a WordPiece
 /// source is the mean of the pieces Python finds (tests/target_tokenizer.py).
 #[test]
+#[ignore = "needs python: tokenizers, numpy, safetensors (tests/target_tokenizer.py)"]
 fn byte_level_rows_match_python_tokenizers() {
-    let Some(python) = python_with("tokenizers, numpy, safetensors") else {
-        return;
-    };
+    let python = python("tokenizers, numpy, safetensors");
     let sb = Sandbox::new();
     let built = run_python(
         &python,
@@ -257,10 +236,9 @@ fn byte_level_rows_match_python_tokenizers() {
 /// A SentencePiece target (tiny-xlmr's Unigram with byte-fallback pieces `<0xE7>` added): `▁` is
 /// a space and a byte piece a byte, for a byte-level and a WordPiece source, against Python.
 #[test]
+#[ignore = "needs python: tokenizers, numpy, safetensors (tests/target_tokenizer.py)"]
 fn sentencepiece_rows_match_python_tokenizers() {
-    let Some(python) = python_with("tokenizers, numpy, safetensors") else {
-        return;
-    };
+    let python = python("tokenizers, numpy, safetensors");
     let sb = Sandbox::new();
     let mut tj = read_json(&fixture("tiny-xlmr/tokenizer.json"));
     let vocab = tj["model"]["vocab"].as_array_mut().unwrap();
@@ -450,10 +428,11 @@ fn target_dir(sb: &Sandbox, name: &str, fixture_name: &str, with_config: bool) -
     d.join("tokenizer.json")
 }
 
-fn check_special(src: &Path, out: &Path, target: &Path, spec: serde_json::Value) {
-    let Some(python) = python_with("torch, transformers, tokenizers") else {
+fn check_special(python: Python, src: &Path, out: &Path, target: &Path, spec: serde_json::Value) {
+    if let Python::Skip = python {
         return;
-    };
+    }
+    let python = crate::common::python("torch, transformers, tokenizers");
     let o = std::process::Command::new(python)
         .arg(script("check_special.py"))
         .arg(src)
@@ -480,6 +459,17 @@ fn check_special(src: &Path, out: &Path, target: &Path, spec: serde_json::Value)
 /// and its tokenizer's special tokens agree with config.json (tests/check_special.py).
 #[test]
 fn target_special_tokens_are_adopted() {
+    target_special_tokens_are_adopted_run(Python::Skip);
+}
+
+/// `target_special_tokens_are_adopted`, each directory also loaded in transformers (tests/check_special.py).
+#[test]
+#[ignore = "needs python: torch, transformers, tokenizers (tests/check_special.py)"]
+fn target_special_tokens_are_adopted_in_transformers() {
+    target_special_tokens_are_adopted_run(Python::Check);
+}
+
+fn target_special_tokens_are_adopted_run(python: Python) {
     let sb = Sandbox::new();
     let qwen = fixture("tiny-qwen2");
     let bert = fixture("tiny-bert-uncased");
@@ -523,6 +513,7 @@ fn target_special_tokens_are_adopted() {
     let gen = read_json(&dir.join("generation_config.json"));
     assert!(gen.get("eos_token_id").is_none_or(|v| v.is_null()), "{gen}");
     check_special(
+        python,
         &qwen,
         &dir,
         &bert_target,
@@ -552,6 +543,7 @@ fn target_special_tokens_are_adopted() {
     assert_eq!(tc["eos_token"], "<|endoftext|>");
     assert_eq!(tc["model_max_length"], 512);
     check_special(
+        python,
         &bert,
         &dir,
         &qwen_target,
@@ -584,6 +576,7 @@ fn target_special_tokens_are_adopted() {
         [400, 400, 400]
     );
     check_special(
+        python,
         &qwen,
         &sb.path("q-gpt2"),
         &gpt2_target,
