@@ -11,6 +11,7 @@ use crate::init::build::{self, BuildOptions, Fill, RowSource};
 use crate::linalg::Matrix;
 use crate::load::checkpoint::store::{StoredTensor, TensorStore};
 use crate::report::Routing;
+use crate::write::Entry;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -210,24 +211,17 @@ pub fn plan_files(tensors: &[OutTensor], shard: bool, max: u64) -> Vec<(String, 
 
 /// The header of one output file: sorted keys, `format: pt`, padded to 8 bytes.
 fn header(tensors: &[&OutTensor]) -> Vec<u8> {
-    let mut root = serde_json::Map::new();
-    root.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
-    let mut offset = 0;
-    for t in tensors {
-        let len = t.nbytes();
-        root.insert(
-            t.name.clone(),
-            serde_json::json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [offset, offset + len]}),
-        );
-        offset += len;
-    }
-    let mut json = serde_json::to_vec(&root).unwrap_or_default();
-    while json.len() % 8 != 0 {
-        json.push(b' ');
-    }
-    let mut out = (json.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&json);
-    out
+    let entries: Vec<Entry<'_>> = tensors
+        .iter()
+        .map(|t| Entry {
+            name: &t.name,
+            dtype: &t.dtype,
+            shape: &t.shape,
+            len: t.nbytes(),
+        })
+        .collect();
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    crate::write::header(&entries, &meta)
 }
 
 /// Everything the vocabulary-dependent tensors are built from.

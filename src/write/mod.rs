@@ -17,5 +17,5 @@ mod target;
 mod temp;
 
 pub(crate) use batch::{test_pause, Batch};
-pub(crate) use safetensors::TensorOut;
+pub(crate) use safetensors::{header, Entry, TensorOut};
 pub(crate) use target::{same_path, DirTarget, Inputs, Target};

@@ -1,6 +1,6 @@
-//! The safetensors header of the files a batch writes (the `--output` matrix, finetune's head):
-//! tensors with a sorted `__metadata__`, so the same inputs give the same bytes. (The model
-//! directory's shards get theirs from `emit::weights`, with `format: pt`.)
+//! The one safetensors header writer, for the files a batch writes (the `--output` matrix,
+//! finetune's head) and the model directory's shards (`emit::weights`, `format: pt`): tensors
+//! with a sorted `__metadata__`, so the same inputs give the same bytes.
 
 use crate::dtype::DType;
 use std::collections::BTreeMap;
@@ -13,13 +13,38 @@ pub struct TensorOut<'a> {
     pub data: &'a [u8],
 }
 
-/// The header bytes: u64 LE length, then JSON padded with spaces to a multiple of 8. Keys are
-/// sorted (serde_json's map is a BTreeMap without the preserve_order feature); data follows in the
-/// order given.
+/// The header bytes of `tensors` (see [`header`]).
 pub(super) fn header_for(
     tensors: &[TensorOut<'_>],
     metadata: &BTreeMap<String, String>,
 ) -> Vec<u8> {
+    // The byte length follows from shape and dtype; `data` may be empty when the bytes are
+    // written later through a map.
+    let entries: Vec<Entry<'_>> = tensors
+        .iter()
+        .map(|t| Entry {
+            name: t.name,
+            dtype: t.dtype.safetensors_name(),
+            shape: &t.shape,
+            len: t.shape.iter().product::<usize>() * t.dtype.size(),
+        })
+        .collect();
+    header(&entries, metadata)
+}
+
+/// One tensor of a header: its name, safetensors dtype name (`F32`, `I64`, ...), shape and byte
+/// length.
+pub(crate) struct Entry<'a> {
+    pub name: &'a str,
+    pub dtype: &'a str,
+    pub shape: &'a [usize],
+    pub len: usize,
+}
+
+/// The header bytes: u64 LE length, then JSON padded with spaces to a multiple of 8. Keys are
+/// sorted (serde_json's map is a BTreeMap without the preserve_order feature); data follows in the
+/// order given.
+pub(crate) fn header(entries: &[Entry<'_>], metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let mut root = serde_json::Map::new();
     if !metadata.is_empty() {
         root.insert(
@@ -28,19 +53,16 @@ pub(super) fn header_for(
         );
     }
     let mut offset = 0;
-    for t in tensors {
-        // The byte length follows from shape and dtype; `data` may be empty when the bytes are
-        // written later through a map.
-        let len = t.shape.iter().product::<usize>() * t.dtype.size();
+    for t in entries {
         root.insert(
             t.name.into(),
             serde_json::json!({
-                "dtype": t.dtype.safetensors_name(),
+                "dtype": t.dtype,
                 "shape": t.shape,
-                "data_offsets": [offset, offset + len],
+                "data_offsets": [offset, offset + t.len],
             }),
         );
-        offset += len;
+        offset += t.len;
     }
     let mut json = serde_json::to_vec(&root).unwrap_or_default();
     while json.len() % 8 != 0 {
