@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 pub enum Error {
     /// An operating-system error on a named file.
     #[error("{}: {err}", path.display())]
-    Io { path: PathBuf, err: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        err: std::io::Error,
+    },
     /// A problem on one line of a text file (vocabularies, data sets).
     #[error("{path} line {line}: {msg}")]
     Line {
@@ -65,5 +69,18 @@ impl Error {
             tensor: tensor.to_string(),
             msg: msg.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_say_the_file_in_one_line_and_keep_their_cause() {
+        let e = Error::io("vocab.txt", std::io::Error::other("gone"));
+        assert_eq!(e.to_string(), "vocab.txt: gone");
+        let cause = std::error::Error::source(&e).map(|c| c.to_string());
+        assert_eq!(cause.as_deref(), Some("gone"));
     }
 }

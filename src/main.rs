@@ -26,7 +26,9 @@ fn main() -> ExitCode {
     match embed_transplant::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            embed_transplant::print_error(&format!("{err:#}"));
+            // Our errors carry their cause in their one line (the source chain is for callers of
+            // the library), so the outermost message is the whole message.
+            embed_transplant::print_error(&format!("{err}"));
             let code = match err.downcast_ref::<Error>() {
                 Some(Error::Usage(_)) => Exit::Usage,
                 _ => Exit::Failure,
