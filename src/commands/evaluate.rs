@@ -77,7 +77,7 @@ pub fn run(cfg: &EvaluateConfig, out: &Console) -> Result<EvaluateReport> {
         cfg.max_len,
         "is not one of the head's labels",
     )?;
-    let (loss, accuracy, preds) = train::evaluate(&model, &examples);
+    let (loss, accuracy, preds) = train::loss_and_accuracy(&model, &examples);
     let classes = labels
         .iter()
         .enumerate()

@@ -149,7 +149,7 @@ pub fn run(cfg: &FinetuneConfig, out: &Console) -> Result<Staged<FinetuneReport>
     }
     let (test_loss, test_accuracy) = match &test_set {
         Some(t) => {
-            let (l, a, _) = train::evaluate(&model, t);
+            let (l, a, _) = train::loss_and_accuracy(&model, t);
             (Some(l), Some(a))
         }
         None => (None, None),

@@ -105,7 +105,7 @@ pub fn run(cfg: &ScoreConfig, out: &Console) -> Result<Staged<ScoreReport>> {
         initializer_range: side.config.initializer_range,
         held_out: &HashSet::new(),
     };
-    let ev = heldout::evaluate(
+    let ev = heldout::run(
         &source,
         cands,
         &heldout::EvalOptions {

@@ -286,7 +286,7 @@ pub fn run(cfg: &TransplantConfig, out: &Console) -> Result<Staged<TransplantRep
                 Some(_) => Method::Guide(cfg.guide),
                 None => cfg.init,
             };
-            let ev = heldout::evaluate(
+            let ev = heldout::run(
                 &engine,
                 holdout::candidates(&tokenizer, source.size),
                 &heldout::EvalOptions {

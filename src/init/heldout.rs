@@ -262,11 +262,7 @@ fn build(
 
 /// Holds out a sample, rebuilds it with each method from the source without it, and scores the
 /// results against the true rows.
-pub fn evaluate(
-    full: &Source<'_>,
-    cands: Vec<Candidate>,
-    opts: &EvalOptions<'_>,
-) -> Result<Evaluation> {
+pub fn run(full: &Source<'_>, cands: Vec<Candidate>, opts: &EvalOptions<'_>) -> Result<Evaluation> {
     let cands = super::ordered_candidates(cands, opts.seed, opts.prefer);
     let refs: Vec<&Candidate> = cands.iter().collect();
     let vocab_rows = full.vocab.size;

@@ -14,19 +14,19 @@ pub const MAX_ROWS: usize = 1 << 24;
 
 /// One row of a TSV file: 1-based line, label, text.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row {
+pub struct Example {
     pub line: usize,
     pub label: String,
     pub text: String,
 }
 
 /// Reads a TSV file; a header line `label<TAB>text` is skipped.
-pub fn read_tsv(path: &Path) -> Result<Vec<Row>> {
+pub fn read_tsv(path: &Path) -> Result<Vec<Example>> {
     read_tsv_limited(path, MAX_ROWS)
 }
 
 /// [`read_tsv`] stopping after `max_rows` lines.
-fn read_tsv_limited(path: &Path, max_rows: usize) -> Result<Vec<Row>> {
+fn read_tsv_limited(path: &Path, max_rows: usize) -> Result<Vec<Example>> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut r = std::io::BufReader::with_capacity(1 << 16, f);
     let origin = path.display().to_string();
@@ -83,7 +83,7 @@ fn read_tsv_limited(path: &Path, max_rows: usize) -> Result<Vec<Row>> {
         if label.is_empty() {
             return Err(err(line, "empty label"));
         }
-        rows.push(Row {
+        rows.push(Example {
             line,
             label: label.to_string(),
             text: sentence.to_string(),
@@ -96,7 +96,7 @@ fn read_tsv_limited(path: &Path, max_rows: usize) -> Result<Vec<Row>> {
 }
 
 /// The sorted distinct labels of rows.
-pub fn labels_of(rows: &[Row]) -> Vec<String> {
+pub fn labels_of(rows: &[Example]) -> Vec<String> {
     let mut labels: Vec<String> = rows.iter().map(|r| r.label.clone()).collect();
     labels.sort();
     labels.dedup();
@@ -107,7 +107,7 @@ pub fn labels_of(rows: &[Row]) -> Vec<String> {
 /// error naming the line; `unknown_label` says what the labels are (training data, or a head).
 pub fn examples(
     path: &Path,
-    rows: &[Row],
+    rows: &[Example],
     labels: &[String],
     seg: &Segmenter,
     max_len: usize,

@@ -52,8 +52,8 @@ pub struct EpochMetrics {
 }
 
 /// Loss and accuracy of the model on a data set; also the predicted classes.
-pub fn evaluate(model: &Model, data: &Dataset) -> (f64, f64, Vec<usize>) {
-    let (loss, preds) = model.evaluate(data);
+pub fn loss_and_accuracy(model: &Model, data: &Dataset) -> (f64, f64, Vec<usize>) {
+    let (loss, preds) = model.predict(data);
     let correct = preds
         .iter()
         .zip(data.labels())
@@ -131,7 +131,7 @@ pub fn train(
     let mut opt_w = optim::Dense::new(adam, model.w.len());
     let mut opt_b = optim::Dense::new(adam, model.b.len());
     let mut opt_e = (!opts.freeze_embeddings)
-        .then(|| optim::Embedding::new(opts.optimizer, model.rows, model.dim));
+        .then(|| optim::EmbeddingOptimizer::new(opts.optimizer, model.rows, model.dim));
     let (lr, emb_lr) = (opts.lr as f32, opts.embedding_lr as f32);
     let frozen = opts.frozen_rows.as_deref();
     let mut journal =
@@ -211,7 +211,7 @@ pub fn train(
         let n = train.len().max(1) as f64;
         let (valid_loss, valid_accuracy) = match valid {
             Some(v) => {
-                let (l, a, _) = evaluate(model, v);
+                let (l, a, _) = loss_and_accuracy(model, v);
                 (Some(l), Some(a))
             }
             None => (None, None),

@@ -240,7 +240,7 @@ impl Model {
     }
 
     /// Loss and prediction of every example (no gradients); the loss is the mean.
-    pub fn evaluate(&self, data: &Dataset) -> (f64, Vec<usize>) {
+    pub fn predict(&self, data: &Dataset) -> (f64, Vec<usize>) {
         let passes: Vec<(f64, usize)> = (0..data.len())
             .into_par_iter()
             .map(|i| {

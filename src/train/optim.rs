@@ -86,7 +86,7 @@ impl OptimizerKind {
 
 /// The embedding's optimizer. Moments are allocated zeroed and written only for rows that get a
 /// gradient, so the pages of rows no batch touches are never resident.
-pub struct Embedding {
+pub struct EmbeddingOptimizer {
     kind: OptimizerKind,
     dim: usize,
     m: Vec<f32>,
@@ -106,12 +106,12 @@ pub struct Embedding {
     gains: Vec<f64>,
 }
 
-impl Embedding {
+impl EmbeddingOptimizer {
     pub fn new(kind: OptimizerKind, rows: usize, dim: usize) -> Self {
         let adam = kind != OptimizerKind::Sgd;
         let dense = kind == OptimizerKind::Adam;
         let deferred = kind == OptimizerKind::DeferredAdam;
-        Embedding {
+        EmbeddingOptimizer {
             kind,
             dim,
             m: if adam {
@@ -163,7 +163,7 @@ impl Embedding {
     }
 
     /// Deferred Adam: brings every row up to the last step taken (at the end of an epoch, before
-    /// E is evaluated or kept). The rows it may change are [`Embedding::rows_to_flush`], for the
+    /// E is evaluated or kept). The rows it may change are [`EmbeddingOptimizer::rows_to_flush`], for the
     /// best-epoch journal to save first.
     pub fn flush(&mut self, emb: &mut [f32]) {
         if self.kind != OptimizerKind::DeferredAdam {
@@ -180,7 +180,7 @@ impl Embedding {
         self.replay_rows(emb, &stale, step);
     }
 
-    /// The rows [`Embedding::flush`] may change (deferred Adam: every row ever touched).
+    /// The rows [`EmbeddingOptimizer::flush`] may change (deferred Adam: every row ever touched).
     pub fn rows_to_flush(&self) -> &[u32] {
         match self.kind {
             OptimizerKind::DeferredAdam => &self.active_rows,

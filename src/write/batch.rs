@@ -18,7 +18,7 @@ use super::target::{exists_error, parent_dir, DirTarget, Inputs, Target};
 use super::temp::{sweep_stale, temp_prefix};
 
 /// One finished temp file waiting to be renamed into place.
-struct Staged {
+struct StagedFile {
     tmp: tempfile::TempPath,
     target: Target,
     registered: cancel::Registered,
@@ -36,7 +36,7 @@ struct StagedDir {
 /// removes its temp files, so a run that fails leaves no new file.
 #[derive(Default)]
 pub struct Batch {
-    staged: Vec<Staged>,
+    staged: Vec<StagedFile>,
     dirs: Vec<StagedDir>,
 }
 
@@ -79,7 +79,7 @@ impl Batch {
             return Err(Error::io(&target.path, e));
         }
         set_readable(tmp.path());
-        self.staged.push(Staged {
+        self.staged.push(StagedFile {
             tmp: tmp.into_temp_path(),
             target: target.clone(),
             registered,

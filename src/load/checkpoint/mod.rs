@@ -12,7 +12,7 @@ pub mod store;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use names::Candidate;
+use names::TensorCandidate;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -212,9 +212,9 @@ pub fn choose_embedding(
     tensors: &[TensorEntry],
     forced: Option<&str>,
 ) -> Result<names::Choice> {
-    let cands: Vec<Candidate> = tensors
+    let cands: Vec<TensorCandidate> = tensors
         .iter()
-        .map(|t| Candidate {
+        .map(|t| TensorCandidate {
             name: t.name.clone(),
             shape: t.shape.clone(),
         })

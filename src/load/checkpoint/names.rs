@@ -39,7 +39,7 @@ pub const RULES: &[Rule] = &[
 
 /// A tensor as the chooser sees it. The shape is unknown for shards not yet downloaded.
 #[derive(Debug, Clone)]
-pub struct Candidate {
+pub struct TensorCandidate {
     pub name: String,
     pub shape: Option<Vec<usize>>,
 }
@@ -58,14 +58,14 @@ fn ends_with_at_boundary(name: &str, suffix: &str) -> bool {
             && name.as_bytes()[name.len() - suffix.len() - 1] == b'.')
 }
 
-fn is_matrix(c: &Candidate) -> bool {
+fn is_matrix(c: &TensorCandidate) -> bool {
     c.shape.as_ref().is_none_or(|s| s.len() == 2)
 }
 
 /// Picks the word-embedding tensor: `forced` when given (it must exist), else the first rule that
 /// matches exactly one 2-D tensor. A rule that matches several (an encoder and a decoder) is an
 /// ambiguity; nothing matching is an error. Errors list the candidates with their shapes.
-pub fn choose(candidates: &[Candidate], forced: Option<&str>) -> Result<Choice, String> {
+pub fn choose(candidates: &[TensorCandidate], forced: Option<&str>) -> Result<Choice, String> {
     if let Some(name) = forced {
         return match candidates.iter().find(|c| c.name == name) {
             Some(c) if is_matrix(c) => Ok(Choice {
@@ -83,7 +83,7 @@ pub fn choose(candidates: &[Candidate], forced: Option<&str>) -> Result<Choice, 
         };
     }
     for rule in RULES {
-        let hits: Vec<&Candidate> = candidates
+        let hits: Vec<&TensorCandidate> = candidates
             .iter()
             .filter(|c| is_matrix(c) && ends_with_at_boundary(&c.name, rule.suffix))
             .collect();
@@ -103,7 +103,7 @@ pub fn choose(candidates: &[Candidate], forced: Option<&str>) -> Result<Choice, 
             }
         }
     }
-    let matrices: Vec<&Candidate> = candidates.iter().filter(|c| is_matrix(c)).collect();
+    let matrices: Vec<&TensorCandidate> = candidates.iter().filter(|c| is_matrix(c)).collect();
     if matrices.is_empty() {
         return Err("no 2-D tensor in the checkpoint, so no word embedding".into());
     }
@@ -113,7 +113,7 @@ pub fn choose(candidates: &[Candidate], forced: Option<&str>) -> Result<Choice, 
     ))
 }
 
-fn list<'a>(cands: impl Iterator<Item = &'a Candidate>) -> String {
+fn list<'a>(cands: impl Iterator<Item = &'a TensorCandidate>) -> String {
     let all: Vec<String> = cands
         .map(|c| format!("{} {}", c.name, fmt_shape(&c.shape)))
         .collect();
@@ -141,8 +141,8 @@ pub fn fmt_shape(shape: &Option<Vec<usize>>) -> String {
 mod tests {
     use super::*;
 
-    fn c(name: &str, shape: &[usize]) -> Candidate {
-        Candidate {
+    fn c(name: &str, shape: &[usize]) -> TensorCandidate {
+        TensorCandidate {
             name: name.into(),
             shape: Some(shape.to_vec()),
         }
@@ -209,7 +209,7 @@ mod tests {
             ),
         ];
         for (names, want) in cases {
-            let cands: Vec<Candidate> = names.iter().map(|n| c(n, &[10, 4])).collect();
+            let cands: Vec<TensorCandidate> = names.iter().map(|n| c(n, &[10, 4])).collect();
             assert_eq!(choose(&cands, None).unwrap().name, *want, "{names:?}");
         }
     }
