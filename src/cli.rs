@@ -53,7 +53,7 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// How well each init method rebuilds rows the model knows: source tokens are held out (the
     /// tokenizer rebuilt without them), re-initialised from their pieces, and compared with their
-    /// true rows. Writes nothing.
+    /// true rows. Writes nothing unless --save-rows names a file.
     Score(ScoreArgs),
     /// Print a shell completion script.
     Completions {
