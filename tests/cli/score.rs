@@ -556,3 +556,40 @@ fn score_rows_are_transplant_rows() {
         );
     }
 }
+
+/// `--save-rows` is an output like any other: never an input of the run, and an existing file is
+/// replaced only with `--force`.
+#[test]
+fn save_rows_never_overwrites_an_input_nor_an_existing_file() {
+    let sb = Sandbox::new();
+    synthetic_model(&sb.path("m"), |m| m.to_vec());
+    let weights = sb.path("m/model.safetensors");
+    let before = std::fs::read(&weights).unwrap();
+    let a = sb
+        .cmd()
+        .args(["score", "-m", "m", "--sample", "10", "-q"])
+        .args(["--save-rows", "m/model.safetensors", "--force"])
+        .assert()
+        .code(1);
+    assert!(
+        stderr_of(&a).contains("model.safetensors"),
+        "{}",
+        stderr_of(&a)
+    );
+    assert_eq!(std::fs::read(&weights).unwrap(), before);
+    std::fs::write(sb.path("rows.safetensors"), b"mine").unwrap();
+    sb.cmd()
+        .args(["score", "-m", "m", "--sample", "10", "-q"])
+        .args(["--save-rows", "rows.safetensors"])
+        .assert()
+        .code(1);
+    assert_eq!(std::fs::read(sb.path("rows.safetensors")).unwrap(), b"mine");
+    sb.cmd()
+        .args(["score", "-m", "m", "--sample", "10", "-q"])
+        .args(["--save-rows", "rows.safetensors", "--force"])
+        .assert()
+        .success();
+    let rows = read_st(&sb.path("rows.safetensors"));
+    assert_eq!(rows.tensors["truth"].1, vec![10, DIM]);
+    assert_eq!(rows.tensors["compose"].1, vec![10, DIM]);
+}
