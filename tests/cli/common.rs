@@ -241,38 +241,37 @@ pub fn run_tokens_reported(
     tokens: &str,
     extra: &[&str],
 ) -> (serde_json::Value, serde_json::Value, St) {
-    let sb = Sandbox::new();
-    let a = sb
-        .cmd()
-        .arg("-m")
-        .arg(model)
-        .args(["-v", "-", "-o", "out.safetensors", "--json", "-q"])
-        .args(["--report", "report.json"])
-        .args(extra)
-        .write_stdin(tokens)
-        .assert()
-        .success();
-    let summary = serde_json::from_str(&stdout_of(&a)).unwrap();
-    let report =
-        serde_json::from_str(&std::fs::read_to_string(sb.path("report.json")).unwrap()).unwrap();
-    (summary, report, read_st(&sb.path("out.safetensors")))
+    let (summary, report, st) = run_tokens_with(model, tokens, extra, true);
+    (summary, report.unwrap_or_default(), st)
 }
 
 /// [`run_tokens_reported`] without `--report` (whose held-out score takes seconds in a debug
 /// build): (summary JSON, output).
 pub fn run_tokens(model: &Path, tokens: &str, extra: &[&str]) -> (serde_json::Value, St) {
+    let (summary, _, st) = run_tokens_with(model, tokens, extra, false);
+    (summary, st)
+}
+
+fn run_tokens_with(
+    model: &Path,
+    tokens: &str,
+    extra: &[&str],
+    report: bool,
+) -> (serde_json::Value, Option<serde_json::Value>, St) {
     let sb = Sandbox::new();
-    let a = sb
-        .cmd()
-        .arg("-m")
+    let mut cmd = sb.cmd();
+    cmd.arg("-m")
         .arg(model)
-        .args(["-v", "-", "-o", "out.safetensors", "--json", "-q"])
-        .args(extra)
-        .write_stdin(tokens)
-        .assert()
-        .success();
+        .args(["-v", "-", "-o", "out.safetensors", "--json", "-q"]);
+    if report {
+        cmd.args(["--report", "report.json"]);
+    }
+    let a = cmd.args(extra).write_stdin(tokens).assert().success();
     let summary = serde_json::from_str(&stdout_of(&a)).unwrap();
-    (summary, read_st(&sb.path("out.safetensors")))
+    let report = report.then(|| {
+        serde_json::from_str(&std::fs::read_to_string(sb.path("report.json")).unwrap()).unwrap()
+    });
+    (summary, report, read_st(&sb.path("out.safetensors")))
 }
 
 /// Source rows by token, as f32.
@@ -543,4 +542,35 @@ impl Watched {
         let status = self.child.wait().unwrap();
         (status, self.lines.iter().collect())
     }
+}
+
+/// A finetune of the sandbox's data that would run 100,000 epochs (with `extra` flags), once its
+/// first epoch's line is out: training, and the signal handler, are running. Not -q, for that line.
+#[cfg(unix)]
+pub fn endless_finetune(sb: &Sandbox, extra: &[&str]) -> Watched {
+    let mut run = Watched::spawn(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin!("embed-transplant"))
+            .current_dir(sb.dir.path())
+            .env("HF_HOME", sb.hf_home())
+            .args([
+                "finetune",
+                "--embeddings",
+                "emb.safetensors",
+                "-v",
+                "vocab.txt",
+            ])
+            .args([
+                "--train",
+                "train.tsv",
+                "--epochs",
+                "100000",
+                "-o",
+                "ft.safetensors",
+            ])
+            .args(extra),
+    );
+    run.wait_for("the first epoch's line", |l| {
+        l.starts_with("epoch 1/100000:")
+    });
+    run
 }

@@ -110,30 +110,7 @@ fn signals_during_finetune_leave_nothing() {
         let sb = finetune_sandbox();
         let before = sb.files();
         // Not -q: the first epoch's line says that training (and the signal handler) is running.
-        let mut run = Watched::spawn(
-            std::process::Command::new(assert_cmd::cargo::cargo_bin!("embed-transplant"))
-                .current_dir(sb.dir.path())
-                .env("HF_HOME", sb.hf_home())
-                .args([
-                    "finetune",
-                    "--embeddings",
-                    "emb.safetensors",
-                    "-v",
-                    "vocab.txt",
-                ])
-                .args([
-                    "--train",
-                    "train.tsv",
-                    "--epochs",
-                    "100000",
-                    "-o",
-                    "ft.safetensors",
-                ])
-                .args(["--head", "head.safetensors"]),
-        );
-        run.wait_for("the first epoch's line", |l| {
-            l.starts_with("epoch 1/100000:")
-        });
+        let run = endless_finetune(&sb, &["--head", "head.safetensors"]);
         run.signal(sig);
         let (status, rest) = run.finish();
         assert_eq!(status.code(), Some(code), "{sig}: {rest:?}");
