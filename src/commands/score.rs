@@ -104,6 +104,7 @@ pub fn run(cfg: &ScoreConfig, out: &Console) -> Result<Staged<ScoreReport>> {
         tokenizer: &side.tokenizer,
         initializer_range: side.config.initializer_range,
         held_out: &HashSet::new(),
+        derived: &init::Derived::default(),
     };
     let ev = heldout::run(
         &source,

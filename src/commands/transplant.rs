@@ -14,7 +14,7 @@ use crate::load::checkpoint;
 use crate::load::hub;
 use crate::load::vectors::{self, Vectors};
 use crate::load::vocab::{self};
-use crate::matching::{holdout, Plan};
+use crate::matching::Plan;
 use crate::report::ReportScore;
 use crate::report::{self, TransplantReport};
 use crate::write::Batch;
@@ -136,6 +136,7 @@ pub fn run(cfg: &TransplantConfig, out: &Console) -> Result<Staged<TransplantRep
         tokenizer: &tokenizer,
         initializer_range: model_cfg.initializer_range,
         held_out: &no_held_out,
+        derived: &init::Derived::default(),
     };
     let sigma = (cfg.init.fill() == Method::Random).then(|| init::sigma(&engine));
     if let Some(r) = sigma.as_ref().and_then(|s| s.implausible) {
@@ -288,7 +289,7 @@ pub fn run(cfg: &TransplantConfig, out: &Console) -> Result<Staged<TransplantRep
             };
             let ev = heldout::run(
                 &engine,
-                holdout::candidates(&tokenizer, source.size),
+                engine.candidates().to_vec(),
                 &heldout::EvalOptions {
                     guide: space,
                     sample: REPORT_SAMPLE,
@@ -342,9 +343,9 @@ fn read_aux_vectors(
     texts: &[String],
     path: &std::path::Path,
 ) -> Result<Vectors> {
-    let cands = holdout::candidates(source.tokenizer, source.vocab.size);
     let wanted = vectors::Wanted::new(
-        cands
+        source
+            .candidates()
             .iter()
             .map(|c| c.text.as_str())
             .chain(

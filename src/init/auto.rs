@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::init::build::RowSource;
 use crate::init::fit;
 use crate::linalg::cosine;
-use crate::matching::holdout::{self, Candidate};
+use crate::matching::holdout::Candidate;
 use crate::matching::Plan;
 use crate::report::{AutoChoice, AutoKind};
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,16 +40,20 @@ struct Kind {
     pieces: u8,
 }
 
+/// The Unicode script of a text: that of its first character with a script of its own (`Common`
+/// when all are digits, punctuation and the like).
+fn script_of(text: &str) -> &'static str {
+    text.chars()
+        .map(|c| c.script())
+        .find(|s| !matches!(s, Script::Common | Script::Inherited | Script::Unknown))
+        .unwrap_or(Script::Common)
+        .full_name()
+}
+
 impl Kind {
     fn of(text: &str, pieces: usize) -> Kind {
-        let script = text
-            .chars()
-            .map(|c| c.script())
-            .find(|s| !matches!(s, Script::Common | Script::Inherited | Script::Unknown))
-            .unwrap_or(Script::Common)
-            .full_name();
         Kind {
-            script,
+            script: script_of(text),
             pieces: pieces.min(4) as u8,
         }
     }
@@ -135,9 +139,11 @@ pub fn choose(
     }
     // Held-out source tokens in the target's scripts; their piece counts are known once split.
     let scripts: BTreeSet<&str> = rows_of.keys().map(|k| k.script).collect();
-    let cands: Vec<Candidate> = holdout::candidates(source.tokenizer, source.vocab.size)
-        .into_iter()
-        .filter(|c| scripts.contains(&Kind::of(&c.text, 2).script))
+    let cands: Vec<Candidate> = source
+        .candidates()
+        .iter()
+        .filter(|c| scripts.contains(script_of(&c.text)))
+        .cloned()
         .collect();
     let cands = ordered_candidates(cands, seed, None);
     let refs: Vec<&Candidate> = cands.iter().collect();
@@ -236,7 +242,7 @@ pub fn choose(
         Ok(all) if !all.identity => all,
         _ => map,
     };
-    map.target_norm = super::median_norm(source);
+    map.target_norm = source.median_norm();
     let summary = super::fit_summary(&map);
     let names: Vec<String> = kinds
         .iter()

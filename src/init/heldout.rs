@@ -174,6 +174,7 @@ struct Reduced {
     tokenizer: SourceTokenizer,
     vocab: SourceVocab,
     held: HashSet<u32>,
+    derived: super::Derived,
 }
 
 impl Reduced {
@@ -185,6 +186,7 @@ impl Reduced {
             tokenizer,
             vocab,
             held,
+            derived: super::Derived::default(),
         })
     }
 
@@ -195,6 +197,7 @@ impl Reduced {
             tokenizer: &self.tokenizer,
             initializer_range: full.initializer_range,
             held_out: &self.held,
+            derived: &self.derived,
         }
     }
 }

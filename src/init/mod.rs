@@ -113,6 +113,44 @@ pub struct Source<'a> {
     pub tokenizer: &'a SourceTokenizer,
     pub initializer_range: Option<f64>,
     pub held_out: &'a HashSet<u32>,
+    /// What several steps derive from the source, computed once ([`Derived`]).
+    pub derived: &'a Derived,
+}
+
+/// What is derived from a source and used by several steps (the fit, auto, the guide's anchors,
+/// `--report`'s and `score`'s held-out tokens, σ): computed on first use, once per source. The
+/// candidates take seconds on a 250k-token vocabulary.
+#[derive(Default)]
+pub struct Derived {
+    candidates: std::sync::OnceLock<Vec<Candidate>>,
+    std: std::sync::OnceLock<f32>,
+    median_norm: std::sync::OnceLock<Option<f32>>,
+}
+
+impl Source<'_> {
+    /// The source tokens that can be held out ([`holdout::candidates`]), in id order.
+    pub fn candidates(&self) -> &[Candidate] {
+        self.derived
+            .candidates
+            .get_or_init(|| holdout::candidates(self.tokenizer, self.vocab.size))
+    }
+
+    /// The std of the vocabulary rows, held-out rows left out.
+    fn std(&self) -> f32 {
+        *self
+            .derived
+            .std
+            .get_or_init(|| crate::linalg::std_of(self.matrix, self.vocab.size, self.held_out))
+    }
+
+    /// The median L2 norm of the vocabulary rows, held-out rows left out: what fitted rows are
+    /// scaled to.
+    pub fn median_norm(&self) -> Option<f32> {
+        *self
+            .derived
+            .median_norm
+            .get_or_init(|| crate::linalg::median_norm(self.matrix, self.vocab.size, self.held_out))
+    }
 }
 
 /// initializer_range values outside this band are not a standard deviation anyone meant.
@@ -129,9 +167,7 @@ pub struct Sigma {
 
 /// The σ of random rows from a checkpoint: see [`sigma_rule`].
 pub fn sigma(source: &Source<'_>) -> Sigma {
-    sigma_rule(source.initializer_range, "source matrix", || {
-        crate::linalg::std_of(source.matrix, source.vocab.size, source.held_out)
-    })
+    sigma_rule(source.initializer_range, "source matrix", || source.std())
 }
 
 /// The one σ rule: config.json's initializer_range when plausible, else the std of the source's
@@ -208,14 +244,10 @@ pub fn fit(
 ) -> Result<Fitting> {
     match method {
         Method::ComposeFit => {
-            let cands = ordered_candidates(
-                holdout::candidates(source.tokenizer, source.vocab.size),
-                seed,
-                None,
-            );
+            let cands = ordered_candidates(source.candidates().to_vec(), seed, None);
             let refs: Vec<&Candidate> = cands.iter().collect();
             let mut map = fit_map(source, &refs, seed)?;
-            map.target_norm = median_norm(source);
+            map.target_norm = source.median_norm();
             for row in plan.rows.iter_mut() {
                 if let RowSource::Composed(ids) = &mut row.source {
                     row.source = RowSource::Fitted(std::mem::take(ids));
@@ -340,8 +372,7 @@ pub fn guide_by_vectors(
     vectors: &Vectors,
     rule: guide::Rule,
 ) -> Result<GuideReport> {
-    let cands = holdout::candidates(source.tokenizer, source.vocab.size);
-    let anchors = anchors(&cands, vectors);
+    let anchors = anchors(source.candidates(), vectors);
     let with: Vec<usize> = (0..texts.len())
         .filter(|&i| !plan.rows[i].source.is_copy())
         .filter(|&i| vectors.lookup(&texts[i]).is_some())
@@ -423,12 +454,6 @@ fn guide_report(rule: guide::Rule, anchors: &Anchors, guided: usize) -> GuideRep
         anchors: anchors.len(),
         guided,
     }
-}
-
-/// The median L2 norm of the source's vocabulary rows (held-out rows left out): what fitted rows
-/// are scaled to.
-pub fn median_norm(source: &Source<'_>) -> Option<f32> {
-    crate::linalg::median_norm(source.matrix, source.vocab.size, source.held_out)
 }
 
 /// The fitted map's facts, for reports and metadata.
