@@ -73,16 +73,6 @@ const CONFIG_ID_KEYS: &[&str] = &[
     "forced_eos_token_id",
 ];
 
-const TOKEN_KEYS: &[&str] = &[
-    "bos_token",
-    "eos_token",
-    "unk_token",
-    "sep_token",
-    "pad_token",
-    "cls_token",
-    "mask_token",
-];
-
 /// Roles of special tokens, as tokenizer_config.json names them (`{role}_token`).
 const ROLES: &[&str] = &["bos", "eos", "unk", "sep", "pad", "cls", "mask"];
 
@@ -204,7 +194,7 @@ pub fn emit(inp: &Input<'_>, batch: &mut Batch) -> Result<ModelReport> {
         }
     }
     if let Some(tc) = &tok_cfg {
-        for k in TOKEN_KEYS {
+        for k in tokenizer::TOKEN_KEYS {
             if let Some(t) = tc.get(*k).and_then(token_name) {
                 if source.ids.contains_key(&t) {
                     push(t, format!("tokenizer_config.json {k}"));

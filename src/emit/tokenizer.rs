@@ -756,18 +756,21 @@ pub fn tokenizer_config(source: Option<Value>, tj: &Value, defaults: &[(&str, St
     tc
 }
 
+/// The `*_token` entries of a tokenizer config (and of special_tokens_map.json).
+pub(crate) const TOKEN_KEYS: &[&str] = &[
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+];
+
 /// special_tokens_map.json from the tokenizer config's `*_token` entries.
 pub fn special_tokens_map(tc: &Value) -> Value {
     let mut m = Map::new();
-    for k in [
-        "bos_token",
-        "eos_token",
-        "unk_token",
-        "sep_token",
-        "pad_token",
-        "cls_token",
-        "mask_token",
-    ] {
+    for &k in TOKEN_KEYS {
         if let Some(v) = tc.get(k).filter(|v| !v.is_null()) {
             m.insert(k.into(), v.clone());
         }

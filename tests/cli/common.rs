@@ -574,3 +574,13 @@ pub fn endless_finetune(sb: &Sandbox, extra: &[&str]) -> Watched {
     });
     run
 }
+
+/// One method's row of a `score --json` report.
+pub fn method<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    v["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["method"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {v}"))
+}

@@ -266,28 +266,19 @@ fn score_donor_scores_both_rules_on_tokens_the_donor_knows() {
         .assert()
         .success();
     let v: serde_json::Value = serde_json::from_str(&stdout_of(&a)).unwrap();
-    let method = |name: &str| {
-        v["scores"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["method"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {v}"))
-            .clone()
-    };
     assert_eq!(v["scored"], 5);
     assert_eq!(v["guide"]["donor"], true);
     assert_eq!(v["guide"]["guided"], 5);
     assert_eq!(v["guide"]["omp_k"], 16);
     // Every source word is a linear image in the donor: 16 anchors span the source space, so
     // OMP rebuilds every held-out row; the softmax mean cannot.
-    let omp = method("guide-omp");
+    let omp = method(&v, "guide-omp");
     assert!(omp["mean_cosine"].as_f64().unwrap() > 0.999, "{omp}");
     assert_eq!(omp["top1"], 1.0);
-    let soft = method("guide");
+    let soft = method(&v, "guide");
     assert!(soft["mean_cosine"].as_f64().unwrap() < 0.99, "{soft}");
-    method("compose");
-    method("random");
+    method(&v, "compose");
+    method(&v, "random");
     // Held-out tokens are never anchors: k 1 cannot pick the token itself.
     let a = sb
         .cmd()

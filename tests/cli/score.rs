@@ -98,15 +98,6 @@ fn score_json(sb: &Sandbox, model: &str, extra: &[&str]) -> serde_json::Value {
     serde_json::from_str(&stdout_of(&a)).unwrap()
 }
 
-fn method<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    v["scores"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["method"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {v}"))
-}
-
 #[test]
 fn composition_scores_one_when_words_are_the_mean_of_their_letters() {
     let sb = Sandbox::new();
