@@ -4,6 +4,7 @@
 use super::Staged;
 use crate::config::ScoreConfig;
 use crate::console::Console;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::init::guide;
 use crate::init::heldout;
@@ -12,11 +13,11 @@ use crate::linalg::Matrix;
 use crate::load::checkpoint;
 use crate::load::hub;
 use crate::load::vectors::{self, Vectors};
-use crate::load::vocab::{self};
-use crate::matching::holdout::{self};
+use crate::load::vocab;
+use crate::matching::holdout;
 use crate::report::{GuideSummary, ScoreReport};
-use crate::write::Batch;
-use std::collections::HashSet;
+use crate::write::{Batch, Target, TensorOut};
+use std::collections::{BTreeMap, HashSet};
 
 pub fn run(cfg: &ScoreConfig, out: &Console) -> Result<Staged<ScoreReport>> {
     let start = std::time::Instant::now();
@@ -134,9 +135,7 @@ pub fn run(cfg: &ScoreConfig, out: &Console) -> Result<Staged<ScoreReport>> {
     let sigma = init::sigma(&source).value;
     let mut batch = Batch::new();
     if let (Some(t), Some(rows)) = (&cfg.save_rows, &ev.rows) {
-        let bytes = rows_file(rows, src.cols, cfg.seed)
-            .map_err(|e| Error::file(&t.path, format!("serialising the rows: {e}")))?;
-        batch.file(t, Some(bytes.len() as u64), |w| w.write_all(&bytes))?;
+        stage_rows(&mut batch, t, rows, src.cols, cfg.seed)?;
     }
     let report = ScoreReport {
         model: files.provenance.model.clone(),
@@ -175,28 +174,25 @@ pub fn run(cfg: &ScoreConfig, out: &Console) -> Result<Staged<ScoreReport>> {
 
 /// `--save-rows`: a safetensors file of each method's rows (named by the method), the true rows
 /// (`truth`), and in its metadata the scored tokens (`ids`, `tokens`) and every held-out id
-/// (`held_out`), as JSON lists.
-fn rows_file(
+/// (`held_out`), as JSON lists. Written by the batch's own tensor writer, straight from the rows.
+fn stage_rows(
+    batch: &mut Batch,
+    target: &Target,
     rows: &heldout::HeldOutRows,
     dim: usize,
     seed: u64,
-) -> std::result::Result<Vec<u8>, String> {
-    use safetensors::tensor::{Dtype, TensorView};
-    let n = rows.ids.len();
-    let bytes: Vec<(String, Vec<u8>)> = rows
+) -> Result<()> {
+    let tensors: Vec<TensorOut<'_>> = rows
         .methods
         .iter()
-        .map(|(name, v)| (name.clone(), bytemuck::cast_slice(v).to_vec()))
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = bytes
-        .iter()
-        .map(|(name, b)| {
-            TensorView::new(Dtype::F32, vec![n, dim], b)
-                .map(|t| (name.clone(), t))
-                .map_err(|e| e.to_string())
+        .map(|(name, v)| TensorOut {
+            name,
+            dtype: DType::F32,
+            shape: vec![rows.ids.len(), dim],
+            data: bytemuck::cast_slice(v),
         })
-        .collect::<std::result::Result<_, _>>()?;
-    let meta: std::collections::HashMap<String, String> = [
+        .collect();
+    let meta = BTreeMap::from([
         ("format".to_string(), "pt".to_string()),
         ("ids".into(), serde_json::json!(rows.ids).to_string()),
         ("tokens".into(), serde_json::json!(rows.texts).to_string()),
@@ -205,8 +201,6 @@ fn rows_file(
             serde_json::json!(rows.held_out).to_string(),
         ),
         ("seed".into(), seed.to_string()),
-    ]
-    .into_iter()
-    .collect();
-    safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+    ]);
+    batch.tensors(target, &tensors, &meta)
 }
