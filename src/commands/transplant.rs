@@ -232,7 +232,7 @@ pub fn run(cfg: &TransplantConfig, out: &Console) -> Result<Staged<TransplantRep
         aux_vectors: cfg.aux_vectors.as_ref().map(|p| p.display().to_string()),
         donor: donor_provenance,
         guide: guide_report,
-        compose_fit: fitting.summary.clone(),
+        compose_fit: fitting.summary(),
         auto: fitting.auto.clone(),
         ..stage::plan_report(cfg, &target, &plan, fill_name, out_dtype, emb.cols)
     };

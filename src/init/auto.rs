@@ -243,7 +243,6 @@ pub fn choose(
         _ => map,
     };
     map.target_norm = source.median_norm();
-    let summary = super::fit_summary(&map);
     let names: Vec<String> = kinds
         .iter()
         .filter(|k| k.fitted)
@@ -251,7 +250,6 @@ pub fn choose(
         .collect();
     Ok(Fitting {
         map: Some(Arc::new(map)),
-        summary: Some(summary),
         auto: Some(AutoChoice {
             used: "compose-fit".into(),
             reason: format!(

@@ -245,8 +245,8 @@ fn build(
         &fitting,
         (DType::F32, seed, false),
     );
-    if fitting.summary.is_some() && method == Method::ComposeFit {
-        ev.fit = fitting.summary.clone();
+    if method == Method::ComposeFit {
+        ev.fit = fitting.summary();
     }
     if fitting.auto.is_some() {
         ev.auto = fitting.auto.clone();

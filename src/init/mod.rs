@@ -223,13 +223,19 @@ pub fn plan(source: &Source<'_>, target: &TargetVocab, method: Method) -> Plan {
     plan
 }
 
-/// What fitting decided: the map (None when no row uses one) and, for the report, its facts
-/// and the per-run choice.
+/// What fitting decided: the map (None when no row uses one) and, for the report, auto's
+/// per-run choice.
 #[derive(Default)]
 pub struct Fitting {
     pub map: Option<Arc<LinearMap>>,
-    pub summary: Option<crate::report::FitSummary>,
     pub auto: Option<crate::report::AutoChoice>,
+}
+
+impl Fitting {
+    /// The map's facts, for the report and the metadata.
+    pub fn summary(&self) -> Option<FitSummary> {
+        self.map.as_deref().map(fit_summary)
+    }
 }
 
 /// `compose-fit` and `auto`: fits the map on the source's own multi-piece tokens and marks the
@@ -254,7 +260,6 @@ pub fn fit(
                 }
             }
             Ok(Fitting {
-                summary: Some(fit_summary(&map)),
                 map: Some(Arc::new(map)),
                 auto: None,
             })
