@@ -358,6 +358,8 @@ pub fn transplant(args: TransplantArgs, stderr_is_terminal: bool) -> Result<Tran
         tensor: args.tensor,
         source_vocab: args.source_vocab,
         init: match args.init {
+            // Static vectors have no tokenizer to fit a map on: auto is plain composition there.
+            InitArg::Auto if vectors.is_some() => Method::Compose,
             InitArg::Auto => Method::Auto,
             InitArg::Compose => Method::Compose,
             InitArg::ComposeFit => Method::ComposeFit,

@@ -123,10 +123,6 @@ pub fn run(cfg: &TransplantConfig, out: &Console) -> Result<Staged<TransplantRep
         }),
         ..plan_report(cfg, &target, &plan, fill_name, out_dtype, vectors.dim)
     };
-    if cfg.init == Method::Auto {
-        // Static vectors have no tokenizer to fit a map on: auto is plain composition here.
-        report.init = Method::Compose.name().to_string();
-    }
     let meta = metadata(&report, &copied_rows_of(&plan));
     let mut batch = Batch::new();
     let stats = stage_matrix(cfg, out, &plan, src, &opts, &meta, &mut batch)?;
